@@ -1,0 +1,50 @@
+"""Plain-text tables for the terminal (model info, demo results)."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Sequence
+
+from .model import ModelInfo
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], wrap: int = 88) -> str:
+    """Left-aligned columns separated by two spaces, a rule under the header; the last column is
+    wrapped at `wrap` characters onto continuation lines."""
+    head = [str(h) for h in headers]
+    body = [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head) - 1)]
+    last_width = min(wrap, max(len(row[-1]) for row in [head] + body))
+    widths.append(last_width)
+    lines = [_line(head, widths), "  ".join("-" * w for w in widths)]
+    for row in body:
+        pieces = textwrap.wrap(row[-1], wrap) or [""]
+        lines.append(_line(row[:-1] + [pieces[0]], widths))
+        lines.extend(_line([""] * (len(row) - 1) + [piece], widths) for piece in pieces[1:])
+    return "\n".join(lines)
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+
+def model_info_table(info: ModelInfo) -> str:
+    record = info.record
+    parity = record.get("parity", {})
+    sources = record.get("sources", {})
+    rows = [
+        ("directory", info.directory),
+        ("model id (sha256 of model.onnx)", info.model_id),
+        ("files", ", ".join(f"{name} ({digest[:12]})" for name, digest in info.files.items())),
+        ("heads", f"{len(info.heads)} ({info.head_size}): {', '.join(info.heads)}"),
+        ("image size", f"{info.image_size} px, resize filter {info.resize_filter}"),
+        ("embedding", f"{info.embedding_dim}-d, L2-normalised: {'yes' if info.normalize else 'no'}"),
+        ("precision", info.precision),
+        ("opset", record.get("opset", "?")),
+        ("parity vs PyTorch", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in parity.items())),
+        ("encoder source", sources.get("encoder", "?")),
+        ("heads source", sources.get("heads", "?")),
+        ("source files hashed", len(sources.get("sha256", {}))),
+        ("versions", ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())),
+    ]
+    return format_table(("field", "value"), rows)
