@@ -31,8 +31,9 @@ from .postprocess import emotion_indices, packaged_neutral_means
 from .reference import ReferenceModel, embed
 
 PRECISIONS = ("fp32", "fp16")
-#: Largest protobuf ONNX can hold in one file; above it the weights go to model.onnx.data.
-_PROTOBUF_LIMIT = 2 * 1024**3
+#: Weights above this go to model.onnx.data: protobuf cannot hold a file over 2 GiB, and serialising
+#: close to that limit fails on the graph's own overhead, so keep a wide margin.
+EXTERNAL_DATA_BYTES = 3 * 1024**3 // 2
 FP32_PARITY_TOLERANCE = 1e-4
 
 
@@ -230,6 +231,7 @@ def write_onnx(model: FusedModel, out: Path, image_size: int, opset: int, metada
         with torch.no_grad(), warnings.catch_warnings():
             # tracing warns about Python-level branches in transformers' attention; they are shape-only
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter; see the comment above
             torch.onnx.export(
                 model, (dummy,), str(staging / MODEL_ONNX), input_names=["pixels"], output_names=["scores", "embedding"],
                 dynamic_axes={"pixels": batch, "scores": batch, "embedding": batch}, opset_version=opset, dynamo=False,
@@ -267,11 +269,12 @@ def to_fp16(model: FusedModel) -> FusedModel:
     return model
 
 
-def save_onnx(graph, path: Path) -> list[Path]:
+def save_onnx(graph, path: Path, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Path]:
+    """Save the graph, weights in one `.data` file beside it when they pass `external_data_bytes`."""
     import onnx
 
     weight_bytes = sum(len(t.raw_data) for t in graph.graph.initializer)
-    if weight_bytes < _PROTOBUF_LIMIT * 0.95:
+    if weight_bytes <= external_data_bytes:
         onnx.save_model(graph, str(path))
         return [path]
     data = path.with_name(path.name + ".data")

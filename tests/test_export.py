@@ -1,0 +1,165 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from emonet_batch.cli import main
+from emonet_batch.errors import ModelError, UsageError
+from emonet_batch.export import ExportConfig, export_model, save_onnx
+from emonet_batch.infer import OnnxScorer
+from emonet_batch.model import load_model_info
+from emonet_batch.postprocess import packaged_neutral_means
+from emonet_batch.synthetic import write_synthetic_checkpoint
+from emonet_batch.taxonomy import HEAD_COLUMNS
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_tiny_export_parity_and_record(tiny_models, size):
+    info = load_model_info(tiny_models[size])
+    record = info.record
+    assert record["parity"]["max_abs_score_diff"] <= 1e-4
+    assert record["parity"]["embedding_cosine_min"] > 0.99999
+    assert record["parity"]["images"] >= 3
+    assert info.heads == HEAD_COLUMNS
+    assert (info.head_size, info.image_size, info.embedding_dim) == (size, 64, 64)
+    assert info.normalize is True and info.resize_filter == "bilinear" and info.precision == "fp32"
+    assert info.neutral_means == packaged_neutral_means()
+    assert set(info.files) == {"model.onnx"}
+    sources = record["sources"]["sha256"]
+    assert {f"heads/model_{c}_best.pth" for c in ("amusement", "jealousy_&_envy", "valence")} <= set(sources)
+    assert {"encoder/config.json", "encoder/model.safetensors", "encoder/preprocessor_config.json"} <= set(sources)
+    assert {"torch", "transformers", "onnx", "onnxruntime", "emonet_batch"} <= set(record["versions"])
+
+
+def test_graph_interface_and_metadata(tiny_models):
+    graph = onnx.load(str(tiny_models["large"] / "model.onnx"))
+    (pixels,) = graph.graph.input
+    assert pixels.name == "pixels"
+    assert pixels.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = pixels.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [64, 64, 3]
+    assert [o.name for o in graph.graph.output] == ["scores", "embedding"]
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in graph.graph.output)
+    assert max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    props = {p.key: json.loads(p.value) for p in graph.metadata_props}
+    assert props["emonet_batch.heads"] == list(HEAD_COLUMNS)
+    assert props["emonet_batch.image_size"] == 64
+    assert props["emonet_batch.normalize"] is True
+    assert props["emonet_batch.resize_filter"] == "bilinear"
+
+
+def test_dynamic_batch_gives_the_same_rows(tiny_models):
+    scorer = OnnxScorer(load_model_info(tiny_models["small"]))
+    pixels = np.random.default_rng(0).integers(0, 256, size=(5, 64, 64, 3), dtype=np.uint8)
+    scores, embedding = scorer.run(pixels)
+    assert scores.shape == (5, 44) and embedding.shape == (5, 64) and scores.dtype == np.float32
+    one, _ = scorer.run(pixels[3:4])
+    np.testing.assert_allclose(one[0], scores[3], atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(embedding, axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="uint8"):
+        scorer.run(pixels.astype(np.float32))
+
+
+def count_products(model_dir):
+    return sum(node.op_type in ("MatMul", "Gemm") for node in onnx.load(str(model_dir / "model.onnx")).graph.node)
+
+
+def test_heads_are_batched_not_one_subgraph_each(tiny_models, tmp_path):
+    two = export_model(ExportConfig(out=tmp_path, synthetic="tiny", head_size="large", seed=7, only_heads=("anger", "valence")))
+    assert two.record["heads"] == ["anger", "valence"]
+    # the number of matrix products does not grow with the number of heads
+    assert count_products(tiny_models["large"]) == count_products(two.directory)
+
+
+def test_loading_verifies_sha256(tiny_models, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_models["small"], copy, ignore=shutil.ignore_patterns("checkpoint"))
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match the recorded"):
+        load_model_info(copy)
+    assert load_model_info(copy, verify=False).heads == HEAD_COLUMNS
+    (copy / "model.onnx").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        load_model_info(copy)
+
+
+def test_external_data_when_large(tiny_models, tmp_path):
+    graph = onnx.load(str(tiny_models["small"] / "model.onnx"))
+    files = save_onnx(graph, tmp_path / "model.onnx", external_data_bytes=0)
+    assert [f.name for f in files] == ["model.onnx", "model.onnx.data"]
+    assert (tmp_path / "model.onnx").stat().st_size < 200_000 < (tmp_path / "model.onnx.data").stat().st_size
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.run(["scores"], {"pixels": np.zeros((1, 64, 64, 3), np.uint8)})[0].shape == (1, 44)
+
+
+def test_export_from_checkpoint_paths_with_full_siglip_model(tmp_path):
+    encoder, heads = write_synthetic_checkpoint(tmp_path / "ckpt", "tiny", "small", seed=3, full_model=True)
+    result = export_model(ExportConfig(out=tmp_path / "model", encoder=str(encoder), heads=str(heads), normalize=False))
+    assert result.parity.max_abs_score_diff <= 1e-4
+    assert result.record["normalize"] is False
+    assert result.record["sources"]["encoder"] == str(encoder.resolve())
+
+
+def test_fp16_variant_reports_its_error(tmp_path):
+    result = export_model(ExportConfig(out=tmp_path, synthetic="tiny", head_size="small", precision="fp16"))
+    parity = load_model_info(tmp_path).record["parity"]
+    assert load_model_info(tmp_path).precision == "fp16"
+    assert 0 < parity["max_abs_score_diff"] <= 0.05
+    assert parity == result.parity.as_dict()
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
+    assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_refuses_to_overwrite_and_bad_combinations(tiny_models, tmp_path):
+    with pytest.raises(UsageError, match="--overwrite"):
+        export_model(ExportConfig(out=tiny_models["small"], synthetic="tiny"))
+    with pytest.raises(UsageError, match="either --synthetic"):
+        export_model(ExportConfig(out=tmp_path, synthetic="tiny", encoder="x", heads="y"))
+    with pytest.raises(UsageError, match="needs --encoder and --heads"):
+        export_model(ExportConfig(out=tmp_path, encoder="x"))
+
+
+def test_heads_must_fit_the_encoder_width(tmp_path):
+    from emonet_batch.synthetic import write_heads
+
+    encoder, _ = write_synthetic_checkpoint(tmp_path / "ckpt", "tiny", "small", seed=0)
+    write_heads(tmp_path / "wide", 1152, "small")
+    with pytest.raises(ModelError, match="1152-d input but the encoder produces 64-d"):
+        export_model(ExportConfig(out=tmp_path / "m", encoder=str(encoder), heads=str(tmp_path / "wide")))
+
+
+def test_cli_export_and_info(tmp_path, capsys):
+    assert main(["export", "--synthetic", "tiny", "--head-size", "small", "--seed", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "parity vs PyTorch on 4 images: max |Δ score|" in out
+    assert main(["info", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "model id (sha256 of model.onnx)" in table and "44 (small)" in table and "max_abs_score_diff" in table
+
+
+def test_cli_export_offline_hub_ids_fail_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
+    code = main(["export", "--encoder", "google/siglip2-so400m-patch16-384", "--heads", "laion/Empathic-Insight-Face-Large",
+                 "--out", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and "cannot download google/siglip2-so400m-patch16-384" in err
+
+
+def test_cli_usage_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs --encoder and --heads" in err
+    assert main(["export", "--synthetic", "huge", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["export", "--heads", str(tmp_path / "missing"), "--encoder", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert "neither a directory nor a hub id" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing")]) == 1
+    assert capsys.readouterr().err.strip() == f"emonet-batch: error: not an exported model directory (no model.json): {tmp_path / 'missing'}"
