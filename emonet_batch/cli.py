@@ -67,6 +67,63 @@ def info(model_dir: Path, no_verify: bool) -> None:
 
 
 @cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--output", required=True, metavar="URL", help="Output directory or URL (s3://bucket/prefix, gs://..., a path).")
+@click.option("--model", required=True, metavar="DIR", help="Exported model directory (emonet-batch export).")
+@click.option("--workers", type=click.IntRange(min=1), help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per inference call.")
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPUs per inference actor (fractions share a GPU); 0 runs on CPU.")  # fmt: skip
+@click.option("--threads-per-worker", type=click.IntRange(min=1), help="ONNX Runtime threads per CPU actor. Default: CPUs / workers.")
+@click.option("--meta-fields", metavar="A,B,...", default="", help="Fields of each sample's json to copy into label columns.")
+@click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean).")
+@click.option("--softmax", is_flag=True, help="Add <head>_softmax columns.")
+@click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32).")
+@click.option("--overwrite", is_flag=True, help="Start afresh: remove labels, errors, commits and manifest first.")
+@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Exit 3 when errors / samples exceeds this.")  # fmt: skip
+@click.option("--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images.")
+@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials still come from the environment).")
+@click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True,
+              help="auto: a live line on a terminal, log lines otherwise.")  # fmt: skip
+def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_per_worker, meta_fields, centered, softmax,
+          embedding, overwrite, max_error_rate, max_pixels, endpoint_url, progress) -> int:  # fmt: skip
+    """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
+
+    INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.
+    Exit codes: 0 clean, 1 failed or unfinished shards, 2 usage error, 3 more errors than --max-error-rate.
+    """
+    from .config import ScoreConfig, StorageOptions
+    from .score import run_score
+    from .summary import run_summary
+
+    config = ScoreConfig(
+        inputs=tuple(inputs), output=output, model=model, workers=workers, batch_size=batch_size,
+        gpus_per_worker=gpus_per_worker, threads_per_worker=threads_per_worker,
+        meta_fields=tuple(f.strip() for f in meta_fields.split(",") if f.strip()), centered=centered, softmax=softmax,
+        embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels,
+        storage=StorageOptions(endpoint_url=endpoint_url), progress=progress,
+    )  # fmt: skip
+    result = run_score(config)
+    click.echo(run_summary(result))
+    return result.exit_code
+
+
+@cli.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the shards.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples per shard.")
+@click.option("--metadata", type=click.Path(path_type=Path), help="CSV or JSON of per-image metadata, keyed by file name.")
+@click.option("--prefix", default="shard", show_default=True, help="Shard file name prefix.")
+def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefix: str) -> None:
+    """Pack an image folder (plus optional metadata) into WebDataset shards."""
+    from .shards import folder_to_shards
+
+    paths = folder_to_shards(source, out, shard_size, metadata, prefix)
+    click.echo(f"wrote {len(paths)} shards to {out}: {paths[0].name} .. {paths[-1].name}")
+
+
+@cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True, help="Where the demo writes.")
 @click.option("--images", type=click.IntRange(min=1), default=8, show_default=True, help="Sample images to score.")
 def demo(out: Path, images: int) -> None:

@@ -42,4 +42,3 @@ class ScoreConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     storage: StorageOptions = field(default_factory=StorageOptions)
     progress: str = "auto"  # auto | bar | log | off
-    allow_cpu_fallback: bool = False  # for tests only: GPUs requested, CUDA provider absent

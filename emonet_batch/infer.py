@@ -39,3 +39,40 @@ class OnnxScorer:
     @property
     def active_providers(self) -> list[str]:
         return self.session.get_providers()
+
+
+class InferStage:
+    """Ray actor body: one ORT session per actor, scoring the `sample` rows of each batch.
+
+    Other rows pass through with NaN scores. With GPUs requested, a session whose CUDA provider did not
+    load is an error: ORT silently falls back to CPU otherwise, and a GPU job would crawl unnoticed."""
+
+    def __init__(self, model_dir: str, options: SessionOptions, with_embedding: bool, require_cuda: bool):
+        from .model import load_model_info
+
+        self.scorer = OnnxScorer(load_model_info(model_dir), options)
+        self.with_embedding = with_embedding
+        if require_cuda and "CUDAExecutionProvider" not in self.scorer.active_providers:
+            raise RuntimeError(
+                "GPUs were requested but ONNX Runtime's CUDA provider is not active "
+                f"(active: {', '.join(self.scorer.active_providers)}); install onnxruntime-gpu with a matching CUDA"
+            )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .read import SAMPLE
+
+        pixels = batch.pop("pixels")
+        count = len(pixels)
+        info = self.scorer.info
+        scores = np.full((count, len(info.heads)), np.nan, dtype=np.float32)
+        embedding = np.full((count, info.embedding_dim), np.nan, dtype=np.float32) if self.with_embedding else None
+        rows = np.flatnonzero(batch["kind"] == SAMPLE)
+        if rows.size:
+            got_scores, got_embedding = self.scorer.run(pixels[rows])
+            scores[rows] = got_scores
+            if embedding is not None:
+                embedding[rows] = got_embedding
+        batch["scores"] = scores
+        if embedding is not None:
+            batch["embedding"] = embedding
+        return batch

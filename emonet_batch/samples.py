@@ -57,3 +57,28 @@ def sample_images(count: int) -> list[tuple[str, bytes]]:
         else:
             samples.append((f"face-{i:03d}", encode(image, "JPEG", quality=90)))
     return samples
+
+
+_GENDERS = ("female", "male")
+_ETHNICITIES = ("african", "east_asian", "european", "latin_american", "middle_eastern", "south_asian")
+
+
+def demo_metadata(index: int) -> dict:
+    """EmoNet-style metadata for a generated face (deterministic)."""
+    rng = np.random.default_rng(10_000 + index)
+    return {
+        "gender": _GENDERS[int(rng.integers(len(_GENDERS)))],
+        "age": int(rng.integers(18, 80)),
+        "ethnicity": _ETHNICITIES[int(rng.integers(len(_ETHNICITIES)))],
+        "mood_drawn": _MOODS[index % len(_MOODS)],
+    }
+
+
+def demo_samples(count: int, size: int = 384) -> list[tuple[str, dict[str, bytes]]]:
+    """WebDataset samples (key, {"jpg": ..., "json": ...}) of generated faces with metadata."""
+    import json
+
+    return [
+        (f"face-{i:05d}", {"jpg": encode(face_image(i, size=size), "JPEG", quality=90), "json": json.dumps(demo_metadata(i)).encode()})
+        for i in range(count)
+    ]

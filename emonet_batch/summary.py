@@ -48,3 +48,26 @@ def model_info_table(info: ModelInfo) -> str:
         ("versions", ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())),
     ]
     return format_table(("field", "value"), rows)
+
+
+def run_summary(result) -> str:
+    """The final table of a scoring run: one row per shard status, then the run's figures."""
+    by_status: dict[str, list] = {}
+    for outcome in result.outcomes.values():
+        by_status.setdefault("skipped (committed earlier)" if outcome.skipped else outcome.status, []).append(outcome)
+    rows = [
+        (status, len(group), sum(o.samples for o in group), sum(o.labels for o in group), sum(o.errors for o in group))
+        for status, group in sorted(by_status.items())
+    ]
+    figures = result.figures
+    problems = [f"  {o.shard}: {o.status}: {o.reason}" for o in result.outcomes.values() if o.status != "complete"]
+    lines = [
+        format_table(("shards", "count", "samples", "labels", "errors"), rows),
+        "",
+        f"this run: {figures['images']} images, {figures['errors']} errors, {figures['shards_scored']} shards scored, "
+        f"{figures['shards_skipped']} skipped, {figures['wall_s']:.1f} s, {figures['images_per_s']:.1f} images/s",
+    ]
+    if problems:
+        lines += ["not complete (rerun to retry):", *problems]
+    lines.append(f"exit code {result.exit_code}")
+    return "\n".join(lines)

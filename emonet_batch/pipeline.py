@@ -1,0 +1,99 @@
+"""Ray adapters: start or attach to Ray, and lay the stages out as a Ray Data plan.
+
+Each stage states its resources and batch size here, next to the function it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .config import ScoreConfig
+from .decode import decode_batch
+from .infer import InferStage, SessionOptions
+from .inputs import Shard
+from .model import ModelInfo
+from .read import shard_datasource
+
+#: Rows per block out of the read stage: small enough that decode starts early on a big shard.
+READ_ROWS_PER_BLOCK = 64
+#: Heap reserved per read+decode task. Declaring it also keeps Ray from fusing decode into the
+#: inference actors (it fuses stages with equal resource requests), so decode runs on every CPU.
+DECODE_TASK_MEMORY = 512 << 20
+#: The embedded runtime's object store: enough for a few hundred decoded 384px images in flight.
+EMBEDDED_OBJECT_STORE_BYTES = 1 << 30
+
+
+def ensure_ray() -> None:
+    """Attach to RAY_ADDRESS when set; otherwise start a local runtime sized to this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=logging.WARNING)
+    else:
+        ray.init(
+            num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
+            logging_level=logging.WARNING, configure_logging=True, log_to_driver=False,
+        )  # fmt: skip
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # our own progress display replaces Ray's bars
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def inference_workers(config: ScoreConfig) -> int:
+    """Explicit --workers, else one per GPU in the cluster (GPU runs), else one CPU actor."""
+    import ray
+
+    if config.workers:
+        return config.workers
+    if config.gpus_per_worker > 0:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        return max(1, int(gpus / config.gpus_per_worker))
+    return 1
+
+
+def session_options(config: ScoreConfig, workers: int) -> SessionOptions:
+    import ray
+
+    if config.gpus_per_worker > 0:
+        return SessionOptions(providers=("CUDAExecutionProvider", "CPUExecutionProvider"), intra_op_threads=1)
+    cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
+    return SessionOptions(intra_op_threads=config.threads_per_worker or max(1, cpus // workers))
+
+
+def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
+    import ray
+
+    workers = inference_workers(config)
+    dataset = ray.data.read_datasource(
+        shard_datasource(shards, config.storage, READ_ROWS_PER_BLOCK),
+        override_num_blocks=len(shards),
+        num_cpus=1,
+        memory=DECODE_TASK_MEMORY,
+    )
+    dataset = dataset.map_batches(
+        decode_batch,
+        fn_kwargs={"size": info.image_size, "resize_filter": info.resize_filter, "max_pixels": config.max_pixels},
+        batch_size=config.decode_batch_size,
+        batch_format="numpy",
+        num_cpus=1,
+        memory=DECODE_TASK_MEMORY,
+    )
+    return dataset.map_batches(
+        InferStage,
+        fn_constructor_kwargs={
+            "model_dir": str(info.directory),
+            "options": session_options(config, workers),
+            "with_embedding": config.embedding,
+            "require_cuda": config.gpus_per_worker > 0,
+        },
+        batch_size=config.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_gpus=config.gpus_per_worker or None,
+        # a CPU actor holds one scheduling slot; its ORT threads are set separately (session_options)
+        num_cpus=0 if config.gpus_per_worker > 0 else 1,
+    )
