@@ -45,6 +45,9 @@ class ShardOutcome:
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "shard"}
 
+    def commit_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.as_dict().items() if k not in ("status", "skipped", "reason")}
+
 
 def reserved_columns(info: ModelInfo, config: ScoreConfig) -> set[str]:
     names = {"key", "shard", "top_emotion", "top_prob", "embedding", *info.heads}
@@ -149,7 +152,7 @@ def commit_shard(fs, output: str, shard_id: str, rows: dict[str, np.ndarray], en
     if end["status"] == "complete":
         record = {
             "shard": shard_id,
-            **outcome.as_dict(),
+            **outcome.commit_fields(),
             "model_id": info.model_id,
             "files": {name: _sha256(data) for name, data in files.items()},
             "emonet_batch": __version__,

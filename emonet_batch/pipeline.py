@@ -10,6 +10,7 @@ import os
 
 from .config import ScoreConfig
 from .decode import decode_batch
+from .errors import UsageError
 from .infer import InferStage, SessionOptions
 from .inputs import Shard
 from .model import ModelInfo
@@ -64,9 +65,18 @@ def session_options(config: ScoreConfig, workers: int) -> SessionOptions:
     return SessionOptions(intra_op_threads=config.threads_per_worker or max(1, cpus // workers))
 
 
+def check_gpus(config: ScoreConfig) -> None:
+    """GPU actors on a cluster without GPUs would wait forever for a placement: say so instead."""
+    import ray
+
+    if config.gpus_per_worker > 0 and ray.cluster_resources().get("GPU", 0) == 0:
+        raise UsageError("--gpus-per-worker was given but the Ray cluster has no GPUs; leave it out to run on CPU")
+
+
 def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
     import ray
 
+    check_gpus(config)
     workers = inference_workers(config)
     dataset = ray.data.read_datasource(
         shard_datasource(shards, config.storage, READ_ROWS_PER_BLOCK),

@@ -42,7 +42,7 @@ class Progress:
             mode = "bar" if self.stream.isatty() else "log"
         self.mode = mode
         self.log_every = log_every
-        self._last = 0.0
+        self._last = time.perf_counter()  # the first log line comes after log_every, not at once
         self._live = None
         if mode == "bar":
             from rich.console import Console
@@ -62,4 +62,4 @@ class Progress:
         if self._live is not None:
             self._live.stop()
         elif self.mode == "log":
-            print(f"emonet-batch: {self.counters.line()}", file=self.stream, flush=True)
+            print(f"emonet-batch: finished: {self.counters.line()}", file=self.stream, flush=True)

@@ -64,8 +64,12 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), extension.lower()
 
 
-def tar_members(stream: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per run of contiguous members sharing a key, streaming."""
+def tar_members(stream: BinaryIO, size: int | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) per run of contiguous members sharing a key, streaming.
+
+    tarfile's stream mode ends quietly where a truncated file ends, so truncation is checked here:
+    every member must be as long as its header says, and an uncompressed archive of `size` bytes must
+    still hold the two zero blocks that end a tar after its last member."""
     with tarfile.open(fileobj=stream, mode="r|*") as archive:
         key, members = None, {}
         for member in archive:
@@ -73,20 +77,24 @@ def tar_members(stream: BinaryIO) -> Iterator[tuple[str, dict[str, bytes]]]:
                 continue
             member_key, extension = split_member_name(member.name)
             data = archive.extractfile(member).read()
+            if len(data) != member.size:
+                raise tarfile.ReadError(f"member {member.name} ends after {len(data)} of {member.size} bytes")
             if member_key != key:
                 if key is not None:
                     yield key, members
                 key, members = member_key, {}
             members[extension] = data
+        if size is not None and archive.offset + 2 * tarfile.BLOCKSIZE > size:
+            raise tarfile.ReadError("the end-of-archive marker is missing")
         if key is not None:
             yield key, members
 
 
-def tar_rows(stream: BinaryIO, shard: str) -> Iterator[dict[str, Any]]:
+def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[dict[str, Any]]:
     seen: set[str] = set()
     seq = 0
     try:
-        for key, members in tar_members(stream):
+        for key, members in tar_members(stream, size):
             yield sample_from_members(shard, seq, key, members, seen)
             seen.add(key)
             seq += 1
@@ -171,12 +179,16 @@ def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]
     try:
         fs, path = filesystem(shard.url, storage)
         stream = fs.open(path, "rb")
+        # the size of a plain tar lets the reader notice a file cut at a member boundary
+        size = fs.size(path) if shard.url.lower().endswith(".tar") else None
     except Exception as exc:  # any backend error at open means the same: the shard could not be read
         yield end_row(shard.shard_id, 0, "failed", f"cannot open shard: {type(exc).__name__}: {_short(exc)}")
         return
     with stream:
-        reader = parquet_rows if shard.format == "parquet" else tar_rows
-        yield from reader(stream, shard.shard_id)
+        if shard.format == "parquet":
+            yield from parquet_rows(stream, shard.shard_id)
+        else:
+            yield from tar_rows(stream, shard.shard_id, size)
 
 
 def _short(exc: BaseException) -> str:

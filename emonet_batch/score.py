@@ -63,6 +63,10 @@ def run_score(config: ScoreConfig) -> RunResult:
         progress = Progress(counters, config.progress)
         try:
             stage_stats = stream_and_commit(todo, info, config, fs, output, outcomes, counters, progress)
+        except PipelineError as exc:
+            # committed shards stay committed; the rest is recorded as failed and retried by the next run
+            for shard in todo:
+                outcomes.setdefault(shard.shard_id, ShardOutcome(shard.shard_id, shard.display_url, "failed", reason=str(exc)))
         finally:
             progress.close()
     figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
@@ -110,6 +114,10 @@ def skipped_outcome(shard: Shard, record: dict[str, Any]) -> ShardOutcome:
     return ShardOutcome(shard.shard_id, shard.display_url, "complete", record["samples"], record["labels"], record["errors"], skipped=True)
 
 
+class PipelineError(EmonetError):
+    """The Ray pipeline itself failed (a stage raised, an actor could not start)."""
+
+
 class ShardCollector:
     """Gathers the streamed rows of each shard until its `end` row and all its samples have arrived."""
 
@@ -149,6 +157,8 @@ class ShardCollector:
 
 
 def stream_and_commit(todo, info, config, fs, output, outcomes, counters, progress) -> str:
+    import ray
+
     from .pipeline import build_dataset, ensure_ray
 
     ensure_ray()
@@ -156,15 +166,18 @@ def stream_and_commit(todo, info, config, fs, output, outcomes, counters, progre
     by_id = {s.shard_id: s for s in todo}
     collector = ShardCollector()
     columns = ["kind", "shard", "seq", "key", "meta", "stage", "error_type", "message", "scores"] + (["embedding"] if config.embedding else [])
-    for batch in dataset.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1):
-        for shard_id in collector.add(batch):
-            rows, end = collector.pop(shard_id, columns)
-            outcome = commit_shard(fs, output, shard_id, rows, end, info, config, by_id[shard_id].display_url)
-            outcomes[shard_id] = outcome
-            counters.shards_done += 1
-            counters.images += outcome.samples
-            counters.errors += outcome.errors
-        progress.update()
+    try:
+        for batch in dataset.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1):
+            for shard_id in collector.add(batch):
+                rows, end = collector.pop(shard_id, columns)
+                outcome = commit_shard(fs, output, shard_id, rows, end, info, config, by_id[shard_id].display_url)
+                outcomes[shard_id] = outcome
+                counters.shards_done += 1
+                counters.images += outcome.samples
+                counters.errors += outcome.errors
+            progress.update()
+    except ray.exceptions.RayError as exc:
+        raise PipelineError(f"the pipeline failed: {root_cause(exc)}") from None
     missing = [s.shard_id for s in todo if s.shard_id not in outcomes]
     if missing:  # the stream ended without a shard's end row: a bug, never a silent loss
         raise EmonetError(f"the pipeline ended without finishing shards: {', '.join(missing)}")
@@ -172,6 +185,14 @@ def stream_and_commit(todo, info, config, fs, output, outcomes, counters, progre
         return dataset.stats()
     except Exception:  # stats are a nicety; never fail a finished run over them
         return ""
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost error's type and first line: Ray wraps stage errors in several layers."""
+    while getattr(exc, "cause", None) is not None or exc.__cause__ is not None:
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:500]
 
 
 def run_figures(outcomes: dict[str, ShardOutcome], counters: Counters, wall: float, stage_stats: str) -> dict[str, Any]:

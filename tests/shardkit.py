@@ -1,0 +1,80 @@
+"""Builders for test shards: good faces, every kind of bad sample, truncated tars, Parquet shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from emonet_batch.samples import demo_samples, encode, face_image
+from emonet_batch.shards import write_shards
+
+
+def good_shards(directory: Path, shards: int, per_shard: int, size: int = 96) -> list[Path]:
+    return write_shards(demo_samples(shards * per_shard, size=size), directory, per_shard)
+
+
+def odd_samples() -> list[tuple[str, dict[str, bytes]]]:
+    """One sample per odd case, in this order; EXPECTED_ERRORS says which become error rows."""
+    face = face_image(5, size=128)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sixteen = Image.fromarray((np.asarray(face.convert("L"), dtype=np.uint16) * 257))
+    jpeg = encode(face, "JPEG", quality=90)
+    return [
+        ("good", {"jpg": jpeg, "json": json.dumps({"gender": "female", "age": 30}).encode()}),
+        ("corrupt", {"jpg": jpeg[: len(jpeg) // 3]}),
+        ("zero", {"jpg": b""}),
+        ("noimage", {"json": b'{"gender": "male"}', "txt": b"caption only"}),
+        ("notimage", {"jpg": b"GIF89? this is text, not an image"}),
+        ("badjson", {"jpg": jpeg, "json": b"{not json"}),
+        ("huge", {"png": encode(Image.new("RGB", (700, 700), (10, 200, 10)), "PNG")}),
+        ("grey", {"jpg": encode(face.convert("L"), "JPEG")}),
+        ("cmyk", {"jpg": encode(face.convert("CMYK"), "JPEG")}),
+        ("rgba", {"png": encode(face.convert("RGBA"), "PNG")}),
+        ("sixteen", {"png": encode(sixteen, "PNG")}),
+        ("rotated", {"jpg": encode(face, "JPEG", exif=exif.tobytes())}),
+        ("webp", {"webp": encode(face, "WEBP")}),
+    ]
+
+
+#: key -> (stage, error_type) for odd_samples() scored with max_pixels below 700*700.
+EXPECTED_ERRORS = {
+    "corrupt": ("decode", "corrupt"),
+    "zero": ("decode", "empty"),
+    "noimage": ("read", "missing_image"),
+    "notimage": ("decode", "not_an_image"),
+    "badjson": ("read", "bad_metadata"),
+    "huge": ("decode", "too_many_pixels"),
+}
+MAX_PIXELS = 600 * 600
+
+
+def truncate(path: Path, keep_fraction: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep_fraction)])
+
+
+def parquet_shard(path: Path, count: int) -> Path:
+    """A shard in the Hugging Face `Image` layout: image struct {bytes, path} plus metadata columns."""
+    images = [{"bytes": encode(face_image(i, size=96), "JPEG"), "path": f"img_{i:04d}.jpg"} for i in range(count)]
+    images[1] = {"bytes": None, "path": "img_0001.jpg"}  # a row without bytes
+    table = pa.table({
+        "image": pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "emotion": pa.array([f"e{i % 3}" for i in range(count)]),
+        "age": pa.array(list(range(20, 20 + count))),
+    })  # fmt: skip
+    pq.write_table(table, path)
+    return path
+
+
+def read_labels(output: Path) -> "pa.Table":
+    return pq.read_table(output / "labels")
+
+
+def manifest(output: Path) -> dict:
+    return json.loads((output / "manifest.json").read_text())

@@ -1,0 +1,142 @@
+"""The scoring job end to end on the embedded Ray runtime, with the tiny synthetic model."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from emonet_batch.config import ScoreConfig
+from emonet_batch.errors import UsageError
+from emonet_batch.score import run_score
+from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
+
+from .shardkit import EXPECTED_ERRORS, MAX_PIXELS, good_shards, manifest, odd_samples, parquet_shard, read_labels, truncate
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    import ray
+
+    from emonet_batch.pipeline import ensure_ray
+
+    ensure_ray()
+    yield
+    ray.shutdown()
+
+
+def score(tmp_path, model, inputs, **options):
+    config = ScoreConfig(inputs=tuple(str(i) for i in inputs), output=str(tmp_path / options.pop("out", "out")), model=str(model),
+                         progress="off", batch_size=8, **options)  # fmt: skip
+    return run_score(config)
+
+
+def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_path):
+    shards = good_shards(tmp_path / "in", shards=3, per_shard=7)
+    result = score(tmp_path, tiny_models["small"], [tmp_path / "in" / "shard-{00000..00002}.tar"],
+                   meta_fields=("gender", "age", "ethnicity"), centered=True, softmax=True, embedding=True)  # fmt: skip
+    assert result.exit_code == 0
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [f"{s.stem}.parquet" for s in shards]
+    assert sorted(p.name for p in (out / "_commits").iterdir()) == [f"{s.stem}.json" for s in shards]
+    assert not (out / "errors").exists()
+    table = pq.read_table(out / "labels" / "shard-00001.parquet")
+    assert table.column_names[:2] == ["key", "shard"] and table.column_names[2:46] == list(HEAD_COLUMNS)
+    assert table.num_rows == 7 and table.column("key").to_pylist() == [f"face-{i:05d}" for i in range(7, 14)]
+    schema = table.schema
+    assert str(schema.field("amusement").type) == "float" and str(schema.field("top_prob").type) == "float"
+    assert str(schema.field("shard").type).startswith("dictionary") and str(schema.field("top_emotion").type).startswith("dictionary")
+    assert schema.field("embedding").type.list_size == 64
+    assert set(table.column("top_emotion").to_pylist()) <= set(EMOTIONS)
+    assert schema.metadata[b"emonet_batch.model_id"].decode() == result.manifest["model"]["id"]
+    rows = table.to_pandas()
+    np.testing.assert_allclose(rows.filter(like="_softmax").iloc[:, :40].sum(axis=1), 1.0, atol=1e-5)
+    assert rows["valence_softmax"].isna().all()
+    assert rows["age"].dtype.kind == "i" and set(rows["gender"]) <= {"female", "male"}
+    record = json.loads((out / "_commits" / "shard-00001.json").read_text())
+    assert (record["samples"], record["labels"], record["errors"]) == (7, 7, 0)
+    assert manifest(out)["shards"]["shard-00001"]["status"] == "complete"
+    assert result.figures["images"] == 21 and result.figures["images_per_s"] > 0
+
+
+def test_rerun_skips_committed_shards_and_is_byte_identical(ray_runtime, tiny_models, tmp_path):
+    good_shards(tmp_path / "in", shards=2, per_shard=5)
+    first = score(tmp_path, tiny_models["small"], [tmp_path / "in"])
+    labels = {p.name: p.read_bytes() for p in (tmp_path / "out" / "labels").iterdir()}
+    again = score(tmp_path, tiny_models["small"], [tmp_path / "in"])
+    assert again.figures["shards_skipped"] == 2 and again.figures["images"] == 0 and again.exit_code == 0
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "labels").iterdir()} == labels
+    other = score(tmp_path, tiny_models["small"], [tmp_path / "in"], out="other")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "other" / "labels").iterdir()} == labels
+    assert first.manifest["totals"] == again.manifest["totals"] == {"samples": 10, "labels": 10, "errors": 0}
+
+
+def test_another_model_is_refused_unless_overwrite(ray_runtime, tiny_models, tmp_path):
+    good_shards(tmp_path / "in", shards=1, per_shard=3)
+    score(tmp_path, tiny_models["small"], [tmp_path / "in"])
+    with pytest.raises(UsageError, match="another model"):
+        score(tmp_path, tiny_models["large"], [tmp_path / "in"])
+    result = score(tmp_path, tiny_models["large"], [tmp_path / "in"], overwrite=True)
+    assert result.figures["shards_scored"] == 1 and result.manifest["model"]["head_size"] == "large"
+
+
+def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
+    from emonet_batch.shards import write_shards
+
+    odd = write_shards(odd_samples(), tmp_path / "in", samples_per_shard=100, prefix="odd")[0]
+    good = good_shards(tmp_path / "in", shards=1, per_shard=6)[0]
+    truncated = tmp_path / "in" / "cut.tar"
+    shutil.copy(good, truncated)
+    truncate(truncated, 0.55)
+    missing = tmp_path / "in" / "missing.tar"
+    result = score(tmp_path, tiny_models["small"], [odd, truncated, missing], max_pixels=MAX_PIXELS)
+    assert result.exit_code == 1  # an incomplete and a failed shard
+    shards = manifest(tmp_path / "out")["shards"]
+
+    assert shards["odd-00000"] == {**shards["odd-00000"], "status": "complete", "samples": 13, "labels": 7, "errors": 6}
+    errors = pq.read_table(tmp_path / "out" / "errors" / "odd-00000.parquet").to_pylist()
+    assert {e["key"]: (e["stage"], e["error_type"]) for e in errors} == EXPECTED_ERRORS
+    assert all(e["message"] and e["shard"] == "odd-00000" for e in errors)
+    labelled = pq.read_table(tmp_path / "out" / "labels" / "odd-00000.parquet").column("key").to_pylist()
+    assert labelled == ["good", "grey", "cmyk", "rgba", "sixteen", "rotated", "webp"]
+
+    cut = shards["cut"]
+    assert cut["status"] == "incomplete" and "truncated" in cut["reason"]
+    assert 0 < cut["samples"] < 6 and cut["labels"] + cut["errors"] == cut["samples"]
+    assert not (tmp_path / "out" / "_commits" / "cut.json").exists()
+    assert shards["missing"]["status"] == "failed" and "cannot open shard" in shards["missing"]["reason"]
+
+    # the incomplete and failed shards are retried; the complete one is not read again
+    again = score(tmp_path, tiny_models["small"], [odd, truncated, missing], max_pixels=MAX_PIXELS)
+    assert again.figures["shards_skipped"] == 1 and again.figures["shards_scored"] == 2
+
+
+def test_error_rate_decides_the_exit_code(ray_runtime, tiny_models, tmp_path):
+    from emonet_batch.shards import write_shards
+
+    shard = write_shards(odd_samples(), tmp_path / "in", samples_per_shard=100)[0]
+    assert score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS).exit_code == 3
+    assert score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5).exit_code == 0
+
+
+def test_parquet_shards_with_image_columns(ray_runtime, tiny_models, tmp_path):
+    (tmp_path / "in").mkdir()
+    shard = parquet_shard(tmp_path / "in" / "hq-0000.parquet", 5)
+    result = score(tmp_path, tiny_models["small"], [shard], meta_fields=("emotion", "age"))
+    assert result.manifest["shards"]["hq-0000"] | {"samples": 5, "labels": 4, "errors": 1} == result.manifest["shards"]["hq-0000"]
+    labels = read_labels(tmp_path / "out").to_pydict()
+    assert labels["key"] == ["img_0000", "img_0002", "img_0003", "img_0004"]
+    assert labels["age"] == [20, 22, 23, 24]
+    errors = pq.read_table(tmp_path / "out" / "errors" / "hq-0000.parquet").to_pylist()
+    assert [(e["key"], e["error_type"]) for e in errors] == [("img_0001", "missing_image")]
+
+
+def test_usage_errors(ray_runtime, tiny_models, tmp_path):
+    good_shards(tmp_path / "in", shards=1, per_shard=2)
+    with pytest.raises(UsageError, match="no shards"):
+        score(tmp_path, tiny_models["small"], [tmp_path / "in" / "*.parquet"])
+    with pytest.raises(UsageError, match="would overwrite output columns: amusement"):
+        score(tmp_path, tiny_models["small"], [tmp_path / "in"], meta_fields=("amusement",))
+    with pytest.raises(UsageError, match="has no GPUs"):
+        score(tmp_path, tiny_models["small"], [tmp_path / "in"], gpus_per_worker=1.0)
