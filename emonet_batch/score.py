@@ -24,7 +24,7 @@ from .inputs import Shard, expand_inputs
 from .model import ModelInfo, load_model_info
 from .progress import Counters, Progress
 from .read import END
-from .storage import filesystem, join, read_json_files, redact_url, write_bytes
+from .storage import check_output, filesystem, join, read_json_files, redact_url, write_bytes
 
 MANIFEST = "manifest.json"
 EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_ERRORS = 0, 1, 2, 3
@@ -50,6 +50,7 @@ def run_score(config: ScoreConfig) -> RunResult:
         raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
     shards = expand_inputs(config.inputs, config.storage)
     fs, output = filesystem(config.output, config.storage)
+    check_output(fs, output, redact_url(config.output))
     if config.overwrite:
         clear_output(fs, output)
     committed = read_json_files(fs, join(output, COMMITS))

@@ -14,6 +14,11 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .config import StorageOptions
+from .errors import EmonetError, UsageError
+
+
+class StorageError(EmonetError):
+    """Reading or writing the output failed (permissions, missing bucket, network)."""
 
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
 
@@ -38,9 +43,36 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def check_output(fs: fsspec.AbstractFileSystem, output: str, display: str) -> None:
+    """Fail before any work when the output cannot exist: a missing bucket, a file in the way."""
+    if is_local(fs):
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise UsageError(f"output is a file, not a directory: {display}")
+        return
+    bucket = output.split("/", 1)[0]
+    try:
+        found = fs.exists(bucket)
+    except OSError as exc:
+        raise StorageError(f"cannot reach the output {display}: {type(exc).__name__}") from None
+    if not found:
+        raise UsageError(f"output bucket not found: {display}")
+
+
 def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write a whole file. Local files go through a temporary name and a rename, so a reader never
     sees half a file; object stores publish a PUT atomically anyway."""
+    try:
+        _write(fs, path, data)
+    except OSError as exc:
+        raise StorageError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else ""
+
+
+def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if is_local(fs):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temporary = f"{path}.tmp-{os.getpid()}"
@@ -71,7 +103,7 @@ def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
     except OSError as exc:  # some backends report the failed precondition as a generic error
         if "PreconditionFailed" in str(exc) or "412" in str(exc):
             return False
-        raise
+        raise StorageError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {_first_line(exc)}") from None
     return True
 
 
