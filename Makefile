@@ -18,10 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/emonet-batch demo --out demo-output
+	$(BIN)/emonet-batch demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) emonet-demo .pytest_cache

@@ -124,13 +124,15 @@ def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefi
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True, help="Where the demo writes.")
-@click.option("--images", type=click.IntRange(min=1), default=8, show_default=True, help="Sample images to score.")
-def demo(out: Path, images: int) -> None:
-    """Export a tiny synthetic model and score generated sample images with it."""
+@click.option("--out", type=click.Path(path_type=Path), default=Path("emonet-demo"), show_default=True, help="Where the demo writes.")
+@click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True)
+def demo(out: Path, progress: str) -> int:
+    """Write sample shards, export a tiny synthetic model, and score them with the real job."""
     from .demo import run_demo
 
-    click.echo(run_demo(out, images))
+    text, code = run_demo(out, progress=progress)
+    click.echo(text)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

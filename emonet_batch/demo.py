@@ -1,24 +1,24 @@
-"""`emonet-batch demo`: export a tiny synthetic model (once) and score generated sample faces.
+"""`emonet-batch demo`: the whole product on the embedded default, in a minute or two.
 
-The scoring here is in-process; it is the smallest end-to-end path from image bytes to labels:
-decode -> ONNX Runtime -> derive (centered scores, softmax) -> top emotion.
+Writes sample shards of generated faces with EmoNet-style metadata, exports a tiny synthetic model if
+there is none, scores the shards with the real job (local Ray, local files) and says where it all is.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import numpy as np
+import pyarrow.parquet as pq
 
+from .config import ScoreConfig
 from .errors import ModelError
-from .infer import OnnxScorer
 from .model import ModelInfo, load_model_info
-from .postprocess import derive, top_emotion, top_k
-from .preprocess import decode_image
-from .samples import sample_images
-from .summary import format_table
-from .taxonomy import label_of
+from .samples import demo_samples
+from .score import run_score
+from .shards import write_shards
+from .summary import format_table, run_summary
+
+DEMO_SHARDS, DEMO_PER_SHARD = 4, 24
 
 
 def demo_model(model_dir: Path) -> ModelInfo:
@@ -32,33 +32,40 @@ def demo_model(model_dir: Path) -> ModelInfo:
         return load_model_info(model_dir)
 
 
-def run_demo(out: Path, count: int) -> str:
-    started = time.perf_counter()
-    info = demo_model(out / "model")
-    samples = sample_images(count)
-    sample_dir = out / "samples"
-    sample_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in samples:
-        suffix = "png" if data.startswith(b"\x89PNG") else "jpg"
-        (sample_dir / f"{name}.{suffix}").write_bytes(data)
-    pixels = np.stack([decode_image(data, info.image_size, info.resize_filter) for _, data in samples])
-    scores, _ = OnnxScorer(info).run(pixels)
-    derived = derive(scores, info.heads, info.neutral_means)
-    labels, probs = top_emotion(derived["softmax"], info.heads)
-    runners_up = top_k(derived["softmax"], info.heads, k=3)
-    valence = info.heads.index("valence") if "valence" in info.heads else None
-    rows = [
-        (
-            name, label, f"{prob:.3f}",
-            f"{derived['centered'][i, valence]:+.2f}" if valence is not None else "-",
-            ", ".join(label_of(column) for column, _ in runners_up[i][1:]),
-        )
-        for i, ((name, _), label, prob) in enumerate(zip(samples, labels, probs))
-    ]  # fmt: skip
-    table = format_table(("image", "top emotion", "p", "valence", "next"), rows)
-    seconds = time.perf_counter() - started
-    return (
-        f"{table}\n\nscored {len(samples)} sample images from {sample_dir} with the synthetic model in {out / 'model'} "
-        f"({len(info.heads)} heads, {info.image_size} px) in {seconds:.1f} s.\n"
-        "The model has random weights: the labels show the pipeline works, not what the faces feel."
+def demo_shards(directory: Path, shards: int, per_shard: int) -> list[Path]:
+    existing = sorted(directory.glob("shard-*.tar"))
+    if len(existing) == shards:
+        return existing
+    return write_shards(demo_samples(shards * per_shard), directory, per_shard)
+
+
+def run_demo(root: Path, shards: int = DEMO_SHARDS, per_shard: int = DEMO_PER_SHARD, progress: str = "auto") -> tuple[str, int]:
+    """Run the demo under `root`; returns (the text to print, the job's exit code)."""
+    shard_paths = demo_shards(root / "shards", shards, per_shard)
+    info = demo_model(root / "model")
+    output = root / "out"
+    config = ScoreConfig(
+        inputs=(str(root / "shards"),), output=str(output), model=str(info.directory),
+        meta_fields=("gender", "age", "ethnicity"), progress=progress,
+    )  # fmt: skip
+    result = run_score(config)
+    return "\n".join([run_summary(result), "", sample_rows(output), "", where(root, shard_paths)]), result.exit_code
+
+
+def sample_rows(output: Path, count: int = 6) -> str:
+    table = pq.read_table(output / "labels", columns=["key", "top_emotion", "top_prob", "valence", "gender", "age", "ethnicity"])
+    rows = table.slice(0, count).to_pylist()
+    return format_table(
+        ("key", "top emotion", "p", "valence (raw)", "gender", "age", "ethnicity"),
+        [(r["key"], r["top_emotion"], f"{r['top_prob']:.3f}", f"{r['valence']:.2f}", r["gender"], r["age"], r["ethnicity"]) for r in rows],
     )
+
+
+def where(root: Path, shard_paths: list[Path]) -> str:
+    return "\n".join([
+        f"input shards   {root / 'shards'} ({len(shard_paths)} WebDataset tars of generated faces with metadata)",
+        f"model          {root / 'model'} (tiny random-weight SigLIP tower + 44 Large heads; `emonet-batch info` shows it)",
+        f"labels         {root / 'out' / 'labels'} (one Parquet per shard)",
+        f"commits        {root / 'out' / '_commits'}; run summary in {root / 'out' / 'manifest.json'}",
+        "The model has random weights: the labels show the pipeline works, not what the faces feel.",
+    ])  # fmt: skip

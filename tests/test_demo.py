@@ -1,31 +1,35 @@
 import subprocess
 import sys
 
-from emonet_batch.demo import run_demo
-from emonet_batch.samples import sample_images
+from emonet_batch.cli import main
+from emonet_batch.samples import demo_samples, sample_images
 
 
-def test_demo_scores_sample_images(tmp_path):
-    text = run_demo(tmp_path, 5)
-    assert "scored 5 sample images" in text
-    assert len(list((tmp_path / "samples").iterdir())) == 5
-    assert text.count("face-0") == 5
-    # the second run reuses the verified model instead of exporting again
+def test_demo_runs_the_whole_job(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--progress", "off"]) == 0
+    text = capsys.readouterr().out
+    assert "complete  4      96       96      0" in text
+    assert "top emotion" in text and str(tmp_path / "out" / "labels") in text
+    assert len(list((tmp_path / "out" / "_commits").iterdir())) == 4
+    # a second demo reuses shards and model and skips the committed shards
     before = (tmp_path / "model" / "model.json").stat().st_mtime_ns
-    run_demo(tmp_path, 2)
+    assert main(["demo", "--out", str(tmp_path), "--progress", "off"]) == 0
+    assert "skipped (committed earlier)  4" in capsys.readouterr().out
     assert (tmp_path / "model" / "model.json").stat().st_mtime_ns == before
 
 
-def test_sample_images_are_deterministic_and_varied():
+def test_samples_are_deterministic_and_varied():
     first, second = sample_images(6), sample_images(6)
     assert first == second
     assert {data[:2] for _, data in first} == {b"\xff\xd8", b"\x89P"}  # JPEG and PNG
+    keys = [key for key, _ in demo_samples(5, size=64)]
+    assert keys == [f"face-{i:05d}" for i in range(5)]
 
 
 def test_scoring_path_does_not_import_torch():
     code = (
         "import sys; import emonet_batch.cli, emonet_batch.infer, emonet_batch.preprocess, emonet_batch.postprocess, "
-        "emonet_batch.model, emonet_batch.demo, emonet_batch.hub; "
+        "emonet_batch.model, emonet_batch.demo, emonet_batch.hub, emonet_batch.score, emonet_batch.pipeline; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
