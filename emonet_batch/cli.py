@@ -83,11 +83,12 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Exit 3 when errors / samples exceeds this.")  # fmt: skip
 @click.option("--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images.")
+@click.option("--exact-decode", is_flag=True, help="Decode JPEGs at full size before resizing (slower; default: DCT-domain downscaling).")
 @click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials still come from the environment).")
 @click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True,
               help="auto: a live line on a terminal, log lines otherwise.")  # fmt: skip
 def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_per_worker, meta_fields, centered, softmax,
-          embedding, overwrite, max_error_rate, max_pixels, endpoint_url, progress) -> int:  # fmt: skip
+          embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress) -> int:  # fmt: skip
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
 
     INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.
@@ -101,7 +102,7 @@ def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_p
         inputs=tuple(inputs), output=output, model=model, workers=workers, batch_size=batch_size,
         gpus_per_worker=gpus_per_worker, threads_per_worker=threads_per_worker,
         meta_fields=tuple(f.strip() for f in meta_fields.split(",") if f.strip()), centered=centered, softmax=softmax,
-        embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels,
+        embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels, fast_decode=not exact_decode,
         storage=StorageOptions(endpoint_url=endpoint_url), progress=progress,
     )  # fmt: skip
     result = run_score(config)

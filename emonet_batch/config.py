@@ -40,5 +40,6 @@ class ScoreConfig:
     # limits
     max_error_rate: float = 0.01
     max_pixels: int = DEFAULT_MAX_PIXELS
+    fast_decode: bool = True  # DCT-domain downscaling of large JPEGs (see preprocess.decode_image)
     storage: StorageOptions = field(default_factory=StorageOptions)
     progress: str = "auto"  # auto | bar | log | off

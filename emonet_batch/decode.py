@@ -13,7 +13,7 @@ from .preprocess import ImageDecodeError, decode_image
 from .read import ERROR, SAMPLE
 
 
-def decode_batch(batch: dict[str, np.ndarray], size: int, resize_filter: str, max_pixels: int) -> dict[str, Any]:
+def decode_batch(batch: dict[str, np.ndarray], size: int, resize_filter: str, max_pixels: int, fast: bool) -> dict[str, Any]:
     """Adds `pixels` [N, size, size, 3] uint8 (zeros where there is no image) and drops `image`."""
     count = len(batch["kind"])
     pixels = np.zeros((count, size, size, 3), dtype=np.uint8)
@@ -21,7 +21,7 @@ def decode_batch(batch: dict[str, np.ndarray], size: int, resize_filter: str, ma
     stage, error_type, message = (batch[c].astype(object) for c in ("stage", "error_type", "message"))
     for i in np.flatnonzero(kind == SAMPLE):
         try:
-            pixels[i] = decode_image(batch["image"][i], size, resize_filter, max_pixels)
+            pixels[i] = decode_image(batch["image"][i], size, resize_filter, max_pixels, fast)
         except ImageDecodeError as exc:
             kind[i], stage[i], error_type[i], message[i] = ERROR, "decode", exc.kind, str(exc)
     out = {name: column for name, column in batch.items() if name != "image"}

@@ -86,7 +86,8 @@ def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
     )
     dataset = dataset.map_batches(
         decode_batch,
-        fn_kwargs={"size": info.image_size, "resize_filter": info.resize_filter, "max_pixels": config.max_pixels},
+        fn_kwargs={"size": info.image_size, "resize_filter": info.resize_filter, "max_pixels": config.max_pixels,
+                   "fast": config.fast_decode},
         batch_size=config.decode_batch_size,
         batch_format="numpy",
         num_cpus=1,

@@ -231,6 +231,7 @@ def build_manifest(config: ScoreConfig, info: ModelInfo, shards: list[Shard], ou
             "meta_fields": list(config.meta_fields), "centered": config.centered, "softmax": config.softmax,
             "embedding": config.embedding, "batch_size": config.batch_size, "workers": config.workers,
             "gpus_per_worker": config.gpus_per_worker, "max_error_rate": config.max_error_rate,
+            "fast_decode": config.fast_decode, "max_pixels": config.max_pixels,
         },  # fmt: skip
         "totals": totals,
         "shards": {s.shard_id: outcomes[s.shard_id].as_dict() for s in shards},

@@ -136,3 +136,12 @@ def test_resize_filter_names():
     assert resize_filter_name("lanczos") == "lanczos"
     with pytest.raises(ValueError):
         resize_filter_name(42)
+
+
+def test_fast_jpeg_decode_stays_close_to_the_exact_path():
+    data = encode(face_image(2, size=1024), "JPEG", quality=90)
+    exact = decode_image(data, 384).astype(int)
+    fast = decode_image(data, 384, fast=True).astype(int)
+    assert np.abs(exact - fast).mean() <= 2.0
+    png = encode(face_image(2, size=512), "PNG")  # only JPEGs have a DCT-domain shortcut
+    np.testing.assert_array_equal(decode_image(png, 384, fast=True), decode_image(png, 384))

@@ -140,3 +140,21 @@ def test_usage_errors(ray_runtime, tiny_models, tmp_path):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], meta_fields=("amusement",))
     with pytest.raises(UsageError, match="has no GPUs"):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], gpus_per_worker=1.0)
+
+
+def test_cli_score_summary_and_one_line_errors(ray_runtime, tiny_models, tmp_path, capsys):
+    from emonet_batch.cli import main
+
+    good_shards(tmp_path / "in", shards=2, per_shard=3)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# two shards\n{tmp_path / 'in' / 'shard-00000.tar'}\n{tmp_path / 'in' / 'shard-00001.tar'}\n")
+    args = ["score", f"@{listing}", "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"]), "--progress", "log"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "complete  2      6        6       0" in captured.out and "exit code 0" in captured.out
+    assert "emonet-batch: finished: images 6" in captured.err
+    assert main(["score", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--model", str(tiny_models["small"])]) == 2
+    assert capsys.readouterr().err.strip() == f"emonet-batch: error: input not found: {tmp_path / 'nope'}"
+    assert main(["score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(tiny_models["small"]), "--batch-size", "0"]) == 2

@@ -1,0 +1,157 @@
+"""End-to-end benchmark of the scoring job on this machine; prints one JSON object.
+
+    python scripts/bench.py [--model tiny|full] [--images N]
+
+Measured in one run, on the same model and cores:
+- decode_images_per_s / decode_speedup_vs_pil: the job's decode path vs plain PIL open/convert/resize, on
+  1024x1024 JPEG faces (one core), and the mean grey-level difference between the two;
+- model_images_per_s: ONNX Runtime alone on pre-decoded pixels, at the job's batch size and threads;
+- e2e_images_per_s: the whole `score` job on shards of those JPEGs (Ray already started);
+- pipeline_efficiency: e2e / model-only;
+- peak_rss_mb: the peak resident memory of this process and its children (the Ray workers).
+
+The synthetic models are exported once into benchmarks/models/ (tiny: seconds; full: ~3 minutes).
+Expected run time on 2 cores: tiny ~1 minute; full ~10 minutes (the model runs ~0.2 images/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from PIL import Image
+
+from emonet_batch.config import ScoreConfig
+from emonet_batch.infer import OnnxScorer, SessionOptions
+from emonet_batch.model import load_model_info
+from emonet_batch.pipeline import ensure_ray
+from emonet_batch.preprocess import RESIZE_FILTERS, decode_image
+from emonet_batch.samples import demo_metadata, encode, face_image
+from emonet_batch.score import run_score
+from emonet_batch.shards import write_shards
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE_SIZE = 1024
+
+
+def exported_model(kind: str) -> Path:
+    directory = ROOT / "benchmarks" / "models" / f"{kind}-large"
+    try:
+        load_model_info(directory)
+    except Exception:
+        from emonet_batch.export import ExportConfig, export_model
+
+        export_model(ExportConfig(out=directory, synthetic=kind, head_size="large", overwrite=True))
+    return directory
+
+
+def jpegs(count: int) -> list[bytes]:
+    return [encode(face_image(i, size=SOURCE_SIZE), "JPEG", quality=90) for i in range(count)]
+
+
+def pil_reference(data: bytes, size: int, resize_filter: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), RESIZE_FILTERS[resize_filter]))
+
+
+def rate(function, items) -> float:
+    started = time.perf_counter()
+    for item in items:
+        function(item)
+    return len(items) / (time.perf_counter() - started)
+
+
+def decode_figures(images: list[bytes], size: int, resize_filter: str) -> dict:
+    ours = rate(lambda d: decode_image(d, size, resize_filter, fast=True), images)
+    reference = rate(lambda d: pil_reference(d, size, resize_filter), images)
+    diff = np.mean([np.abs(decode_image(d, size, resize_filter, fast=True).astype(int) - pil_reference(d, size, resize_filter)).mean() for d in images])
+    return {"decode_images_per_s": round(ours, 2), "pil_images_per_s": round(reference, 2),
+            "decode_speedup_vs_pil": round(ours / reference, 3), "decode_mean_abs_diff_grey_levels": round(float(diff), 3)}  # fmt: skip
+
+
+def model_rate(model_dir: Path, images: list[bytes], batch_size: int) -> float:
+    info = load_model_info(model_dir)
+    pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in images])
+    scorer = OnnxScorer(info, SessionOptions(intra_op_threads=os.cpu_count() or 1))
+    batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
+    scorer.run(batches[0])  # warm-up
+    started = time.perf_counter()
+    for batch in batches:
+        scorer.run(batch)
+    return len(pixels) / (time.perf_counter() - started)
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and all its descendants."""
+
+    def __init__(self, every: float = 0.2):
+        self.peak, self.every, self._stop = 0, every, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark the scoring job (prints JSON).")
+    parser.add_argument("--model", choices=["tiny", "full"], default="tiny")
+    parser.add_argument("--images", type=int, help="images through the model and the job (default: tiny 256, full 16)")
+    parser.add_argument("--decode-images", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, help="default: tiny 32, full 4")
+    args = parser.parse_args()
+    count = args.images or (256 if args.model == "tiny" else 16)
+    batch_size = args.batch_size or (32 if args.model == "tiny" else 4)
+    model_dir = exported_model(args.model)
+    info = load_model_info(model_dir)
+
+    with PeakMemory() as memory:
+        figures = decode_figures(jpegs(args.decode_images), info.image_size, info.resize_filter)
+        images = jpegs(count)
+        model_ips = model_rate(model_dir, images, batch_size)
+        with tempfile.TemporaryDirectory() as work:
+            shards = write_shards(((f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()}) for i, d in enumerate(images)),
+                                  Path(work) / "shards", samples_per_shard=max(1, count // 8))  # fmt: skip
+            ensure_ray()
+            result = run_score(ScoreConfig(inputs=tuple(map(str, shards)), output=str(Path(work) / "out"), model=str(model_dir),
+                                           batch_size=batch_size, progress="off"))  # fmt: skip
+    e2e = result.figures["images_per_s"]
+    print(json.dumps({
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, no GPU" ,
+        "model": f"synthetic {args.model} Large, {info.image_size} px, {info.precision}",
+        "images": count, "batch_size": batch_size, "source_jpeg_px": SOURCE_SIZE,
+        **figures,
+        "model_images_per_s": round(model_ips, 3),
+        "e2e_images_per_s": e2e,
+        "pipeline_efficiency": round(e2e / model_ips, 3),
+        "peak_rss_mb": round(memory.peak / 2**20),
+        "e2e_exit_code": result.exit_code,
+    }, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
