@@ -5,16 +5,19 @@ BIN := $(VENV)/bin
 # The CPU build of torch: export needs torch, scoring never does. Override for a CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+# Tested versions of every dependency: pip resolves the boto3/aiobotocore pins in seconds with them
+# instead of backtracking for many minutes. setup.cfg keeps the open ranges users install with.
+CONSTRAINTS := requirements/constraints.txt
 
 .PHONY: demo test venv clean
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[export,dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[export,dev]"
 	touch $@
 
 demo: $(STAMP)
