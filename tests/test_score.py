@@ -60,6 +60,20 @@ def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_
     assert result.figures["images"] == 21 and result.figures["images_per_s"] > 0
 
 
+def test_label_files_read_in_pandas_polars_and_duckdb(ray_runtime, tiny_models, tmp_path):
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    good_shards(tmp_path / "in", shards=2, per_shard=4)
+    score(tmp_path, tiny_models["small"], [tmp_path / "in"], meta_fields=("gender",), embedding=True)
+    labels = tmp_path / "out" / "labels"
+    assert pd.read_parquet(labels).shape[0] == 8
+    assert pl.read_parquet(labels / "*.parquet").select(pl.col("top_emotion").cast(pl.Utf8)).height == 8
+    count, keys = duckdb.sql(f"select count(*), count(distinct key) from '{labels}/*.parquet'").fetchone()
+    assert count == keys == 8
+
+
 def test_rerun_skips_committed_shards_and_is_byte_identical(ray_runtime, tiny_models, tmp_path):
     good_shards(tmp_path / "in", shards=2, per_shard=5)
     first = score(tmp_path, tiny_models["small"], [tmp_path / "in"])

@@ -1,0 +1,51 @@
+import io
+import json
+import tarfile
+
+import pytest
+
+from emonet_batch.cli import main
+from emonet_batch.read import tar_rows
+from emonet_batch.samples import encode, face_image
+from emonet_batch.shards import folder_to_shards
+
+
+@pytest.fixture
+def folder(tmp_path):
+    source = tmp_path / "images"
+    (source / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "b.png", "c.v2.jpeg", "sub/a.jpg"):
+        fmt = "PNG" if name.endswith("png") else "JPEG"
+        (source / name).write_bytes(encode(face_image(len(name), size=48), fmt))
+    (source / "notes.txt").write_text("not an image")
+    (tmp_path / "meta.csv").write_text("file,gender,age\na.jpg,female,31\nsub/a.jpg,male,40\n")
+    return source
+
+
+def test_folder_to_shards_with_metadata(folder, tmp_path):
+    paths = folder_to_shards(folder, tmp_path / "shards", 3, tmp_path / "meta.csv")
+    assert [p.name for p in paths] == ["shard-00000.tar", "shard-00001.tar"]
+    rows = [row for path in paths for row in tar_rows(io.BytesIO(path.read_bytes()), path.stem, path.stat().st_size)]
+    samples = [r for r in rows if r["kind"] == "sample"]
+    assert [r["key"] for r in samples] == ["a", "b", "c_v2", "sub__a"]
+    assert all(r["kind"] != "error" for r in rows) and [r["error_type"] for r in rows if r["kind"] == "end"] == ["complete", "complete"]
+    assert json.loads(samples[0]["meta"]) == {"age": "31", "gender": "female"}
+    assert json.loads(samples[3]["meta"]) == {"age": "40", "gender": "male"}
+    assert samples[1]["meta"] is None
+    with tarfile.open(paths[0]) as archive:
+        names = archive.getnames()
+    assert names == ["a.jpg", "a.json", "b.png", "c_v2.jpg"]  # members of a sample are contiguous
+
+
+def test_shards_are_deterministic(folder, tmp_path):
+    first = folder_to_shards(folder, tmp_path / "one", 10)
+    second = folder_to_shards(folder, tmp_path / "two", 10)
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+
+
+def test_json_metadata_and_cli(folder, tmp_path, capsys):
+    (tmp_path / "meta.json").write_text(json.dumps({"b.png": {"ethnicity": "european"}}))
+    assert main(["shard", str(folder), "--out", str(tmp_path / "s"), "--shard-size", "2", "--metadata", str(tmp_path / "meta.json")]) == 0
+    assert "wrote 2 shards" in capsys.readouterr().out
+    assert main(["shard", str(tmp_path / "missing"), "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == f"emonet-batch: error: not a directory: {tmp_path / 'missing'}"
