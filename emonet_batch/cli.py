@@ -87,8 +87,9 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials still come from the environment).")
 @click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True,
               help="auto: a live line on a terminal, log lines otherwise.")  # fmt: skip
+@click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ after the run.")
 def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_per_worker, meta_fields, centered, softmax,
-          embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress) -> int:  # fmt: skip
+          embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress, no_stats) -> int:  # fmt: skip
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
 
     INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.
@@ -103,11 +104,23 @@ def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_p
         gpus_per_worker=gpus_per_worker, threads_per_worker=threads_per_worker,
         meta_fields=tuple(f.strip() for f in meta_fields.split(",") if f.strip()), centered=centered, softmax=softmax,
         embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels, fast_decode=not exact_decode,
-        storage=StorageOptions(endpoint_url=endpoint_url), progress=progress,
+        storage=StorageOptions(endpoint_url=endpoint_url), progress=progress, stats=not no_stats,
     )  # fmt: skip
     result = run_score(config)
     click.echo(run_summary(result))
     return result.exit_code
+
+
+@cli.command()
+@click.argument("output")
+@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
+def stats(output: str, endpoint_url: str | None) -> None:
+    """Aggregate statistics of a scoring output into OUTPUT/stats/ (stats.json + Parquet tables)."""
+    from .config import StorageOptions
+    from .stats import compute_stats
+    from .summary import stats_summary
+
+    click.echo(stats_summary(compute_stats(output, StorageOptions(endpoint_url=endpoint_url)), output))
 
 
 @cli.command()

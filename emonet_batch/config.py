@@ -43,3 +43,4 @@ class ScoreConfig:
     fast_decode: bool = True  # DCT-domain downscaling of large JPEGs (see preprocess.decode_image)
     storage: StorageOptions = field(default_factory=StorageOptions)
     progress: str = "auto"  # auto | bar | log | off
+    stats: bool = True  # write <output>/stats/ after the run

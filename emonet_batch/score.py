@@ -73,7 +73,12 @@ def run_score(config: ScoreConfig) -> RunResult:
     figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
     manifest = build_manifest(config, info, shards, outcomes, figures)
     write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
-    return RunResult(outcomes, figures, manifest, exit_code(outcomes, config.max_error_rate))
+    result = RunResult(outcomes, figures, manifest, exit_code(outcomes, config.max_error_rate))
+    if config.stats and any(o.status == "complete" for o in outcomes.values()):
+        from .stats import compute_stats
+
+        result.stats = compute_stats(config.output, config.storage)
+    return result
 
 
 def _check_config(config: ScoreConfig) -> None:

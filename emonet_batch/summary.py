@@ -71,3 +71,13 @@ def run_summary(result) -> str:
         lines += ["not complete (rerun to retry):", *problems]
     lines.append(f"exit code {result.exit_code}")
     return "\n".join(lines)
+
+
+def stats_summary(stats: dict, output: str, top: int = 5) -> str:
+    run = stats["run"]
+    rows = [(emotion, value["count"], f"{value['share']:.1%}") for emotion, value in list(stats["top_emotion"].items())[:top]]
+    return "\n".join([
+        f"stats of {run['label_rows']} label rows in {run['label_files']} shards ({run['stats_wall_s']:.2f} s)",
+        format_table(("top emotion", "images", "share"), rows),
+        f"written to {output.rstrip('/')}/stats/ (stats.json, heads, histograms, top_emotions, correlation, groups)",
+    ])  # fmt: skip
