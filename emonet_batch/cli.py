@@ -124,6 +124,29 @@ def stats(output: str, endpoint_url: str | None) -> None:
 
 
 @cli.command()
+@click.option("--labels", required=True, metavar="OUTPUT_URL", help="A scoring output (its committed label files are read).")
+@click.option("--annotations", required=True, metavar="SOURCE",
+              help="hq.csv or binary.csv (path or URL), or a hub dataset id (laion/emonet-face-hq, laion/emonet-face-binary).")  # fmt: skip
+@click.option("--format", "kind", type=click.Choice(["hq", "binary"]), help="Annotation format. Default: told from the columns.")
+@click.option("--key-pattern", metavar="REGEX", help="Regex whose first group is the annotation image id inside a sample key.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap rounds for the rho CI (hq).")
+@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
+def evaluate(labels, annotations, kind, key_pattern, bootstrap, endpoint_url) -> None:
+    """Agreement of the labels with the EmoNet-Face expert annotations (markdown on stdout + JSON)."""
+    try:
+        from .evaluate import EvaluateConfig, run_evaluate
+    except ImportError as exc:
+        raise EmonetError(f"evaluate needs the eval extra: pip install 'emonet-batch[eval]' ({exc.name} missing)") from None
+    from .config import StorageOptions
+
+    config = EvaluateConfig(labels=labels, annotations=annotations, format=kind, key_pattern=key_pattern, bootstrap=bootstrap,
+                            storage=StorageOptions(endpoint_url=endpoint_url))  # fmt: skip
+    result, table = run_evaluate(config)
+    click.echo(table)
+    click.echo(f"\nJSON: {result['written_to']}")
+
+
+@cli.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the shards.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples per shard.")
