@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[export,dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[export,eval,dev]"
 	touch $@
 
 demo: $(STAMP)
