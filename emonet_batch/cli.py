@@ -87,9 +87,13 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials still come from the environment).")
 @click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True,
               help="auto: a live line on a terminal, log lines otherwise.")  # fmt: skip
-@click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ after the run.")
+@click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ (nor the report) after the run.")
+@click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run.")
+@click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Report: highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
 def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_per_worker, meta_fields, centered, softmax,
-          embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress, no_stats) -> int:  # fmt: skip
+          embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress, no_stats, no_report,
+          gallery) -> int:  # fmt: skip
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
 
     INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.
@@ -105,6 +109,7 @@ def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_p
         meta_fields=tuple(f.strip() for f in meta_fields.split(",") if f.strip()), centered=centered, softmax=softmax,
         embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels, fast_decode=not exact_decode,
         storage=StorageOptions(endpoint_url=endpoint_url), progress=progress, stats=not no_stats,
+        report=not (no_stats or no_report), gallery=gallery,
     )  # fmt: skip
     result = run_score(config)
     click.echo(run_summary(result))
@@ -121,6 +126,19 @@ def stats(output: str, endpoint_url: str | None) -> None:
     from .summary import stats_summary
 
     click.echo(stats_summary(compute_stats(output, StorageOptions(endpoint_url=endpoint_url)), output))
+
+
+@cli.command()
+@click.argument("output")
+@click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
+@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
+def report(output: str, gallery: int, endpoint_url: str | None) -> None:
+    """Write OUTPUT/stats/report.html: charts and a gallery in one self-contained file."""
+    from .config import StorageOptions
+    from .report import build_report
+
+    click.echo(f"report: {build_report(output, StorageOptions(endpoint_url=endpoint_url), gallery)}")
 
 
 @cli.command()

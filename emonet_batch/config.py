@@ -44,3 +44,5 @@ class ScoreConfig:
     storage: StorageOptions = field(default_factory=StorageOptions)
     progress: str = "auto"  # auto | bar | log | off
     stats: bool = True  # write <output>/stats/ after the run
+    report: bool = True  # and <output>/stats/report.html (needs stats)
+    gallery: int = 6  # report: highest-scoring images shown per emotion (0: none)

@@ -67,5 +67,7 @@ def where(root: Path, shard_paths: list[Path]) -> str:
         f"model          {root / 'model'} (tiny random-weight SigLIP tower + 44 Large heads; `emonet-batch info` shows it)",
         f"labels         {root / 'out' / 'labels'} (one Parquet per shard)",
         f"commits        {root / 'out' / '_commits'}; run summary in {root / 'out' / 'manifest.json'}",
+        f"stats          {root / 'out' / 'stats'} (stats.json + Parquet tables)",
+        f"report         {root / 'out' / 'stats' / 'report.html'} (open it in a browser)",
         "The model has random weights: the labels show the pipeline works, not what the faces feel.",
     ])  # fmt: skip

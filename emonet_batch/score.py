@@ -36,8 +36,8 @@ class RunResult:
     figures: dict[str, Any]
     manifest: dict[str, Any]
     exit_code: int
-    summary: str = ""
     stats: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None  # where report.html was written
 
 
 def run_score(config: ScoreConfig) -> RunResult:
@@ -78,6 +78,10 @@ def run_score(config: ScoreConfig) -> RunResult:
         from .stats import compute_stats
 
         result.stats = compute_stats(config.output, config.storage)
+        if config.report:
+            from .report import build_report
+
+            result.report = build_report(config.output, config.storage, config.gallery)
     return result
 
 
