@@ -12,6 +12,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 import time
 from typing import Any
 
@@ -67,7 +68,7 @@ def distributions_chart(stats: dict[str, Any]) -> str:
         counts = np.array(stats["histograms"][head][1:-1])  # without under- and overflow
         colour = _FAMILY_COLOURS[family_of(label_of(head))] if head in EMOTION_COLUMNS else "#555555"
         axis.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colour)
-        axis.set_title(label_of(head), fontsize=7)
+        axis.set_title(textwrap.shorten(label_of(head), 24, placeholder="…"), fontsize=7)
         axis.tick_params(labelsize=6)
         axis.set_yticks([])
     for axis in np.ravel(axes)[len(heads) :]:
