@@ -88,7 +88,7 @@ def label_table(rows: dict[str, np.ndarray], info: ModelInfo, config: ScoreConfi
 
 
 def meta_columns(meta: np.ndarray, fields: tuple[str, ...]) -> dict[str, pa.Array]:
-    """Promoted metadata fields as typed columns (strings when a field mixes types or is all null)."""
+    """Promoted metadata fields as typed columns (strings when a field mixes types, nests or is all null)."""
     parsed = [json.loads(m) if isinstance(m, str) else {} for m in meta]
     out = {}
     for field in fields:
@@ -96,13 +96,15 @@ def meta_columns(meta: np.ndarray, fields: tuple[str, ...]) -> dict[str, pa.Arra
         try:
             array = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            array = pa.array([None if v is None else json.dumps(v) if not isinstance(v, str) else v for v in values], pa.string())
+            array = _as_strings(values)
         if pa.types.is_null(array.type) or pa.types.is_nested(array.type):
-            array = pa.array([None if v is None else json.dumps(v) if not isinstance(v, str) else v for v in values], pa.string())
-        if pa.types.is_string(array.type):
-            array = array.dictionary_encode()
-        out[field] = array
+            array = _as_strings(values)
+        out[field] = array.dictionary_encode() if pa.types.is_string(array.type) else array
     return out
+
+
+def _as_strings(values: list[Any]) -> pa.Array:
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
 
 
 def error_table(rows: dict[str, np.ndarray], info: ModelInfo) -> pa.Table:

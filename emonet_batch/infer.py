@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import ModelInfo
+from .read import SAMPLE
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,6 @@ class InferStage:
             )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .read import SAMPLE
-
         pixels = batch.pop("pixels")
         count = len(pixels)
         info = self.scorer.info

@@ -138,7 +138,7 @@ def main() -> None:
                                   Path(work) / "shards", samples_per_shard=max(1, count // 8))  # fmt: skip
             ensure_ray()
             result = run_score(ScoreConfig(inputs=tuple(map(str, shards)), output=str(Path(work) / "out"), model=str(model_dir),
-                                           batch_size=batch_size, progress="off"))  # fmt: skip
+                                           batch_size=batch_size, progress="off", stats=False))  # fmt: skip
     e2e = result.figures["images_per_s"]
     print(json.dumps({
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, no GPU" ,
