@@ -129,6 +129,82 @@ def stats(output: str, endpoint_url: str | None) -> None:
 
 
 @cli.command()
+@click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
+@click.option("--date", "day", metavar="YYYY-MM-DD", help="The partition to write (default: today, UTC).")
+@click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True)
+def nightly(config_file: Path, day: str | None, progress: str) -> int:
+    """Score the shards no earlier night committed into OUTPUT_ROOT/dt=YYYY-MM-DD/, then stats and report."""
+    import datetime as dt
+
+    from .nightly import NightlyConfig, run_nightly
+    from .summary import run_summary
+
+    try:
+        date = dt.date.fromisoformat(day) if day else None
+    except ValueError:
+        raise click.BadParameter(f"not a date: {day}", param_hint="--date") from None
+    result = run_nightly(NightlyConfig.from_yaml(config_file), date, progress)
+    if result is None:
+        click.echo("nothing to do: every input shard is committed in an earlier or today's partition")
+        return 0
+    click.echo(run_summary(result))
+    return result.exit_code
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--address", metavar="URL", help="Ray dashboard / job server address (default: RAY_ADDRESS, else local).")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="Stream the job's logs and exit with its status.")
+@click.option("--working-dir", metavar="DIR", help="Upload DIR as the job's working directory (e.g. this repository).")
+@click.option("--pip", "pip_packages", multiple=True, metavar="REQ", help="Extra pip requirement for the job (repeatable).")
+@click.option("--entrypoint-num-cpus", type=float, help="CPUs reserved for the job's driver.")
+@click.option("--entrypoint-num-gpus", type=float, help="GPUs reserved for the job's driver.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- score|nightly ARGS...")
+def submit(address, wait, working_dir, pip_packages, entrypoint_num_cpus, entrypoint_num_gpus, command) -> int:
+    """Submit `score` or `nightly` as a Ray job; the same arguments while it runs are not submitted twice."""
+    from .submit import SubmitConfig
+    from .submit import submit as submit_job
+
+    config = SubmitConfig(args=tuple(command), address=address, wait=wait, working_dir=working_dir, pip=tuple(pip_packages),
+                          entrypoint_num_cpus=entrypoint_num_cpus, entrypoint_num_gpus=entrypoint_num_gpus)  # fmt: skip
+    return submit_job(config)
+
+
+@cli.group()
+def jobs() -> None:
+    """Follow submitted jobs: status, logs, stop."""
+
+
+@jobs.command("status")
+@click.argument("submission_id")
+@click.option("--address", metavar="URL", help="Ray job server address (default: RAY_ADDRESS, else local).")
+def jobs_status(submission_id: str, address: str | None) -> None:
+    """Print a job's status."""
+    from .submit import job_status
+
+    click.echo(job_status(address, submission_id))
+
+
+@jobs.command("logs")
+@click.argument("submission_id")
+@click.option("--address", metavar="URL", help="Ray job server address (default: RAY_ADDRESS, else local).")
+def jobs_logs(submission_id: str, address: str | None) -> None:
+    """Print a job's logs so far."""
+    from .submit import job_logs
+
+    click.echo(job_logs(address, submission_id), nl=False)
+
+
+@jobs.command("stop")
+@click.argument("submission_id")
+@click.option("--address", metavar="URL", help="Ray job server address (default: RAY_ADDRESS, else local).")
+def jobs_stop(submission_id: str, address: str | None) -> None:
+    """Ask a running job to stop."""
+    from .submit import job_stop
+
+    click.echo(job_stop(address, submission_id))
+
+
+@cli.command()
 @click.argument("output")
 @click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
               help="Highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip

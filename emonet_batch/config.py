@@ -29,6 +29,7 @@ class ScoreConfig:
     workers: int | None = None  # inference actors; None: one per GPU, or one on a CPU-only machine
     batch_size: int = 32  # images per inference call
     gpus_per_worker: float = 0.0
+    allow_cpu_fallback: bool = False  # tests only (fake GPUs): do not insist on ONNX Runtime's CUDA provider
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers
     decode_batch_size: int = 16
     # output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +55,8 @@ class InferStage:
 
         self.scorer = OnnxScorer(load_model_info(model_dir), options)
         self.with_embedding = with_embedding
+        # which actor scored a row: the driver sums images per worker into the manifest
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '-')}"
         if require_cuda and "CUDAExecutionProvider" not in self.scorer.active_providers:
             raise RuntimeError(
                 "GPUs were requested but ONNX Runtime's CUDA provider is not active "
@@ -72,6 +76,7 @@ class InferStage:
             if embedding is not None:
                 embedding[rows] = got_embedding
         batch["scores"] = scores
+        batch["worker"] = np.full(count, self.worker, dtype=object)
         if embedding is not None:
             batch["embedding"] = embedding
         return batch

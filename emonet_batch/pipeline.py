@@ -99,7 +99,7 @@ def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
             "model_dir": str(info.directory),
             "options": session_options(config, workers),
             "with_embedding": config.embedding,
-            "require_cuda": config.gpus_per_worker > 0,
+            "require_cuda": config.gpus_per_worker > 0 and not config.allow_cpu_fallback,
         },
         batch_size=config.batch_size,
         batch_format="numpy",

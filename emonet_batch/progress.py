@@ -15,6 +15,7 @@ class Counters:
     shards_done: int = 0
     images: int = 0
     errors: int = 0
+    images_by_worker: dict[str, int] = field(default_factory=dict)  # host:pid:gpu=... -> images scored
     started: float = field(default_factory=time.perf_counter)
 
     @property

@@ -23,7 +23,7 @@ from .errors import EmonetError, UsageError
 from .inputs import Shard, expand_inputs
 from .model import ModelInfo, load_model_info
 from .progress import Counters, Progress
-from .read import END
+from .read import END, SAMPLE
 from .storage import check_output, filesystem, join, read_json_files, redact_url, write_bytes
 
 MANIFEST = "manifest.json"
@@ -133,8 +133,9 @@ class ShardCollector:
 
     def __init__(self):
         self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
-        self.received: dict[str, int] = defaultdict(int)
+        self.seen: dict[str, set[int]] = defaultdict(set)
         self.ends: dict[str, dict[str, Any]] = {}
+        self.images_by_worker: dict[str, int] = defaultdict(int)
 
     def add(self, batch: dict[str, np.ndarray]) -> list[str]:
         """Take a batch; return the shards it completed."""
@@ -152,16 +153,29 @@ class ShardCollector:
                     "reason": str(reason) if isinstance(reason, str) else None,
                 }
                 mask = mask & (batch["kind"] != END)
+            mask &= self._first_time(shard, batch["seq"], mask)
             if mask.any():
                 self.parts[shard].append({name: column[mask] for name, column in batch.items()})
-                self.received[shard] += int(mask.sum())
-            if shard in self.ends and self.received[shard] == self.ends[shard]["count"]:
+                for worker in batch["worker"][mask & (batch["kind"] == SAMPLE)]:
+                    self.images_by_worker[str(worker)] += 1
+            if shard in self.ends and len(self.seen[shard]) == self.ends[shard]["count"]:
                 ready.append(shard)
         return ready
 
+    def _first_time(self, shard: str, seqs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Rows not seen before: a task Ray re-runs after losing a node may deliver rows again."""
+        seen = self.seen[shard]
+        fresh = np.zeros(len(seqs), dtype=bool)
+        for i in np.flatnonzero(mask):
+            seq = int(seqs[i])
+            if seq not in seen:
+                seen.add(seq)
+                fresh[i] = True
+        return fresh
+
     def pop(self, shard: str, columns: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         parts = self.parts.pop(shard, [])
-        self.received.pop(shard, None)
+        self.seen.pop(shard, None)
         rows = {name: np.concatenate([p[name] for p in parts]) if parts else np.empty(0, dtype=object) for name in columns}
         return rows, self.ends.pop(shard)
 
@@ -191,6 +205,7 @@ def stream_and_commit(todo, info, config, fs, output, outcomes, counters, progre
     missing = [s.shard_id for s in todo if s.shard_id not in outcomes]
     if missing:  # the stream ended without a shard's end row: a bug, never a silent loss
         raise EmonetError(f"the pipeline ended without finishing shards: {', '.join(missing)}")
+    counters.images_by_worker = dict(collector.images_by_worker)
     try:
         return dataset.stats()
     except Exception:  # stats are a nicety; never fail a finished run over them
@@ -216,6 +231,7 @@ def run_figures(outcomes: dict[str, ShardOutcome], counters: Counters, wall: flo
         "shards_skipped": sum(o.skipped for o in outcomes.values()),
         "wall_s": round(wall, 3),
         "images_per_s": round(images / wall, 3) if wall > 0 else 0.0,
+        "images_by_worker": counters.images_by_worker,
         "stages": stage_stats,
     }
 
