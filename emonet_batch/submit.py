@@ -44,8 +44,8 @@ def client(address: str | None):
 
     try:
         return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise EmonetError(f"cannot reach the Ray job server{f' at {address}' if address else ''}: {_first_line(exc)}") from None
+    except Exception as exc:  # refused, unauthenticated (set RAY_AUTH_TOKEN), wrong version: all mean "cannot submit"
+        raise EmonetError(f"cannot reach the Ray job server{f' at {address}' if address else ''}: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
 def submit(config: SubmitConfig, out=sys.stdout) -> int:

@@ -1,0 +1,188 @@
+"""Running on a cluster, with real Ray on this machine: a `ray start` head with its job server, fake GPUs,
+a two-node cluster losing a node, nightly partitions, and the cluster configuration files."""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from emonet_batch.config import ScoreConfig
+from emonet_batch.score import run_score
+
+from .shardkit import good_shards
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """One `ray start --head` with the job server, shared by the submit tests; token auth on, as by default."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    port, dashboard = free_port(), free_port()
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
+                    f"--dashboard-port={dashboard}", "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
+    yield f"http://127.0.0.1:{dashboard}", env
+    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def cli(*args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "emonet_batch", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_submit_wait_scores_on_the_head(ray_head, tiny_models, tmp_path):
+    address, env = ray_head
+    good_shards(tmp_path / "in", shards=3, per_shard=4)
+    started = time.perf_counter()
+    run = cli("submit", "--address", address, "--", "score", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+              "--model", str(tiny_models["small"]), "--progress", "log", env=env)  # fmt: skip
+    seconds = time.perf_counter() - started
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "submitted emonet-score-" in run.stdout and "complete  3      12       12      0" in run.stdout
+    assert pq.read_table(tmp_path / "out" / "labels").num_rows == 12
+    assert (tmp_path / "out" / "stats" / "report.html").exists()
+    assert env["RAY_AUTH_TOKEN"] not in run.stdout + run.stderr
+    print(f"submit --wait: submission to completion {seconds:.1f} s")
+
+
+def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models, tmp_path):
+    address, env = ray_head
+    good_shards(tmp_path / "in", shards=2, per_shard=3)
+    args = ["--", "score", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"]), "--no-stats"]
+    first = cli("submit", "--address", address, "--no-wait", *args, env=env)
+    second = cli("submit", "--address", address, "--no-wait", *args, env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    submission_id = first.stdout.split()[-1]
+    assert f"already running as {submission_id}" in second.stdout
+    deadline = time.time() + 120
+    while "SUCCEEDED" not in (status := cli("jobs", "status", submission_id, "--address", address, env=env).stdout):
+        assert time.time() < deadline and "FAILED" not in status, status
+        time.sleep(1)
+    assert "complete  2      6        6       0" in cli("jobs", "logs", submission_id, "--address", address, env=env).stdout
+    assert "not running" in cli("jobs", "stop", submission_id, "--address", address, env=env).stdout
+    # finished, the same arguments submit a new job
+    again = cli("submit", "--address", address, "--no-wait", *args, env=env)
+    assert f"submitted {submission_id}-2" in again.stdout
+    missing = cli("jobs", "status", "no-such-job", "--address", address, env=env)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+
+
+def test_submit_usage_errors(tiny_models):
+    env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:9"}
+    wrong = cli("submit", "--", "export", "--synthetic", "tiny", env=env)
+    assert wrong.returncode == 2 and "submit runs one of: score, nightly" in wrong.stderr
+    refused = cli("submit", "--address", "http://127.0.0.1:9", "--", "score", "x", "--output", "y", "--model", "z", env=env)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "cannot reach the Ray job server" in refused.stderr
+
+
+def test_one_inference_actor_per_gpu(tiny_models, tmp_path):
+    import ray
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    try:
+        good_shards(tmp_path / "in", shards=6, per_shard=8)
+        result = run_score(ScoreConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), model=str(tiny_models["small"]),
+                                       gpus_per_worker=1.0, allow_cpu_fallback=True, batch_size=4, progress="off", stats=False))  # fmt: skip
+    finally:
+        ray.shutdown()
+    workers = result.figures["images_by_worker"]
+    assert result.exit_code == 0 and sum(workers.values()) == 48
+    assert sorted(w.rsplit("gpu=", 1)[1] for w in workers) == ["0", "1"], workers
+
+
+def test_losing_a_worker_node_loses_no_rows(tiny_models, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    good_shards(tmp_path / "in", shards=12, per_shard=6)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    worker = cluster.add_node(num_cpus=2)
+    ray.init(address=cluster.address)
+    outcome = {}
+    config = ScoreConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), model=str(tiny_models["small"]),
+                         workers=2, batch_size=2, progress="off", stats=False)  # fmt: skip
+    thread = threading.Thread(target=lambda: outcome.update(result=run_score(config)))
+    try:
+        thread.start()
+        commits = tmp_path / "out" / "_commits"
+        deadline = time.time() + 120
+        while time.time() < deadline and (not commits.exists() or not any(commits.iterdir())):
+            time.sleep(0.05)
+        cluster.remove_node(worker)
+        thread.join(timeout=300)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    result = outcome["result"]
+    labels = pq.read_table(tmp_path / "out" / "labels")
+    assert result.exit_code == 0, result.manifest["shards"]
+    assert labels.num_rows == 72 and len(set(labels.column("key").to_pylist())) == 72
+
+
+def nightly_config(tmp_path, model) -> Path:
+    path = tmp_path / "nightly.yaml"
+    path.write_text(yaml.safe_dump({"inputs": [str(tmp_path / "incoming")], "output_root": str(tmp_path / "nightly"), "model": str(model),
+                                    "options": {"meta_fields": ["gender"], "batch_size": 4}}))  # fmt: skip
+    return path
+
+
+def test_nightly_scores_only_new_shards(tiny_models, tmp_path):
+    good_shards(tmp_path / "incoming", shards=2, per_shard=3)
+    config = nightly_config(tmp_path, tiny_models["small"])
+    env = {**os.environ}
+    first = cli("nightly", str(config), "--date", "2026-11-24", "--progress", "off", env=env)
+    assert first.returncode == 0, first.stderr
+    day1 = tmp_path / "nightly" / "dt=2026-11-24"
+    assert sorted(p.name for p in (day1 / "_commits").iterdir()) == ["shard-00000.json", "shard-00001.json"]
+    assert (day1 / "stats" / "report.html").exists()
+    again = cli("nightly", str(config), "--date", "2026-11-24", env=env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    from emonet_batch.samples import demo_samples
+    from emonet_batch.shards import write_shards
+
+    write_shards(demo_samples(3, size=64), tmp_path / "new", 3, prefix="late")[0].rename(tmp_path / "incoming" / "late-00000.tar")
+    second = subprocess.run([sys.executable, str(ROOT / "jobs" / "nightly.py"), str(config), "--date", "2026-11-25", "--progress", "off"],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    day2 = tmp_path / "nightly" / "dt=2026-11-25"
+    assert [p.name for p in (day2 / "_commits").iterdir()] == ["late-00000.json"]
+    assert json.loads((day2 / "manifest.json").read_text())["totals"]["samples"] == 3
+
+
+def test_nightly_config_errors(tmp_path):
+    (tmp_path / "bad.yaml").write_text("inputs: [x]\noptions: {colour: red}\n")
+    run = cli("nightly", str(tmp_path / "bad.yaml"), env=dict(os.environ))
+    assert run.returncode == 2 and "missing output_root, model" in run.stderr
+
+
+def test_cluster_files_parse_and_reference_real_entrypoints():
+    import jsonschema
+    import ray.autoscaler
+
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    launcher = yaml.safe_load((ROOT / "cluster" / "gpu-cluster.yaml").read_text())
+    jsonschema.validate(launcher, schema)
+    documents = {}
+    for name in ("raycluster.yaml", "rayjob.yaml", "nightly-cronjob.yaml"):
+        documents[name] = list(yaml.safe_load_all((ROOT / "cluster" / name).read_text()))
+        assert all(doc.get("kind") for doc in documents[name])
+    text = "".join((ROOT / "cluster" / n).read_text() for n in ("gpu-cluster.yaml", "raycluster.yaml", "rayjob.yaml", "nightly-cronjob.yaml"))
+    for entrypoint in ("jobs/score_corpus.py", "jobs/nightly.py"):
+        assert entrypoint in text and (ROOT / entrypoint).is_file()
+    assert documents["rayjob.yaml"][0]["kind"] == "RayJob" and documents["nightly-cronjob.yaml"][-1]["kind"] == "CronJob"
