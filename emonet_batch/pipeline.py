@@ -35,7 +35,8 @@ def ensure_ray() -> None:
         ray.init(logging_level=logging.WARNING)
     else:
         ray.init(
-            num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
+            # "local": a fresh runtime even when a `ray start` cluster runs on this machine (attach via RAY_ADDRESS)
+            address="local", num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=EMBEDDED_OBJECT_STORE_BYTES,
             logging_level=logging.WARNING, configure_logging=True, log_to_driver=False,
         )  # fmt: skip
     context = ray.data.DataContext.get_current()
@@ -73,6 +74,13 @@ def check_gpus(config: ScoreConfig) -> None:
         raise UsageError("--gpus-per-worker was given but the Ray cluster has no GPUs; leave it out to run on CPU")
 
 
+def actor_resources(config: ScoreConfig) -> dict[str, float | None]:
+    """What each inference actor asks Ray for: its GPU share, and one CPU slot only on CPU-only runs
+    (a GPU actor's few CPU cycles are not worth starving a decode task of a slot)."""
+    gpu = config.gpus_per_worker > 0
+    return {"num_gpus": config.gpus_per_worker if gpu else None, "num_cpus": 0 if gpu else 1}
+
+
 def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
     import ray
 
@@ -104,7 +112,5 @@ def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
         batch_size=config.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=workers),
-        num_gpus=config.gpus_per_worker or None,
-        # a CPU actor holds one scheduling slot; its ORT threads are set separately (session_options)
-        num_cpus=0 if config.gpus_per_worker > 0 else 1,
+        **actor_resources(config),  # ORT's threads are set separately (session_options)
     )

@@ -92,18 +92,35 @@ def test_submit_usage_errors(tiny_models):
 
 
 def test_one_inference_actor_per_gpu(tiny_models, tmp_path):
+    """With 2 (fake) GPUs: a pool of 2 actors, each asking for one GPU, and Ray gives them different devices."""
+    import numpy as np
     import ray
 
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False)
+    from emonet_batch.infer import InferStage
+    from emonet_batch.pipeline import actor_resources, inference_workers, session_options
+
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False)
     try:
-        good_shards(tmp_path / "in", shards=6, per_shard=8)
-        result = run_score(ScoreConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), model=str(tiny_models["small"]),
-                                       gpus_per_worker=1.0, allow_cpu_fallback=True, batch_size=4, progress="off", stats=False))  # fmt: skip
+        config = ScoreConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), model=str(tiny_models["small"]),
+                             gpus_per_worker=1.0, allow_cpu_fallback=True, batch_size=2, progress="off", stats=False)  # fmt: skip
+        workers = inference_workers(config)
+        assert workers == 2 and actor_resources(config) == {"num_gpus": 1.0, "num_cpus": 0}
+        # the pipeline's own actor class and resource request, started as the pool would start them
+        actor = ray.remote(**actor_resources(config))(InferStage)
+        pool = [actor.remote(config.model, session_options(config, workers), False, False) for _ in range(workers)]
+        batch = {"kind": np.array(["sample"], dtype=object), "pixels": np.zeros((1, 64, 64, 3), np.uint8)}
+        devices = sorted(ray.get(a.__call__.remote(dict(batch)))["worker"][0].rsplit("gpu=", 1)[1] for a in pool)
+        assert devices == ["0", "1"]
+        for started in pool:
+            ray.kill(started)  # give the GPUs back to the job below
+        # and the whole job on that cluster scores every row on GPU-assigned actors
+        good_shards(tmp_path / "in", shards=4, per_shard=4)
+        result = run_score(config)
     finally:
         ray.shutdown()
-    workers = result.figures["images_by_worker"]
-    assert result.exit_code == 0 and sum(workers.values()) == 48
-    assert sorted(w.rsplit("gpu=", 1)[1] for w in workers) == ["0", "1"], workers
+    scored_by = result.figures["images_by_worker"]
+    assert result.exit_code == 0 and sum(scored_by.values()) == 16
+    assert {w.rsplit("gpu=", 1)[1] for w in scored_by} <= {"0", "1"}
 
 
 def test_losing_a_worker_node_loses_no_rows(tiny_models, tmp_path):
