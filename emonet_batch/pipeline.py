@@ -74,6 +74,15 @@ def check_gpus(config: ScoreConfig) -> None:
         raise UsageError("--gpus-per-worker was given but the Ray cluster has no GPUs; leave it out to run on CPU")
 
 
+def check_cpu_slots(config: ScoreConfig, workers: int) -> None:
+    """CPU actors each hold a CPU slot; with none left, read/decode tasks would never be scheduled."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if config.gpus_per_worker == 0 and workers >= cpus:
+        raise UsageError(f"--workers {workers} would take all {cpus:g} CPUs of the cluster and leave none for reading and decoding")
+
+
 def actor_resources(config: ScoreConfig) -> dict[str, float | None]:
     """What each inference actor asks Ray for: its GPU share, and one CPU slot only on CPU-only runs
     (a GPU actor's few CPU cycles are not worth starving a decode task of a slot)."""
@@ -86,6 +95,7 @@ def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
 
     check_gpus(config)
     workers = inference_workers(config)
+    check_cpu_slots(config, workers)
     dataset = ray.data.read_datasource(
         shard_datasource(shards, config.storage, READ_ROWS_PER_BLOCK),
         override_num_blocks=len(shards),

@@ -133,7 +133,7 @@ def test_losing_a_worker_node_loses_no_rows(tiny_models, tmp_path):
     ray.init(address=cluster.address)
     outcome = {}
     config = ScoreConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), model=str(tiny_models["small"]),
-                         workers=2, batch_size=2, progress="off", stats=False)  # fmt: skip
+                         workers=1, batch_size=2, progress="off", stats=False)  # fmt: skip
     thread = threading.Thread(target=lambda: outcome.update(result=run_score(config)))
     try:
         thread.start()

@@ -153,6 +153,8 @@ def test_usage_errors(ray_runtime, tiny_models, tmp_path):
         score(tmp_path, tiny_models["small"], [tmp_path / "in" / "*.parquet"])
     with pytest.raises(UsageError, match="would overwrite output columns: amusement"):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], meta_fields=("amusement",))
+    with pytest.raises(UsageError, match="leave none for reading and decoding"):
+        score(tmp_path, tiny_models["small"], [tmp_path / "in"], workers=2)
     with pytest.raises(UsageError, match="has no GPUs"):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], gpus_per_worker=1.0)
 
