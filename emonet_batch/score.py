@@ -27,7 +27,8 @@ from .read import END, SAMPLE
 from .storage import check_output, filesystem, join, read_json_files, redact_url, write_bytes
 
 MANIFEST = "manifest.json"
-EXIT_CLEAN, EXIT_FAILED, EXIT_USAGE, EXIT_TOO_MANY_ERRORS = 0, 1, 2, 3
+# exit codes; 2 (usage error) comes from UsageError in the CLI
+EXIT_CLEAN, EXIT_FAILED, EXIT_TOO_MANY_ERRORS = 0, 1, 3
 
 
 @dataclass
