@@ -133,7 +133,9 @@ def select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarra
     return {name: column[mask] for name, column in rows.items()}
 
 
-def commit_shard(fs, output: str, shard_id: str, rows: dict[str, np.ndarray], end: dict[str, Any], info: ModelInfo, config: ScoreConfig, display_url: str) -> ShardOutcome:
+def commit_shard(
+    fs, output: str, shard_id: str, rows: dict[str, np.ndarray], end: dict[str, Any], info: ModelInfo, config: ScoreConfig, display_url: str
+) -> ShardOutcome:
     """Write a shard's files, then (for a completely read shard) its create-only commit record."""
     order = np.argsort(rows["seq"], kind="stable")
     rows = select(rows, order)
