@@ -76,9 +76,10 @@ def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models
         time.sleep(1)
     assert "complete  2      6        6       0" in cli("jobs", "logs", submission_id, "--address", address, env=env).stdout
     assert "not running" in cli("jobs", "stop", submission_id, "--address", address, env=env).stdout
-    # finished, the same arguments submit a new job
+    # finished, the same arguments submit a new job; stopping it while it runs frees the head for the next tests
     again = cli("submit", "--address", address, "--no-wait", *args, env=env)
     assert f"submitted {submission_id}-2" in again.stdout
+    assert "stop requested" in cli("jobs", "stop", f"{submission_id}-2", "--address", address, env=env).stdout
     missing = cli("jobs", "status", "no-such-job", "--address", address, env=env)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
 
@@ -155,7 +156,7 @@ def test_losing_a_worker_node_loses_no_rows(tiny_models, tmp_path):
 def nightly_config(tmp_path, model) -> Path:
     path = tmp_path / "nightly.yaml"
     path.write_text(yaml.safe_dump({"inputs": [str(tmp_path / "incoming")], "output_root": str(tmp_path / "nightly"), "model": str(model),
-                                    "options": {"meta_fields": ["gender"], "batch_size": 4}}))  # fmt: skip
+                                    "options": {"meta_fields": ["gender"], "batch_size": 4, "report": False}}))  # fmt: skip
     return path
 
 
@@ -167,7 +168,7 @@ def test_nightly_scores_only_new_shards(tiny_models, tmp_path):
     assert first.returncode == 0, first.stderr
     day1 = tmp_path / "nightly" / "dt=2026-11-24"
     assert sorted(p.name for p in (day1 / "_commits").iterdir()) == ["shard-00000.json", "shard-00001.json"]
-    assert (day1 / "stats" / "report.html").exists()
+    assert (day1 / "stats" / "stats.json").exists() and not (day1 / "stats" / "report.html").exists()
     again = cli("nightly", str(config), "--date", "2026-11-24", env=env)
     assert again.returncode == 0 and "nothing to do" in again.stdout
     from emonet_batch.samples import demo_samples
