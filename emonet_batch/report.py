@@ -223,16 +223,17 @@ def render_html(stats: dict[str, Any], charts: dict[str, str], groups: list[tupl
 """
 
 
-def build_report(output_url: str, storage: StorageOptions = StorageOptions(), gallery: int = 6) -> str:
-    """Write <output>/stats/report.html; returns its location."""
+def build_report(output_url: str, storage: StorageOptions = StorageOptions(), gallery: int = 6, stats: dict[str, Any] | None = None) -> str:
+    """Write <output>/stats/report.html from `stats` (else stats.json, else computed); returns its location."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on batch machines
     fs, output = filesystem(output_url, storage)
-    try:
-        stats = json.loads(fs.cat_file(join(output, STATS, "stats.json")))
-    except FileNotFoundError:
-        stats = compute_stats(output_url, storage)
+    if stats is None:
+        try:
+            stats = json.loads(fs.cat_file(join(output, STATS, "stats.json")))
+        except FileNotFoundError:
+            stats = compute_stats(output_url, storage)
     charts = {"top": top_emotion_chart(stats), "distributions": distributions_chart(stats), "correlation": correlation_chart(stats)}
     files = committed_label_files(fs, output)
     page = render_html(stats, charts, group_charts(stats), gallery_html(fs, output, files, gallery, storage), redact_url(output_url))

@@ -82,7 +82,7 @@ def run_score(config: ScoreConfig) -> RunResult:
         if config.report:
             from .report import build_report
 
-            result.report = build_report(config.output, config.storage, config.gallery)
+            result.report = build_report(config.output, config.storage, config.gallery, result.stats)
     return result
 
 

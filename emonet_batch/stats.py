@@ -172,7 +172,8 @@ def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -
     started = time.perf_counter()
     fs, output = filesystem(output_url, storage)
     files = committed_label_files(fs, output)
-    schema = pq.ParquetFile(fs.open(files[0], "rb")).schema_arrow
+    with fs.open(files[0], "rb") as handle:
+        schema = pq.ParquetFile(handle).schema_arrow
     heads = [h for h in HEAD_COLUMNS if h in schema.names]
     emotions = [h for h in EMOTION_COLUMNS if h in heads]
     metadata = [name for name in schema.names if name not in _NOT_METADATA and not name.endswith(("_centered", "_softmax"))]

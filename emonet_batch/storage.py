@@ -6,6 +6,7 @@ touches storage. URLs are shown to people only through `redact_url`, which drops
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any
@@ -109,8 +110,6 @@ def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
 
 def read_json_files(fs: fsspec.AbstractFileSystem, directory: str) -> dict[str, Any]:
     """name (without .json) -> parsed content, for every .json file directly in a directory."""
-    import json
-
     try:
         paths = [p for p in fs.ls(directory, detail=False) if p.endswith(".json")]
     except FileNotFoundError:
