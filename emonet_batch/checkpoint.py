@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ModelError, first_line
 from .preprocess import resize_filter_name
 from .taxonomy import DIMENSIONS, EMOTIONS, column_name, head_file_name
 
@@ -90,7 +90,7 @@ def read_head_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files; all mean the same here
-        raise ModelError(f"{path}: not a readable head checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a readable head checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -124,7 +124,7 @@ def load_head(path: Path) -> tuple[str, EmotionHead]:
     try:
         head.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelError(f"{path}: does not fit the {size} head layout: {_first_line(exc)}") from None
+        raise ModelError(f"{path}: does not fit the {size} head layout: {first_line(exc)}") from None
     return size, head.eval()
 
 
@@ -178,7 +178,7 @@ def load_encoder(directory: str | os.PathLike) -> Encoder:
         with _quiet_transformers():
             model = SiglipVisionModel.from_pretrained(directory, config=vision_config)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{directory}: cannot load the encoder weights: {_first_line(exc)}") from None
+        raise ModelError(f"{directory}: cannot load the encoder weights: {first_line(exc)}") from None
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors", ".bin"})
     return Encoder(model.eval(), vision_config.image_size, vision_config.hidden_size, read_resize_filter(directory), files)
 
@@ -202,8 +202,3 @@ def _quiet_transformers():
         yield
     finally:
         logger.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -23,3 +23,9 @@ class ExportError(EmonetError):
 
 class DownloadError(EmonetError):
     """A hub download failed (no network, unknown repository, missing files)."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, capped, for one-line errors (its type name if empty)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

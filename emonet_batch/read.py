@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Iterator
 import pyarrow as pa
 
 from .config import StorageOptions
+from .errors import first_line
 from .inputs import Shard
 from .storage import filesystem
 
@@ -182,18 +183,13 @@ def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]
         # the size of a plain tar lets the reader notice a file cut at a member boundary
         size = fs.size(path) if shard.url.lower().endswith(".tar") else None
     except Exception as exc:  # any backend error at open means the same: the shard could not be read
-        yield end_row(shard.shard_id, 0, "failed", f"cannot open shard: {type(exc).__name__}: {_short(exc)}")
+        yield end_row(shard.shard_id, 0, "failed", f"cannot open shard: {type(exc).__name__}: {first_line(exc)}")
         return
     with stream:
         if shard.format == "parquet":
             yield from parquet_rows(stream, shard.shard_id)
         else:
             yield from tar_rows(stream, shard.shard_id, size)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
 
 
 def row_blocks(shard: Shard, storage: StorageOptions, rows_per_block: int) -> Iterator[pa.Table]:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .commit import COMMITS, LABELS
+from .commit import COMMITS, LABELS, parquet_bytes
 from .config import StorageOptions
 from .errors import UsageError
 from .storage import filesystem, join, read_json_files, redact_url, write_bytes
@@ -243,15 +243,7 @@ def write_stats(fs, output: str, result: dict[str, Any], head_stats: HeadStats, 
     }
     for name, rows in tables.items():
         if rows:
-            write_bytes(fs, join(directory, f"{name}.parquet"), _parquet(pa.Table.from_pylist(rows)))
-
-
-def _parquet(table: pa.Table) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
-    return buffer.getvalue()
+            write_bytes(fs, join(directory, f"{name}.parquet"), parquet_bytes(pa.Table.from_pylist(rows)))
 
 
 def json_ready(value: Any) -> Any:

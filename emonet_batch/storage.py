@@ -15,7 +15,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .config import StorageOptions
-from .errors import EmonetError, UsageError
+from .errors import EmonetError, UsageError, first_line
 
 
 class StorageError(EmonetError):
@@ -65,12 +65,11 @@ def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     try:
         _write(fs, path, data)
     except OSError as exc:
-        raise StorageError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise write_error(fs, path, exc) from None
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else ""
+def write_error(fs: fsspec.AbstractFileSystem, path: str, exc: OSError) -> StorageError:
+    return StorageError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {first_line(exc)}")
 
 
 def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -104,7 +103,7 @@ def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
     except OSError as exc:  # some backends report the failed precondition as a generic error
         if "PreconditionFailed" in str(exc) or "412" in str(exc):
             return False
-        raise StorageError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise write_error(fs, path, exc) from None
     return True
 
 

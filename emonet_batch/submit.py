@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EmonetError, UsageError
+from .errors import EmonetError, UsageError, first_line
 
 SUBMITTABLE = ("score", "nightly")
 ACTIVE = {"PENDING", "RUNNING"}
@@ -45,7 +45,7 @@ def client(address: str | None):
     try:
         return JobSubmissionClient(address)
     except Exception as exc:  # refused, unauthenticated (set RAY_AUTH_TOKEN), wrong version: all mean "cannot submit"
-        raise EmonetError(f"cannot reach the Ray job server{f' at {address}' if address else ''}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise EmonetError(f"cannot reach the Ray job server{f' at {address}' if address else ''}: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def submit(config: SubmitConfig, out=sys.stdout) -> int:
@@ -101,7 +101,7 @@ def _job_info(address: str | None, submission_id: str):
     try:
         return client(address).get_job_info(submission_id)
     except RuntimeError as exc:
-        raise EmonetError(f"no job {submission_id}: {_first_line(exc)}") from None
+        raise EmonetError(f"no job {submission_id}: {first_line(exc)}") from None
 
 
 def job_status(address: str | None, submission_id: str) -> str:
@@ -119,8 +119,3 @@ def job_stop(address: str | None, submission_id: str) -> str:
     _job_info(address, submission_id)
     stopped = client(address).stop_job(submission_id)
     return f"{submission_id}: {'stop requested' if stopped else 'not running'}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
