@@ -28,22 +28,27 @@ def cli() -> None:
 @click.option("--head-size", type=click.Choice(["small", "large"]), default="large", show_default=True, help="Head size of --synthetic.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --synthetic weights and of the parity images.")
 @click.option("--only-heads", metavar="A,B,...", help="Export only these heads (column names); default: every head found.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="fp16: tower in fp16 with LayerNorm and softmax in fp32.")  # fmt: skip
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16 (GPUs): tower in fp16 with LayerNorm and softmax in fp32. int8 (CPUs): weights of the matrix "
+                   "products in int8, activations quantised per batch.")  # fmt: skip
+@click.option("--parity-images", type=click.IntRange(min=1), metavar="N",
+              help="Calibration images the accuracy against fp32 PyTorch is measured on. Default: 4 for fp32, 16 otherwise.")
 @click.option("--normalize/--no-normalize", default=True, show_default=True, help="L2-normalise the embedding before the heads.")
 @click.option("--opset", type=click.IntRange(min=17), default=18, show_default=True, help="ONNX opset.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for model.onnx and model.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
-def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, normalize, opset, out, overwrite) -> None:
+def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, parity_images, normalize, opset, out, overwrite) -> None:
     """Export the tower and heads to one verified ONNX graph (needs the `export` extra)."""
     try:
         from .export import ExportConfig, export_model
     except ImportError as exc:
         raise EmonetError(f"export needs torch and transformers: pip install 'emonet-batch[export]' ({exc.name} missing)") from None
+    from .model import accuracy_problems, load_model_info
+
     config = ExportConfig(
         out=out, encoder=encoder, heads=heads, synthetic=synthetic, head_size=head_size, seed=seed,
         only_heads=tuple(h.strip() for h in only_heads.split(",")) if only_heads else None,
-        precision=precision, normalize=normalize, opset=opset, overwrite=overwrite,
+        precision=precision, parity_images=parity_images, normalize=normalize, opset=opset, overwrite=overwrite,
     )  # fmt: skip
     result = export_model(config)
     parity = result.parity
@@ -53,6 +58,9 @@ def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, no
         f"embedding cosine min {parity.embedding_cosine_min:.6f}, top-emotion agreement {parity.top_emotion_agreement:.0%}"
     )
     click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    problems = accuracy_problems(load_model_info(out, verify=False))
+    if problems:
+        click.echo(f"warning: {'; '.join(problems)}: score refuses this model unless --allow-inaccurate-model", err=True)
 
 
 @cli.command()
@@ -74,6 +82,11 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per inference call.")
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="GPUs per inference actor (fractions share a GPU); 0 runs on CPU.")  # fmt: skip
+@click.option("--execution-provider", type=click.Choice(["cuda", "tensorrt"]), default="cuda", show_default=True,
+              help="ONNX Runtime provider of GPU actors (with --gpus-per-worker); tensorrt builds engines once into --trt-cache.")
+@click.option("--trt-cache", metavar="DIR", help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.")
+@click.option("--allow-inaccurate-model", is_flag=True,
+              help="Score with a reduced-precision model whose recorded error against fp32 exceeds the documented limits.")
 @click.option("--threads-per-worker", type=click.IntRange(min=1), help="ONNX Runtime threads per CPU actor. Default: CPUs / workers.")
 @click.option("--meta-fields", metavar="A,B,...", default="", help="Fields of each sample's json to copy into label columns.")
 @click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean).")
@@ -91,7 +104,7 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run.")
 @click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
               help="Report: highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
-def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_per_worker, meta_fields, centered, softmax,
+def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution_provider, trt_cache, allow_inaccurate_model, threads_per_worker, meta_fields, centered, softmax,
           embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress, no_stats, no_report,
           gallery) -> int:  # fmt: skip
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
@@ -105,7 +118,8 @@ def score(inputs, output, model, workers, batch_size, gpus_per_worker, threads_p
 
     config = ScoreConfig(
         inputs=tuple(inputs), output=output, model=model, workers=workers, batch_size=batch_size,
-        gpus_per_worker=gpus_per_worker, threads_per_worker=threads_per_worker,
+        gpus_per_worker=gpus_per_worker, gpu_provider=execution_provider, trt_cache_dir=trt_cache,
+        allow_inaccurate_model=allow_inaccurate_model, threads_per_worker=threads_per_worker,
         meta_fields=tuple(f.strip() for f in meta_fields.split(",") if f.strip()), centered=centered, softmax=softmax,
         embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels, fast_decode=not exact_decode,
         storage=StorageOptions(endpoint_url=endpoint_url), progress=progress, stats=not no_stats,

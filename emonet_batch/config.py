@@ -29,9 +29,12 @@ class ScoreConfig:
     workers: int | None = None  # inference actors; None: one per GPU, or one on a CPU-only machine
     batch_size: int = 32  # images per inference call
     gpus_per_worker: float = 0.0
+    gpu_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
+    trt_cache_dir: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
     allow_cpu_fallback: bool = False  # tests only (fake GPUs): do not insist on ONNX Runtime's CUDA provider
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers
     decode_batch_size: int = 16
+    allow_inaccurate_model: bool = False  # score with a model whose recorded error exceeds model.MAX_SCORE_ERROR etc.
     # output
     meta_fields: tuple[str, ...] = ()
     centered: bool = False

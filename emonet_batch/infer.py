@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -12,56 +13,133 @@ from .model import ModelInfo
 from .read import SAMPLE
 
 
+#: ONNX Runtime provider names of the devices a session can run on.
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
 @dataclass(frozen=True)
 class SessionOptions:
-    """ONNX Runtime session settings. threads=0 lets ORT use every core it sees."""
+    """ONNX Runtime session settings (the README's "Tuning" section says how they were chosen).
 
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    device: cpu | cuda | tensorrt (TensorRT falls back to CUDA for what it cannot take).
+    intra_op_threads: 0 lets ORT use every core it sees; the pipeline gives each CPU actor its share.
+    spinning: ORT's worker threads busy-wait between operators by default, which on a CPU run steals
+      the cores that the decode tasks need between batches; off unless a benchmark has the cores to itself.
+    max_batch: the largest batch a TensorRT engine is built for (its dynamic-batch profile is 1..max_batch).
+    trt_cache_dir: where TensorRT engines and timing caches are kept between runs (built once per GPU
+      model and shape profile: minutes for the full tower, then seconds to load)."""
+
+    device: str = "cpu"
     intra_op_threads: int = 0
+    spinning: bool = False
+    max_batch: int = 32
+    trt_cache_dir: str | None = None
+
+    @property
+    def provider(self) -> str:
+        return PROVIDERS[self.device]
+
+
+def provider_list(options: SessionOptions, image_size: int) -> list[tuple[str, dict[str, Any]]]:
+    """The providers in priority order, each with its options; CPU always last (shape ops and fallbacks)."""
+    cuda = ("CUDAExecutionProvider", {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True})
+    cpu = ("CPUExecutionProvider", {})
+    if options.device == "cpu":
+        return [cpu]
+    if options.device == "cuda":
+        return [cuda, cpu]
+    if options.device == "tensorrt":
+        shape = lambda batch: f"pixels:{batch}x{image_size}x{image_size}x3"  # noqa: E731
+        cache = options.trt_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
+        trt = {
+            "device_id": 0,
+            "trt_fp16_enable": True,  # only where the graph's own types allow: an fp32 graph's LayerNorm stays fp32
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache,
+            "trt_profile_min_shapes": shape(1),
+            "trt_profile_opt_shapes": shape(options.max_batch),
+            "trt_profile_max_shapes": shape(options.max_batch),
+        }
+        return [("TensorrtExecutionProvider", trt), cuda, cpu]
+    raise ValueError(f"unknown device {options.device!r}; choose from {', '.join(PROVIDERS)}")
+
+
+def ort_session_options(options: SessionOptions):
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = options.intra_op_threads
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.enable_cpu_mem_arena = True  # batches have one shape: the arena's blocks are reused as they are
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spinning else "0")
+    return session_options
 
 
 class OnnxScorer:
-    """One ORT session; `run` maps uint8 [N, S, S, 3] to (scores [N, H], embedding [N, D]) float32."""
+    """One ORT session; `run` maps uint8 [N, S, S, 3] to (scores [N, H], embedding [N, D]) float32.
+
+    On a GPU the batch is bound with IOBinding: the pixels are copied to the device once, and only the
+    scores and embeddings come back to host memory."""
 
     def __init__(self, info: ModelInfo, options: SessionOptions = SessionOptions()):
         import onnxruntime as ort
 
-        session_options = ort.SessionOptions()
-        session_options.intra_op_num_threads = options.intra_op_threads
-        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.info = info
-        self.session = ort.InferenceSession(str(info.onnx_path), session_options, providers=list(options.providers))
+        self.options = options
+        providers = provider_list(options, info.image_size)
+        self.session = ort.InferenceSession(
+            str(info.onnx_path), ort_session_options(options),
+            providers=[name for name, _ in providers], provider_options=[opts for _, opts in providers],
+        )  # fmt: skip
 
     def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         size = self.info.image_size
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
             raise ValueError(f"pixels must be uint8 [N, {size}, {size}, 3], got {pixels.dtype} {pixels.shape}")
-        scores, embedding = self.session.run(["scores", "embedding"], {"pixels": np.ascontiguousarray(pixels)})
+        pixels = np.ascontiguousarray(pixels)
+        if self.options.device == "cpu":
+            scores, embedding = self.session.run(["scores", "embedding"], {"pixels": pixels})
+            return scores, embedding
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("pixels", pixels)
+        for name in ("scores", "embedding"):
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        scores, embedding = binding.copy_outputs_to_cpu()
         return scores, embedding
 
     @property
     def active_providers(self) -> list[str]:
         return self.session.get_providers()
 
+    def check_provider(self) -> None:
+        """ORT quietly drops a provider it cannot load and runs everything on the CPU: a GPU job would crawl
+        unnoticed. Raise instead."""
+        if self.options.provider not in self.active_providers:
+            raise RuntimeError(
+                f"ONNX Runtime's {self.options.provider} is not active (active: {', '.join(self.active_providers)}); "
+                "install onnxruntime-gpu built for this machine's CUDA (and TensorRT for --execution-provider tensorrt)"
+            )
+
 
 class InferStage:
     """Ray actor body: one ORT session per actor, scoring the `sample` rows of each batch.
 
-    Other rows pass through with NaN scores. With GPUs requested, a session whose CUDA provider did not
-    load is an error: ORT silently falls back to CPU otherwise, and a GPU job would crawl unnoticed."""
+    Other rows pass through with NaN scores. A session whose intended provider did not load is an error
+    (OnnxScorer.check_provider) unless `check_provider` is off (tests with fake GPUs).
+    The model's files are hashed again only on a host other than the driver's, which has just done it."""
 
-    def __init__(self, model_dir: str, options: SessionOptions, with_embedding: bool, require_cuda: bool):
+    def __init__(self, model_dir: str, options: SessionOptions, with_embedding: bool, check_provider: bool, verified_on: str):
         from .model import load_model_info
 
-        self.scorer = OnnxScorer(load_model_info(model_dir), options)
+        self.scorer = OnnxScorer(load_model_info(model_dir, verify=socket.gethostname() != verified_on), options)
         self.with_embedding = with_embedding
         # which actor scored a row: the driver sums images per worker into the manifest
         self.worker = f"{socket.gethostname()}:{os.getpid()}:gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '-')}"
-        if require_cuda and "CUDAExecutionProvider" not in self.scorer.active_providers:
-            raise RuntimeError(
-                "GPUs were requested but ONNX Runtime's CUDA provider is not active "
-                f"(active: {', '.join(self.scorer.active_providers)}); install onnxruntime-gpu with a matching CUDA"
-            )
+        if check_provider:
+            self.scorer.check_provider()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pixels = batch.pop("pixels")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from .config import ScoreConfig
 from .decode import decode_batch
@@ -61,7 +62,7 @@ def session_options(config: ScoreConfig, workers: int) -> SessionOptions:
     import ray
 
     if config.gpus_per_worker > 0:
-        return SessionOptions(providers=("CUDAExecutionProvider", "CPUExecutionProvider"), intra_op_threads=1)
+        return SessionOptions(device=config.gpu_provider, intra_op_threads=1, max_batch=config.batch_size, trt_cache_dir=config.trt_cache_dir)
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     return SessionOptions(intra_op_threads=config.threads_per_worker or max(1, cpus // workers))
 
@@ -117,7 +118,8 @@ def build_dataset(shards: list[Shard], info: ModelInfo, config: ScoreConfig):
             "model_dir": str(info.directory),
             "options": session_options(config, workers),
             "with_embedding": config.embedding,
-            "require_cuda": config.gpus_per_worker > 0 and not config.allow_cpu_fallback,
+            "check_provider": not config.allow_cpu_fallback,
+            "verified_on": socket.gethostname(),  # run_score's load_model_info hashed the files on this host
         },
         batch_size=config.batch_size,
         batch_format="numpy",

@@ -20,6 +20,7 @@ import io
 import warnings
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: Resize filters by the names recorded in model.json, and the PIL codes of preprocessor_config.json.
@@ -35,6 +36,7 @@ RESIZE_FILTERS: dict[str, Image.Resampling] = {
 #: Default ceiling on decoded pixels (width x height), against decompression bombs: 8K x 8K.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 
+ORIENTATION_TAG = 0x0112  # EXIF orientation
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -61,21 +63,37 @@ def decode_image(
 ) -> np.ndarray:
     """Decode image bytes to RGB uint8 [size, size, 3]; raises ImageDecodeError for bad input.
 
-    fast: let libjpeg decode large JPEGs at 1/2, 1/4 or 1/8 scale in the DCT domain (never below
-    `size`), then resize. About twice as fast on 1024 px faces, within ~0.6 grey levels mean of the
-    exact path (the benchmark measures both)."""
+    fast: colour JPEGs are decoded by libjpeg-turbo (simplejpeg) scaled in the DCT domain to the smallest
+    of its n/8 factors that stays at or above `size`, then resized; 3-4x faster than decoding at full size
+    on 1024 px faces and within ~1.1 grey levels mean of the exact path (the benchmark measures both).
+    Other images take the exact path."""
     image = open_image(data, max_pixels)
     try:
-        if fast and image.format == "JPEG":
-            image.draft(None, (size, size))
+        if fast and image.format == "JPEG" and image.mode == "RGB":
+            image = decode_jpeg_scaled(data, size, image.getexif().get(ORIENTATION_TAG, 1))
         image = ImageOps.exif_transpose(image)
         rgb = to_rgb(image)
         resized = rgb.resize((size, size), resample=RESIZE_FILTERS[resize_filter])
         return np.asarray(resized, dtype=np.uint8)
     except ImageDecodeError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL reports truncated/corrupt data as these
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL and simplejpeg report truncated/corrupt data as these
         raise ImageDecodeError("corrupt", f"cannot decode image: {exc}") from None
+
+
+def decode_jpeg_scaled(data: bytes, size: int, orientation: int) -> Image.Image:
+    """Decode a colour JPEG at the smallest libjpeg-turbo scale (n/8) with both sides >= size.
+
+    simplejpeg, because PIL's `draft` only offers 1/2, 1/4 and 1/8: a 1024 px face for a 384 px model
+    decodes at 3/8 (exactly 384) instead of 1/2. simplejpeg ignores EXIF, so the orientation is carried
+    over for `exif_transpose`."""
+    pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=size, min_width=size)
+    image = Image.fromarray(pixels, mode="RGB")
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[ORIENTATION_TAG] = orientation
+        image.info["exif"] = exif.tobytes()
+    return image
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

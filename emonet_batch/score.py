@@ -21,7 +21,7 @@ from .commit import COMMITS, ERRORS, LABELS, ShardOutcome, commit_shard, reserve
 from .config import ScoreConfig
 from .errors import EmonetError, UsageError
 from .inputs import Shard, expand_inputs
-from .model import ModelInfo, load_model_info
+from .model import ModelInfo, accuracy_problems, load_model_info
 from .progress import Counters, Progress
 from .read import END, SAMPLE
 from .storage import check_output, filesystem, join, read_json_files, redact_url, write_bytes
@@ -46,6 +46,7 @@ def run_score(config: ScoreConfig) -> RunResult:
     _check_config(config)
     started = time.perf_counter()
     info = load_model_info(config.model)
+    check_accuracy(info, config)
     clash = sorted(set(config.meta_fields) & reserved_columns(info, config))
     if clash:
         raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
@@ -95,6 +96,16 @@ def _check_config(config: ScoreConfig) -> None:
         raise UsageError("--gpus-per-worker cannot be negative")
     if not 0 <= config.max_error_rate <= 1:
         raise UsageError("--max-error-rate must be between 0 and 1")
+
+
+def check_accuracy(info: ModelInfo, config: ScoreConfig) -> None:
+    """Refuse a reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
+    problems = accuracy_problems(info)
+    if problems and not config.allow_inaccurate_model:
+        raise UsageError(
+            f"model {config.model} ({info.precision}) records {'; '.join(problems)} against fp32; "
+            "re-export it at a higher precision, or pass --allow-inaccurate-model to score with it anyway"
+        )
 
 
 def clear_output(fs, output: str) -> None:

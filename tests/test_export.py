@@ -117,6 +117,24 @@ def test_fp16_variant_reports_its_error(tmp_path):
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
 
 
+def test_int8_variant_quantises_the_weight_products_and_records_its_accuracy(tmp_path, capsys):
+    assert main(["export", "--synthetic", "tiny", "--head-size", "large", "--precision", "int8", "--parity-images", "6",
+                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert "parity vs PyTorch on 6 images" in capsys.readouterr().out
+    info = load_model_info(tmp_path)
+    assert info.precision == "int8" and info.record["quantization"]["constant_weights_only"] is True
+    parity = info.record["parity"]
+    assert parity["images"] == 6 and 0 < parity["max_abs_score_diff"] <= 0.05 and parity["embedding_cosine_min"] >= 0.999
+    graph = onnx.load(str(tmp_path / "model.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert "DynamicQuantizeLinear" in ops and {"MatMulInteger", "ConvInteger"} & ops or "DynamicQuantizeMatMul" in ops
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)
+    props = {p.key for p in graph.metadata_props}
+    assert "emonet_batch.quantization" in props and "emonet_batch.heads" in props
+    scores, embedding = OnnxScorer(info).run(np.zeros((3, 64, 64, 3), np.uint8))
+    assert scores.shape == (3, 44) and scores.dtype == np.float32 and embedding.shape == (3, 64)
+
+
 def test_refuses_to_overwrite_and_bad_combinations(tiny_models, tmp_path):
     with pytest.raises(UsageError, match="--overwrite"):
         export_model(ExportConfig(out=tiny_models["small"], synthetic="tiny"))

@@ -30,14 +30,15 @@ def test_matches_the_transformers_siglip_processor(fmt, resample, name):
         assert np.mean(np.abs(ours - theirs) <= 1) >= 0.99, name
 
 
-def test_exif_orientation_is_applied():
+@pytest.mark.parametrize("fast", [False, True])
+def test_exif_orientation_is_applied(fast):
     # stored landscape: left half red, right half blue; orientation 6 means "rotate 90 degrees clockwise to view"
     array = np.zeros((40, 80, 3), dtype=np.uint8)
     array[:, :40] = (255, 0, 0)
     array[:, 40:] = (0, 0, 255)
     exif = Image.Exif()
     exif[0x0112] = 6
-    out = decode_image(encode(Image.fromarray(array), "JPEG", quality=95, exif=exif.tobytes()), SIZE).astype(int)
+    out = decode_image(encode(Image.fromarray(array), "JPEG", quality=95, exif=exif.tobytes()), SIZE, fast=fast).astype(int)
     top, bottom = out[: SIZE // 2 - 4].mean(axis=(0, 1)), out[SIZE // 2 + 4 :].mean(axis=(0, 1))
     assert top[0] > 200 and top[2] < 60, "red should be on top after rotating clockwise"
     assert bottom[2] > 200 and bottom[0] < 60
@@ -123,9 +124,10 @@ def test_pixel_limit_refuses_before_decoding():
         (encode(face_image(0, size=128), "PNG")[:300], "corrupt"),
     ],
 )
-def test_bad_bytes_raise_clear_errors(data, kind):
+@pytest.mark.parametrize("fast", [False, True])
+def test_bad_bytes_raise_clear_errors(data, kind, fast):
     with pytest.raises(ImageDecodeError) as err:
-        decode_image(data, SIZE)
+        decode_image(data, SIZE, fast=fast)
     assert err.value.kind == kind
     assert str(err.value)
 
@@ -143,5 +145,7 @@ def test_fast_jpeg_decode_stays_close_to_the_exact_path():
     exact = decode_image(data, 384).astype(int)
     fast = decode_image(data, 384, fast=True).astype(int)
     assert np.abs(exact - fast).mean() <= 2.0
-    png = encode(face_image(2, size=512), "PNG")  # only JPEGs have a DCT-domain shortcut
+    grey = encode(face_image(2, size=512).convert("L"), "JPEG")  # grey JPEGs and other formats take the exact path
+    np.testing.assert_array_equal(decode_image(grey, 384, fast=True), decode_image(grey, 384))
+    png = encode(face_image(2, size=512), "PNG")
     np.testing.assert_array_equal(decode_image(png, 384, fast=True), decode_image(png, 384))

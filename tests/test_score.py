@@ -175,3 +175,13 @@ def test_cli_score_summary_and_one_line_errors(ray_runtime, tiny_models, tmp_pat
     assert main(["score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(tmp_path)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
     assert main(["score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(tiny_models["small"]), "--batch-size", "0"]) == 2
+
+
+def test_an_inaccurate_model_scores_only_when_allowed(ray_runtime, tiny_models, tmp_path):
+    from .test_infer import with_parity
+
+    loose = with_parity(tiny_models["small"], tmp_path / "loose", max_abs_score_diff=0.08)
+    good_shards(tmp_path / "in", shards=1, per_shard=2)
+    with pytest.raises(UsageError, match="--allow-inaccurate-model"):
+        score(tmp_path, loose.directory, [tmp_path / "in"])
+    assert score(tmp_path, loose.directory, [tmp_path / "in"], allow_inaccurate_model=True).exit_code == 0

@@ -1,0 +1,60 @@
+"""ONNX Runtime session settings and the accuracy guard: pure functions and one tiny session, no Ray."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from emonet_batch.config import ScoreConfig
+from emonet_batch.errors import UsageError
+from emonet_batch.infer import OnnxScorer, SessionOptions, provider_list
+from emonet_batch.model import accuracy_problems, load_model_info
+from emonet_batch.score import run_score
+
+
+def test_provider_lists_put_the_intended_provider_first_and_cpu_last():
+    assert provider_list(SessionOptions(), 384) == [("CPUExecutionProvider", {})]
+    assert [name for name, _ in provider_list(SessionOptions(device="cuda"), 384)] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = provider_list(SessionOptions(device="tensorrt", max_batch=64, trt_cache_dir="/cache"), 384)
+    assert [name for name, _ in providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    trt = providers[0][1]
+    assert trt["trt_profile_min_shapes"] == "pixels:1x384x384x3" and trt["trt_profile_max_shapes"] == "pixels:64x384x384x3"
+    assert trt["trt_engine_cache_enable"] and trt["trt_engine_cache_path"] == "/cache"
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        provider_list(SessionOptions(device="tpu"), 384)
+
+
+def test_a_provider_that_did_not_load_is_an_error_and_iobinding_gives_the_same_outputs(tiny_models):
+    info = load_model_info(tiny_models["small"])
+    pixels = np.random.default_rng(0).integers(0, 256, size=(3, 64, 64, 3), dtype=np.uint8)
+    cpu = OnnxScorer(info)
+    cpu.check_provider()
+    # this ONNX Runtime has no CUDA provider: ORT warns and runs on the CPU, which the check must catch
+    bound = OnnxScorer(info, SessionOptions(device="cuda"))
+    with pytest.raises(RuntimeError, match="CUDAExecutionProvider is not active"):
+        bound.check_provider()
+    for got, want in zip(bound.run(pixels), cpu.run(pixels)):  # the IOBinding path
+        np.testing.assert_array_equal(got, want)
+
+
+def with_parity(source, target, **parity):
+    shutil.copytree(source, target)
+    record = json.loads((target / "model.json").read_text())
+    record["parity"].update(parity)
+    (target / "model.json").write_text(json.dumps(record))
+    return load_model_info(target)
+
+
+def test_accuracy_limits(tiny_models, tmp_path):
+    assert accuracy_problems(load_model_info(tiny_models["small"])) == []
+    loose = with_parity(tiny_models["small"], tmp_path / "loose", max_abs_score_diff=0.2, embedding_cosine_min=0.99)
+    assert accuracy_problems(loose) == ["max |score difference| 0.2 > 0.05", "embedding cosine min 0.990000 < 0.999"]
+
+
+def test_score_refuses_an_inaccurate_model_before_reading_anything(tiny_models, tmp_path):
+    with_parity(tiny_models["small"], tmp_path / "loose", max_abs_score_diff=0.08)
+    config = ScoreConfig(inputs=(str(tmp_path / "missing.tar"),), output=str(tmp_path / "out"), model=str(tmp_path / "loose"))
+    with pytest.raises(UsageError, match=r"records max \|score difference\| 0.08 > 0.05 against fp32; .*--allow-inaccurate-model"):
+        run_score(config)
+    assert not (tmp_path / "out").exists()
