@@ -34,7 +34,8 @@ def cli() -> None:
 @click.option("--parity-images", type=click.IntRange(min=1), metavar="N",
               help="Calibration images the accuracy against fp32 PyTorch is measured on. Default: 4 for fp32, 16 otherwise.")
 @click.option("--normalize/--no-normalize", default=True, show_default=True, help="L2-normalise the embedding before the heads.")
-@click.option("--opset", type=click.IntRange(min=17), default=18, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(min=17), default=20, show_default=True,
+              help="ONNX opset (20 and newer keep GELU one operator instead of ten).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for model.onnx and model.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
 def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, parity_images, normalize, opset, out, overwrite) -> None:
@@ -43,7 +44,8 @@ def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, pa
         from .export import ExportConfig, export_model
     except ImportError as exc:
         raise EmonetError(f"export needs torch and transformers: pip install 'emonet-batch[export]' ({exc.name} missing)") from None
-    from .model import accuracy_problems, load_model_info
+    from .accuracy import accuracy_problems
+    from .model import load_model_info
 
     config = ExportConfig(
         out=out, encoder=encoder, heads=heads, synthetic=synthetic, head_size=head_size, seed=seed,
@@ -58,7 +60,7 @@ def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, pa
         f"embedding cosine min {parity.embedding_cosine_min:.6f}, top-emotion agreement {parity.top_emotion_agreement:.0%}"
     )
     click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
-    problems = accuracy_problems(load_model_info(out, verify=False))
+    problems = accuracy_problems(load_model_info(out, verify=False).record)
     if problems:
         click.echo(f"warning: {'; '.join(problems)}: score refuses this model unless --allow-inaccurate-model", err=True)
 

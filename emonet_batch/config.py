@@ -34,7 +34,7 @@ class ScoreConfig:
     allow_cpu_fallback: bool = False  # tests only (fake GPUs): do not insist on ONNX Runtime's CUDA provider
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers
     decode_batch_size: int = 16
-    allow_inaccurate_model: bool = False  # score with a model whose recorded error exceeds model.MAX_SCORE_ERROR etc.
+    allow_inaccurate_model: bool = False  # score with a model whose recorded error exceeds accuracy.MAX_SCORE_ERROR etc.
     # output
     meta_fields: tuple[str, ...] = ()
     centered: bool = False

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +26,8 @@ from .checkpoint import Encoder, HeadSet, load_encoder, load_heads
 from .errors import ExportError, ModelError, UsageError
 from .hub import resolve_checkpoint
 from .model import FORMAT_VERSION, MODEL_ONNX, load_model_info, sha256_file, write_model_json
-from .postprocess import emotion_indices, packaged_neutral_means
+from .accuracy import Parity, compare_outputs, parity_pixels
+from .postprocess import packaged_neutral_means
 from .reference import ReferenceModel, embed
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -50,20 +50,9 @@ class ExportConfig:
     only_heads: tuple[str, ...] | None = None
     precision: str = "fp32"
     normalize: bool = True
-    opset: int = 18
+    opset: int = 20  # 20: GELU is one ONNX operator (~15% faster on CPU than its expanded form at 18)
     parity_images: int | None = None  # calibration images for the accuracy record; None: 4 for fp32, 16 otherwise
     overwrite: bool = False
-
-
-@dataclass
-class Parity:
-    images: int
-    max_abs_score_diff: float
-    embedding_cosine_min: float
-    top_emotion_agreement: float
-
-    def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -325,18 +314,6 @@ def save_onnx(graph, path: Path, external_data_bytes: int = EXTERNAL_DATA_BYTES)
     return [path, data]
 
 
-def parity_pixels(count: int, size: int, seed: int) -> np.ndarray:
-    """A fixed image set: smooth gradients with blobs plus noise, so the tower sees varied inputs."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    images = []
-    for _ in range(count):
-        base = np.stack([np.sin(2 * np.pi * (rng.uniform(0.5, 3) * xs + rng.uniform(0.5, 3) * ys + rng.uniform())) for _ in range(3)], axis=-1)
-        noise = rng.normal(0, 0.25, size=(size, size, 3))
-        images.append(np.clip((base * 0.5 + 0.5 + noise) * 255, 0, 255).astype(np.uint8))
-    return np.stack(images)
-
-
 def check_parity(
     reference: ReferenceModel, onnx_path: Path, heads: Sequence[str], neutral: dict[str, float], image_size: int, count: int, seed: int
 ) -> Parity:
@@ -349,25 +326,6 @@ def check_parity(
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got_scores, got_embedding = session.run(["scores", "embedding"], {"pixels": pixels})
     return compare_outputs(want_scores, want_embedding, got_scores, got_embedding, heads, neutral)
-
-
-def compare_outputs(want_scores, want_embedding, got_scores, got_embedding, heads: Sequence[str], neutral: dict[str, float]) -> Parity:
-    """Accuracy of (got) against (want): max |Δ score|, min embedding cosine, top-emotion agreement
-    (the top emotion as labels get it: argmax of the centered emotion scores)."""
-    cosine = np.sum(want_embedding * got_embedding, axis=1) / (
-        np.linalg.norm(want_embedding, axis=1) * np.linalg.norm(got_embedding, axis=1)
-    )
-    emotions = emotion_indices(heads)
-    offset = np.array([neutral[h] for h in heads])[emotions]
-    want_top = np.argmax(want_scores[:, emotions] - offset, axis=1)
-    got_top = np.argmax(got_scores[:, emotions] - offset, axis=1)
-    agreement = float(np.mean(want_top == got_top)) if emotions.size else 1.0
-    return Parity(
-        images=int(want_scores.shape[0]),
-        max_abs_score_diff=float(np.max(np.abs(want_scores.astype(np.float64) - got_scores))),
-        embedding_cosine_min=float(np.min(cosine)),
-        top_emotion_agreement=agreement,
-    )
 
 
 def _source_hashes(encoder: Encoder, heads: HeadSet) -> dict[str, str]:

@@ -19,12 +19,6 @@ MODEL_JSON = "model.json"
 MODEL_ONNX = "model.onnx"
 FORMAT_VERSION = 1
 
-#: The accuracy a model must have recorded against the fp32 PyTorch reference (its `parity` entry, measured
-#: by the export on a fixed calibration set) for `score` to use it without --allow-inaccurate-model. Real
-#: scores spread over roughly [-1, 3]; 0.05 is well under the gap that changes a top emotion in practice.
-MAX_SCORE_ERROR = 0.05
-MIN_EMBEDDING_COSINE = 0.999
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -50,19 +44,6 @@ class ModelInfo:
     def model_id(self) -> str:
         """sha256 of model.onnx: identifies the exact graph that produced a label."""
         return self.files[MODEL_ONNX]
-
-
-def accuracy_problems(info: ModelInfo) -> list[str]:
-    """What in the model's recorded parity exceeds the documented limits (empty when it is accurate)."""
-    parity = info.record.get("parity") or {}
-    if "max_abs_score_diff" not in parity or "embedding_cosine_min" not in parity:
-        return ["no recorded accuracy against fp32"]
-    problems = []
-    if not parity["max_abs_score_diff"] <= MAX_SCORE_ERROR:
-        problems.append(f"max |score difference| {parity['max_abs_score_diff']:.3g} > {MAX_SCORE_ERROR:g}")
-    if not parity["embedding_cosine_min"] >= MIN_EMBEDDING_COSINE:
-        problems.append(f"embedding cosine min {parity['embedding_cosine_min']:.6f} < {MIN_EMBEDDING_COSINE:g}")
-    return problems
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:

@@ -21,7 +21,8 @@ from .commit import COMMITS, ERRORS, LABELS, ShardOutcome, commit_shard, reserve
 from .config import ScoreConfig
 from .errors import EmonetError, UsageError
 from .inputs import Shard, expand_inputs
-from .model import ModelInfo, accuracy_problems, load_model_info
+from .accuracy import accuracy_problems
+from .model import ModelInfo, load_model_info
 from .progress import Counters, Progress
 from .read import END, SAMPLE
 from .storage import check_output, filesystem, join, read_json_files, redact_url, write_bytes
@@ -100,7 +101,7 @@ def _check_config(config: ScoreConfig) -> None:
 
 def check_accuracy(info: ModelInfo, config: ScoreConfig) -> None:
     """Refuse a reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
-    problems = accuracy_problems(info)
+    problems = accuracy_problems(info.record)
     if problems and not config.allow_inaccurate_model:
         raise UsageError(
             f"model {config.model} ({info.precision}) records {'; '.join(problems)} against fp32; "

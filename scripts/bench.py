@@ -1,17 +1,21 @@
-"""End-to-end benchmark of the scoring job on this machine; prints one JSON object.
+"""Benchmark of the scoring job on this machine's CPUs; prints one JSON object.
 
-    python scripts/bench.py [--model tiny|full] [--images N]
+    python scripts/bench.py [--model tiny|full] [--images N] [--batch-size B]
 
-Measured in one run, on the same model and cores:
-- decode_images_per_s / decode_speedup_vs_pil: the job's decode path vs plain PIL open/convert/resize, on
-  1024x1024 JPEG faces (one core), and the mean grey-level difference between the two;
-- model_images_per_s: ONNX Runtime alone on pre-decoded pixels, at the job's batch size and threads;
-- e2e_images_per_s: the whole `score` job on shards of those JPEGs (Ray already started);
-- pipeline_efficiency: e2e / model-only;
+Measured in one run, on the same weights, images and cores:
+- decode: the job's decode path vs plain PIL open/convert/resize on 1024x1024 JPEG faces (one core), and
+  the mean grey-level difference between the two (`decode_speedup_vs_pil`, `decode_mean_abs_diff_grey_levels`);
+- model-only, each path over the same decoded faces after one warm-up batch: PyTorch eager fp32 (transformers
+  tower + the separate heads: the reference), ONNX Runtime fp32, and the CPU fast path (ONNX Runtime int8,
+  `export --precision int8`); every path's images/s, and its max |Δ score|, minimum embedding cosine and
+  top-emotion agreement against the reference;
+- e2e_images_per_s: the whole `score` job with the fast-path model on shards of those JPEGs (Ray already
+  started; the wall time includes planning, actor start-up and the model's load);
+- pipeline_efficiency: e2e / the fast path's model-only images/s;
 - peak_rss_mb: the peak resident memory of this process and its children (the Ray workers).
 
-The synthetic models are exported once into benchmarks/models/ (tiny: seconds; full: ~3 minutes).
-Expected run time on 2 cores: tiny ~1 minute; full ~10 minutes (the model runs ~0.2 images/s).
+The synthetic models are exported once into benchmarks/models/ (tiny: seconds; full: ~4 minutes each).
+Run time on 2 cores: tiny ~1 minute; full ~12 minutes (the fp32 paths run ~0.2 images/s).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import numpy as np
 import psutil
 from PIL import Image
 
+from emonet_batch.benchmark import cpu_description, measure, ort_scorer, path_figures, torch_path
 from emonet_batch.config import ScoreConfig
-from emonet_batch.infer import OnnxScorer, SessionOptions
+from emonet_batch.errors import EmonetError
+from emonet_batch.infer import SessionOptions
 from emonet_batch.model import load_model_info
 from emonet_batch.pipeline import ensure_ray
 from emonet_batch.preprocess import RESIZE_FILTERS, decode_image
@@ -43,14 +49,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE_SIZE = 1024
 
 
-def exported_model(kind: str) -> Path:
-    directory = ROOT / "benchmarks" / "models" / f"{kind}-large"
+def exported_model(kind: str, precision: str) -> Path:
+    """The synthetic `kind` Large model at `precision` (same seed, so the same weights), exported once."""
+    directory = ROOT / "benchmarks" / "models" / f"{kind}-large-{precision}"
     try:
         load_model_info(directory)
-    except Exception:
+    except EmonetError:
         from emonet_batch.export import ExportConfig, export_model
 
-        export_model(ExportConfig(out=directory, synthetic=kind, head_size="large", overwrite=True))
+        export_model(ExportConfig(out=directory, synthetic=kind, head_size="large", precision=precision, overwrite=True))
     return directory
 
 
@@ -77,16 +84,21 @@ def decode_figures(images: list[bytes], size: int, resize_filter: str) -> dict:
             "decode_speedup_vs_pil": round(ours / reference, 3), "decode_mean_abs_diff_grey_levels": round(float(diff), 3)}  # fmt: skip
 
 
-def model_rate(model_dir: Path, images: list[bytes], batch_size: int) -> float:
-    info = load_model_info(model_dir)
-    pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in images])
-    scorer = OnnxScorer(info, SessionOptions(intra_op_threads=os.cpu_count() or 1))
-    batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
-    scorer.run(batches[0])  # warm-up
-    started = time.perf_counter()
-    for batch in batches:
-        scorer.run(batch)
-    return len(pixels) / (time.perf_counter() - started)
+def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size: int) -> tuple[dict, float]:
+    """Every path on the same pixels, in one run; returns the figures and the fast path's images/s."""
+    info = load_model_info(fp32_dir)
+    # the job's session settings: every core of this machine for the one CPU actor, no spinning
+    options = SessionOptions(intra_op_threads=os.cpu_count() or 1)
+    reference = measure(torch_path(fp32_dir / "checkpoint", info), pixels, batch_size)
+    figures = path_figures("torch_fp32", reference, None, info)
+    for name, directory in (("ort_fp32", fp32_dir), ("cpu_fast", fast_dir)):
+        scorer = ort_scorer(directory, options)
+        figures.update(path_figures(name, measure(scorer.run, pixels, batch_size), reference, info))
+    fast = figures["cpu_fast_images_per_s"]
+    figures["cpu_fast_speedup_vs_torch_fp32"] = round(fast / figures["torch_fp32_images_per_s"], 3)
+    figures["cpu_fast_speedup_vs_ort_fp32"] = round(fast / figures["ort_fp32_images_per_s"], 3)
+    figures["ort_fp32_speedup_vs_torch_fp32"] = round(figures["ort_fp32_images_per_s"] / figures["torch_fp32_images_per_s"], 3)
+    return figures, fast
 
 
 class PeakMemory:
@@ -124,28 +136,29 @@ def main() -> None:
     parser.add_argument("--decode-images", type=int, default=40)
     parser.add_argument("--batch-size", type=int, help="default: tiny 32, full 4")
     args = parser.parse_args()
-    count = args.images or (256 if args.model == "tiny" else 16)
+    count = args.images or (256 if args.model == "tiny" else 32)
     batch_size = args.batch_size or (32 if args.model == "tiny" else 4)
-    model_dir = exported_model(args.model)
-    info = load_model_info(model_dir)
+    fp32_dir, fast_dir = exported_model(args.model, "fp32"), exported_model(args.model, "int8")
+    info = load_model_info(fast_dir)
 
     with PeakMemory() as memory:
         figures = decode_figures(jpegs(args.decode_images), info.image_size, info.resize_filter)
         images = jpegs(count)
-        model_ips = model_rate(model_dir, images, batch_size)
+        pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in images])
+        model, model_ips = model_figures(fp32_dir, fast_dir, pixels, batch_size)
         with tempfile.TemporaryDirectory() as work:
             shards = write_shards(((f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()}) for i, d in enumerate(images)),
                                   Path(work) / "shards", samples_per_shard=max(1, count // 8))  # fmt: skip
             ensure_ray()
-            result = run_score(ScoreConfig(inputs=tuple(map(str, shards)), output=str(Path(work) / "out"), model=str(model_dir),
+            result = run_score(ScoreConfig(inputs=tuple(map(str, shards)), output=str(Path(work) / "out"), model=str(fast_dir),
                                            batch_size=batch_size, progress="off", stats=False))  # fmt: skip
     e2e = result.figures["images_per_s"]
     print(json.dumps({
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, no GPU" ,
-        "model": f"synthetic {args.model} Large, {info.image_size} px, {info.precision}",
+        "machine": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()}), no GPU",
+        "model": f"synthetic {args.model} Large, {info.image_size} px; fast path {info.precision}",
         "images": count, "batch_size": batch_size, "source_jpeg_px": SOURCE_SIZE,
         **figures,
-        "model_images_per_s": round(model_ips, 3),
+        **model,
         "e2e_images_per_s": e2e,
         "pipeline_efficiency": round(e2e / model_ips, 3),
         "peak_rss_mb": round(memory.peak / 2**20),

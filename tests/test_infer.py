@@ -9,7 +9,8 @@ import pytest
 from emonet_batch.config import ScoreConfig
 from emonet_batch.errors import UsageError
 from emonet_batch.infer import OnnxScorer, SessionOptions, provider_list
-from emonet_batch.model import accuracy_problems, load_model_info
+from emonet_batch.accuracy import accuracy_problems
+from emonet_batch.model import load_model_info
 from emonet_batch.score import run_score
 
 
@@ -47,9 +48,9 @@ def with_parity(source, target, **parity):
 
 
 def test_accuracy_limits(tiny_models, tmp_path):
-    assert accuracy_problems(load_model_info(tiny_models["small"])) == []
+    assert accuracy_problems(load_model_info(tiny_models["small"]).record) == []
     loose = with_parity(tiny_models["small"], tmp_path / "loose", max_abs_score_diff=0.2, embedding_cosine_min=0.99)
-    assert accuracy_problems(loose) == ["max |score difference| 0.2 > 0.05", "embedding cosine min 0.990000 < 0.999"]
+    assert accuracy_problems(loose.record) == ["max |score difference| 0.2 > 0.05", "embedding cosine min 0.990000 < 0.999"]
 
 
 def test_score_refuses_an_inaccurate_model_before_reading_anything(tiny_models, tmp_path):
