@@ -87,7 +87,7 @@ def decode_figures(images: list[bytes], size: int, resize_filter: str) -> dict:
 def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size: int) -> tuple[dict, float]:
     """Every path on the same pixels, in one run; returns the figures and the fast path's images/s."""
     info = load_model_info(fp32_dir)
-    # the job's session settings: every core of this machine for the one CPU actor, no spinning
+    # the job's session settings: every core of this machine for the one CPU actor
     options = SessionOptions(intra_op_threads=os.cpu_count() or 1)
     reference = measure(torch_path(fp32_dir / "checkpoint", info), pixels, batch_size)
     figures = path_figures("torch_fp32", reference, None, info)
@@ -132,9 +132,10 @@ class PeakMemory:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the scoring job (prints JSON).")
     parser.add_argument("--model", choices=["tiny", "full"], default="tiny")
-    parser.add_argument("--images", type=int, help="images through the model and the job (default: tiny 256, full 16)")
+    parser.add_argument("--images", type=int, help="images through the model and the job (default: tiny 256, full 32)")
     parser.add_argument("--decode-images", type=int, default=40)
     parser.add_argument("--batch-size", type=int, help="default: tiny 32, full 4")
+    parser.add_argument("--out", type=Path, help="also write the JSON here (e.g. benchmarks/results/<date>-<machine>.json)")
     args = parser.parse_args()
     count = args.images or (256 if args.model == "tiny" else 32)
     batch_size = args.batch_size or (32 if args.model == "tiny" else 4)
@@ -153,7 +154,7 @@ def main() -> None:
             result = run_score(ScoreConfig(inputs=tuple(map(str, shards)), output=str(Path(work) / "out"), model=str(fast_dir),
                                            batch_size=batch_size, progress="off", stats=False))  # fmt: skip
     e2e = result.figures["images_per_s"]
-    print(json.dumps({
+    text = json.dumps({
         "machine": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()}), no GPU",
         "model": f"synthetic {args.model} Large, {info.image_size} px; fast path {info.precision}",
         "images": count, "batch_size": batch_size, "source_jpeg_px": SOURCE_SIZE,
@@ -163,7 +164,11 @@ def main() -> None:
         "pipeline_efficiency": round(e2e / model_ips, 3),
         "peak_rss_mb": round(memory.peak / 2**20),
         "e2e_exit_code": result.exit_code,
-    }, indent=2))  # fmt: skip
+    }, indent=2)  # fmt: skip
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

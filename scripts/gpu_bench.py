@@ -73,6 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_bench: no CUDA device visible to PyTorch")
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* wheels PyTorch uses, so both share one copy
 
     fp32, fp32_s = export_once(args.models / "full-large-fp32", "fp32")
     fp16, fp16_s = export_once(args.models / "full-large-fp16", "fp16")

@@ -82,7 +82,7 @@ def test_rerun_skips_committed_shards_and_is_byte_identical(ray_runtime, tiny_mo
     again = score(tmp_path, tiny_models["small"], [tmp_path / "in"])
     assert again.figures["shards_skipped"] == 2 and again.figures["images"] == 0 and again.exit_code == 0
     assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "labels").iterdir()} == labels
-    other = score(tmp_path, tiny_models["small"], [tmp_path / "in"], out="other")
+    score(tmp_path, tiny_models["small"], [tmp_path / "in"], out="other")
     assert {p.name: p.read_bytes() for p in (tmp_path / "other" / "labels").iterdir()} == labels
     assert first.manifest["totals"] == again.manifest["totals"] == {"samples": 10, "labels": 10, "errors": 0}
 
