@@ -108,7 +108,7 @@ def test_one_inference_actor_per_gpu(tiny_models, tmp_path):
         assert workers == 2 and actor_resources(config) == {"num_gpus": 1.0, "num_cpus": 0}
         # the pipeline's own actor class and resource request, started as the pool would start them
         actor = ray.remote(**actor_resources(config))(InferStage)
-        pool = [actor.remote(config.model, session_options(config, workers), False, False) for _ in range(workers)]
+        pool = [actor.remote(config.model, session_options(config, workers), False, False, "") for _ in range(workers)]
         batch = {"kind": np.array(["sample"], dtype=object), "pixels": np.zeros((1, 64, 64, 3), np.uint8)}
         devices = sorted(ray.get(a.__call__.remote(dict(batch)))["worker"][0].rsplit("gpu=", 1)[1] for a in pool)
         assert devices == ["0", "1"]
