@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from typing import Sequence
 
+from .accuracy import accuracy_problems
 from .model import ModelInfo
 
 
@@ -39,9 +40,10 @@ def model_info_table(info: ModelInfo) -> str:
         ("heads", f"{len(info.heads)} ({info.head_size}): {', '.join(info.heads)}"),
         ("image size", f"{info.image_size} px, resize filter {info.resize_filter}"),
         ("embedding", f"{info.embedding_dim}-d, L2-normalised: {'yes' if info.normalize else 'no'}"),
-        ("precision", info.precision),
+        ("precision", info.precision + (f" ({record['quantization']['weights']} weights)" if "quantization" in record else "")),
         ("opset", record.get("opset", "?")),
         ("parity vs PyTorch", ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in parity.items())),
+        ("accuracy limits", "; ".join(accuracy_problems(record)) or "within (score uses it)"),
         ("encoder source", sources.get("encoder", "?")),
         ("heads source", sources.get("heads", "?")),
         ("source files hashed", len(sources.get("sha256", {}))),

@@ -162,6 +162,9 @@ def main() -> None:
         **model,
         "e2e_images_per_s": e2e,
         "pipeline_efficiency": round(e2e / model_ips, 3),
+        # the job's wall time beyond the model's own time for these images: start-up (model check, actor and
+        # session start, first batch) and anything the pipeline fails to overlap; a longer run amortises it
+        "pipeline_overhead_s": round(result.figures["wall_s"] - count / model_ips, 1),
         "peak_rss_mb": round(memory.peak / 2**20),
         "e2e_exit_code": result.exit_code,
     }, indent=2)  # fmt: skip

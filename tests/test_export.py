@@ -133,6 +133,9 @@ def test_int8_variant_quantises_the_weight_products_and_records_its_accuracy(tmp
     assert "emonet_batch.quantization" in props and "emonet_batch.heads" in props
     scores, embedding = OnnxScorer(info).run(np.zeros((3, 64, 64, 3), np.uint8))
     assert scores.shape == (3, 44) and scores.dtype == np.float32 and embedding.shape == (3, 64)
+    assert main(["info", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "int8 (int8 per channel, 7-bit range weights)" in table and "within (score uses it)" in table
 
 
 def test_refuses_to_overwrite_and_bad_combinations(tiny_models, tmp_path):
