@@ -86,6 +86,8 @@ def info(model_dir: Path, no_verify: bool) -> None:
               help="GPUs per inference actor (fractions share a GPU); 0 runs on CPU.")  # fmt: skip
 @click.option("--execution-provider", type=click.Choice(["cuda", "tensorrt"]), default="cuda", show_default=True,
               help="ONNX Runtime provider of GPU actors (with --gpus-per-worker); tensorrt builds engines once into --trt-cache.")
+@click.option("--trt-precision", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True,
+              help="Reduced precision TensorRT may use: fp16 for an fp16 export, bf16 (Ampere and newer) for an fp32 export.")
 @click.option("--trt-cache", metavar="DIR", help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.")
 @click.option("--allow-inaccurate-model", is_flag=True,
               help="Score with a reduced-precision model whose recorded error against fp32 exceeds the documented limits.")
@@ -106,7 +108,7 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run.")
 @click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
               help="Report: highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
-def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution_provider, trt_cache, allow_inaccurate_model, threads_per_worker, meta_fields, centered, softmax,
+def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution_provider, trt_precision, trt_cache, allow_inaccurate_model, threads_per_worker, meta_fields, centered, softmax,
           embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress, no_stats, no_report,
           gallery) -> int:  # fmt: skip
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
@@ -120,7 +122,7 @@ def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution
 
     config = ScoreConfig(
         inputs=tuple(inputs), output=output, model=model, workers=workers, batch_size=batch_size,
-        gpus_per_worker=gpus_per_worker, gpu_provider=execution_provider, trt_cache_dir=trt_cache,
+        gpus_per_worker=gpus_per_worker, gpu_provider=execution_provider, trt_precision=trt_precision, trt_cache_dir=trt_cache,
         allow_inaccurate_model=allow_inaccurate_model, threads_per_worker=threads_per_worker,
         meta_fields=tuple(f.strip() for f in meta_fields.split(",") if f.strip()), centered=centered, softmax=softmax,
         embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels, fast_decode=not exact_decode,

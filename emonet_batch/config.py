@@ -30,6 +30,7 @@ class ScoreConfig:
     batch_size: int = 32  # images per inference call
     gpus_per_worker: float = 0.0
     gpu_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
+    trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use
     trt_cache_dir: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
     allow_cpu_fallback: bool = False  # tests only (fake GPUs): do not insist on ONNX Runtime's CUDA provider
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers

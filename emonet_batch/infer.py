@@ -15,6 +15,7 @@ from .read import SAMPLE
 
 #: ONNX Runtime provider names of the devices a session can run on.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,16 @@ class SessionOptions:
 
     device: cpu | cuda | tensorrt (TensorRT falls back to CUDA for what it cannot take).
     intra_op_threads: 0 lets ORT use every core it sees; the pipeline gives each CPU actor its share.
+    trt_precision: the reduced precision TensorRT may choose kernels in: fp16 (meant for the fp16 export), bf16
+      (Ampere and newer; meant for the fp32 export: bf16 has fp32's range, so LayerNorm statistics cannot
+      overflow), or fp32 (none).
     max_batch: the largest batch a TensorRT engine is built for (its dynamic-batch profile is 1..max_batch).
     trt_cache_dir: where TensorRT engines and timing caches are kept between runs (built once per GPU
       model and shape profile: minutes for the full tower, then seconds to load)."""
 
     device: str = "cpu"
     intra_op_threads: int = 0
+    trt_precision: str = "fp16"
     max_batch: int = 32
     trt_cache_dir: str | None = None
 
@@ -46,13 +51,16 @@ def provider_list(options: SessionOptions, image_size: int) -> list[tuple[str, d
     if options.device == "cuda":
         return [cuda, cpu]
     if options.device == "tensorrt":
+        if options.trt_precision not in TRT_PRECISIONS:
+            raise ValueError(f"unknown TensorRT precision {options.trt_precision!r}; choose from {', '.join(TRT_PRECISIONS)}")
         shape = lambda batch: f"pixels:{batch}x{image_size}x{image_size}x3"  # noqa: E731
         cache = options.trt_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
         trt = {
             "device_id": 0,
-            # TensorRT may then pick fp16 kernels for any layer: give it the fp16 export, whose LayerNorm and
-            # softmax run in fp32 between explicit casts, and read its accuracy from scripts/gpu_bench.py
-            "trt_fp16_enable": True,
+            # fp16 lets TensorRT pick fp16 kernels for any layer: give it the fp16 export, whose LayerNorm and
+            # softmax run in fp32 between explicit casts; scripts/gpu_bench.py measures the accuracy of each
+            "trt_fp16_enable": options.trt_precision == "fp16",
+            "trt_bf16_enable": options.trt_precision == "bf16",
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": cache,
             "trt_timing_cache_enable": True,

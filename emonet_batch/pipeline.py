@@ -62,7 +62,10 @@ def session_options(config: ScoreConfig, workers: int) -> SessionOptions:
     import ray
 
     if config.gpus_per_worker > 0:
-        return SessionOptions(device=config.gpu_provider, intra_op_threads=1, max_batch=config.batch_size, trt_cache_dir=config.trt_cache_dir)
+        return SessionOptions(
+            device=config.gpu_provider, intra_op_threads=1, trt_precision=config.trt_precision, max_batch=config.batch_size,
+            trt_cache_dir=config.trt_cache_dir,
+        )  # fmt: skip
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     return SessionOptions(intra_op_threads=config.threads_per_worker or max(1, cpus // workers))
 

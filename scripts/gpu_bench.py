@@ -4,8 +4,8 @@
 
 Exports the full synthetic Large model at fp32 and fp16 into --models (once), then on one image set:
 PyTorch eager fp32 on CUDA (the reference), ONNX Runtime CUDA fp32, CUDA fp16 (LayerNorm and softmax in
-fp32), TensorRT fp16 (engine built into --trt-cache on first use; its build time is reported) when the
-TensorRT provider loads; every path's images/s and accuracy against the reference, and which providers
+fp32), and when the TensorRT provider loads TensorRT fp16 (the fp16 export) and bf16 (the fp32 export),
+engines built into --trt-cache on first use (`*_first_run_s` includes the build); every path's images/s and accuracy against the reference, and which providers
 were really active. One CPU core's decode rate says how many cores one GPU needs. Run by
 scripts/gpu_check.sh; prints the JSON and writes it to --out (default benchmarks/results/<date>-<device>.json).
 """
@@ -56,8 +56,9 @@ def decode_rate(size: int, count: int = 64) -> float:
 
 def gpu_paths(fp32: Path, fp16: Path, batch_size: int, trt_cache: Path) -> list[tuple[str, Path, SessionOptions]]:
     cuda = SessionOptions(device="cuda", intra_op_threads=1)
-    trt = SessionOptions(device="tensorrt", intra_op_threads=1, max_batch=batch_size, trt_cache_dir=str(trt_cache))
-    return [("ort_cuda_fp32", fp32, cuda), ("ort_cuda_fp16", fp16, cuda), ("ort_trt_fp16", fp16, trt)]
+    trt = {p: SessionOptions(device="tensorrt", intra_op_threads=1, trt_precision=p, max_batch=batch_size, trt_cache_dir=str(trt_cache))
+           for p in ("fp16", "bf16")}  # fmt: skip
+    return [("ort_cuda_fp32", fp32, cuda), ("ort_cuda_fp16", fp16, cuda), ("ort_trt_fp16", fp16, trt["fp16"]), ("ort_trt_bf16", fp32, trt["bf16"])]
 
 
 def main() -> None:

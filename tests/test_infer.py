@@ -22,6 +22,11 @@ def test_provider_lists_put_the_intended_provider_first_and_cpu_last():
     trt = providers[0][1]
     assert trt["trt_profile_min_shapes"] == "pixels:1x384x384x3" and trt["trt_profile_max_shapes"] == "pixels:64x384x384x3"
     assert trt["trt_engine_cache_enable"] and trt["trt_engine_cache_path"] == "/cache"
+    assert trt["trt_fp16_enable"] and not trt["trt_bf16_enable"]
+    bf16 = provider_list(SessionOptions(device="tensorrt", trt_precision="bf16"), 384)[0][1]
+    assert bf16["trt_bf16_enable"] and not bf16["trt_fp16_enable"]
+    with pytest.raises(ValueError, match="unknown TensorRT precision 'int4'"):
+        provider_list(SessionOptions(device="tensorrt", trt_precision="int4"), 384)
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         provider_list(SessionOptions(device="tpu"), 384)
 
