@@ -166,7 +166,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             raise UsageError(f"{out} already holds a model; pass --overwrite to replace it")
         for name in ("model.json", MODEL_ONNX, MODEL_ONNX + ".data"):
             (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, a dangling link, no permission
+        raise UsageError(f"cannot create the output directory {out}: {exc.strerror}") from None
 
 
 def _checkpoint_dirs(config: ExportConfig) -> tuple[Path, Path, dict[str, str]]:

@@ -145,6 +145,9 @@ def test_refuses_to_overwrite_and_bad_combinations(tiny_models, tmp_path):
         export_model(ExportConfig(out=tmp_path, synthetic="tiny", encoder="x", heads="y"))
     with pytest.raises(UsageError, match="needs --encoder and --heads"):
         export_model(ExportConfig(out=tmp_path, encoder="x"))
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UsageError, match="cannot create the output directory .*dangling: File exists"):
+        export_model(ExportConfig(out=tmp_path / "dangling", synthetic="tiny"))
 
 
 def test_heads_must_fit_the_encoder_width(tmp_path):
