@@ -108,9 +108,9 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run.")
 @click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
               help="Report: highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
-def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution_provider, trt_precision, trt_cache, allow_inaccurate_model, threads_per_worker, meta_fields, centered, softmax,
-          embedding, overwrite, max_error_rate, max_pixels, exact_decode, endpoint_url, progress, no_stats, no_report,
-          gallery) -> int:  # fmt: skip
+def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution_provider, trt_precision, trt_cache,
+          allow_inaccurate_model, threads_per_worker, meta_fields, centered, softmax, embedding, overwrite, max_error_rate,
+          max_pixels, exact_decode, endpoint_url, progress, no_stats, no_report, gallery) -> int:  # fmt: skip
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
 
     INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.

@@ -32,7 +32,7 @@ class ScoreConfig:
     gpu_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
     trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use
     trt_cache_dir: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
-    allow_cpu_fallback: bool = False  # tests only (fake GPUs): do not insist on ONNX Runtime's CUDA provider
+    allow_cpu_fallback: bool = False  # tests only (fake GPUs): do not insist on ONNX Runtime's GPU provider
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers
     decode_batch_size: int = 16
     allow_inaccurate_model: bool = False  # score with a model whose recorded error exceeds accuracy.MAX_SCORE_ERROR etc.

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .accuracy import accuracy_problems
 from .commit import COMMITS, ERRORS, LABELS, ShardOutcome, commit_shard, reserved_columns
 from .config import ScoreConfig
 from .errors import EmonetError, UsageError
 from .inputs import Shard, expand_inputs
-from .accuracy import accuracy_problems
 from .model import ModelInfo, load_model_info
 from .progress import Counters, Progress
 from .read import END, SAMPLE

@@ -127,7 +127,7 @@ def test_int8_variant_quantises_the_weight_products_and_records_its_accuracy(tmp
     assert parity["images"] == 6 and 0 < parity["max_abs_score_diff"] <= 0.05 and parity["embedding_cosine_min"] >= 0.999
     graph = onnx.load(str(tmp_path / "model.onnx"))
     ops = {node.op_type for node in graph.graph.node}
-    assert "DynamicQuantizeLinear" in ops and {"MatMulInteger", "ConvInteger"} & ops or "DynamicQuantizeMatMul" in ops
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
     assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)
     props = {p.key for p in graph.metadata_props}
     assert "emonet_batch.quantization" in props and "emonet_batch.heads" in props

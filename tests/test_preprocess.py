@@ -145,6 +145,11 @@ def test_fast_jpeg_decode_stays_close_to_the_exact_path():
     exact = decode_image(data, 384).astype(int)
     fast = decode_image(data, 384, fast=True).astype(int)
     assert np.abs(exact - fast).mean() <= 2.0
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a square face decoded straight at 384 px must still be turned
+    rotated = encode(face_image(2, size=1024), "JPEG", quality=90, exif=exif.tobytes())
+    assert np.abs(decode_image(rotated, 384).astype(int) - decode_image(rotated, 384, fast=True)).mean() <= 2.0
+    assert np.abs(decode_image(rotated, 384).astype(int) - exact).mean() > 10  # the turn is visible
     grey = encode(face_image(2, size=512).convert("L"), "JPEG")  # grey JPEGs and other formats take the exact path
     np.testing.assert_array_equal(decode_image(grey, 384, fast=True), decode_image(grey, 384))
     png = encode(face_image(2, size=512), "PNG")
