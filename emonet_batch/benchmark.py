@@ -1,9 +1,9 @@
 """Model-only throughput and accuracy of inference paths, measured in one run on one image set.
 
 A path is a function uint8 pixels [N, S, S, 3] -> (scores, embedding). Each is timed over the same
-batches after one warm-up batch, and compared with the reference path (PyTorch eager fp32: the
-transformers tower plus the separate heads) on the outputs of those same timed batches. Used by
-scripts/bench.py (CPU) and scripts/gpu_bench.py (GPU); torch is imported only by `torch_path`.
+batches after one warm-up batch, and compared with the reference path (PyTorch eager fp32:
+`reference.reference_runner`) on the outputs of those same timed batches. Used by scripts/bench.py (CPU)
+and scripts/gpu_bench.py (GPU). No torch here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .accuracy import Parity, compare_outputs
 from .infer import OnnxScorer, SessionOptions
 from .model import ModelInfo, load_model_info
 
-Path_ = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Measured:
     embedding: np.ndarray
 
 
-def measure(run: Path_, pixels: np.ndarray, batch_size: int) -> Measured:
+def measure(run: Runner, pixels: np.ndarray, batch_size: int) -> Measured:
     """images/s over every batch of `pixels` (after one warm-up batch), and the outputs of those batches."""
     batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
     run(batches[0])  # warm-up: allocations, kernel selection, lazy initialisation
@@ -60,25 +60,6 @@ def cpu_description() -> str:
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
     return f"{name}; {' '.join(f for f in wanted if f in flags) or 'no AVX2'}"
-
-
-def torch_path(checkpoint: Path, info: ModelInfo, device: str = "cpu") -> Path_:
-    """PyTorch eager fp32 on `checkpoint` (encoder/ and heads/ in the released layout)."""
-    import torch
-
-    from .checkpoint import load_encoder, load_heads
-    from .reference import ReferenceModel
-
-    encoder = load_encoder(checkpoint / "encoder")
-    heads = load_heads(checkpoint / "heads", info.heads)
-    model = ReferenceModel(encoder.model, heads, info.normalize).eval().to(device)
-
-    def run(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            scores, embedding = model(torch.from_numpy(pixels).to(device))
-        return scores.float().cpu().numpy(), embedding.float().cpu().numpy()
-
-    return run
 
 
 def path_figures(name: str, measured: Measured, reference: Measured | None, info: ModelInfo) -> dict[str, float]:

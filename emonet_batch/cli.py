@@ -15,6 +15,11 @@ from . import __version__
 from .errors import EmonetError
 
 
+#: Options several commands share, defined once so their names and help stay the same everywhere.
+endpoint_url_option = click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
+address_option = click.option("--address", metavar="URL", help="Ray dashboard / job server address (default: RAY_ADDRESS, else local).")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="emonet-batch")
 def cli() -> None:
@@ -101,7 +106,7 @@ def info(model_dir: Path, no_verify: bool) -> None:
               help="Exit 3 when errors / samples exceeds this.")  # fmt: skip
 @click.option("--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images.")
 @click.option("--exact-decode", is_flag=True, help="Decode JPEGs at full size before resizing (slower; default: DCT-domain downscaling).")
-@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials still come from the environment).")
+@endpoint_url_option
 @click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True,
               help="auto: a live line on a terminal, log lines otherwise.")  # fmt: skip
 @click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ (nor the report) after the run.")
@@ -136,7 +141,7 @@ def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution
 
 @cli.command()
 @click.argument("output")
-@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
+@endpoint_url_option
 def stats(output: str, endpoint_url: str | None) -> None:
     """Aggregate statistics of a scoring output into OUTPUT/stats/ (stats.json + Parquet tables)."""
     from .config import StorageOptions
@@ -170,7 +175,7 @@ def nightly(config_file: Path, day: str | None, progress: str) -> int:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--address", metavar="URL", help="Ray dashboard / job server address (default: RAY_ADDRESS, else local).")
+@address_option
 @click.option("--wait/--no-wait", default=True, show_default=True, help="Stream the job's logs and exit with its status.")
 @click.option("--working-dir", metavar="DIR", help="Upload DIR as the job's working directory (e.g. this repository).")
 @click.option("--pip", "pip_packages", multiple=True, metavar="REQ", help="Extra pip requirement for the job (repeatable).")
@@ -194,7 +199,7 @@ def jobs() -> None:
 
 @jobs.command("status")
 @click.argument("submission_id")
-@click.option("--address", metavar="URL", help="Ray job server address (default: RAY_ADDRESS, else local).")
+@address_option
 def jobs_status(submission_id: str, address: str | None) -> None:
     """Print a job's status."""
     from .submit import job_status
@@ -204,7 +209,7 @@ def jobs_status(submission_id: str, address: str | None) -> None:
 
 @jobs.command("logs")
 @click.argument("submission_id")
-@click.option("--address", metavar="URL", help="Ray job server address (default: RAY_ADDRESS, else local).")
+@address_option
 def jobs_logs(submission_id: str, address: str | None) -> None:
     """Print a job's logs so far."""
     from .submit import job_logs
@@ -214,7 +219,7 @@ def jobs_logs(submission_id: str, address: str | None) -> None:
 
 @jobs.command("stop")
 @click.argument("submission_id")
-@click.option("--address", metavar="URL", help="Ray job server address (default: RAY_ADDRESS, else local).")
+@address_option
 def jobs_stop(submission_id: str, address: str | None) -> None:
     """Ask a running job to stop."""
     from .submit import job_stop
@@ -226,7 +231,7 @@ def jobs_stop(submission_id: str, address: str | None) -> None:
 @click.argument("output")
 @click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
               help="Highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
-@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
+@endpoint_url_option
 def report(output: str, gallery: int, endpoint_url: str | None) -> None:
     """Write OUTPUT/stats/report.html: charts and a gallery in one self-contained file."""
     from .config import StorageOptions
@@ -242,7 +247,7 @@ def report(output: str, gallery: int, endpoint_url: str | None) -> None:
 @click.option("--format", "kind", type=click.Choice(["hq", "binary"]), help="Annotation format. Default: told from the columns.")
 @click.option("--key-pattern", metavar="REGEX", help="Regex whose first group is the annotation image id inside a sample key.")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap rounds for the rho CI (hq).")
-@click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
+@endpoint_url_option
 def evaluate(labels, annotations, kind, key_pattern, bootstrap, endpoint_url) -> None:
     """Agreement of the labels with the EmoNet-Face expert annotations (markdown on stdout + JSON)."""
     try:

@@ -6,11 +6,14 @@ the tower and the pixel normalisation (which the fused graph must reproduce exac
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import HeadSet
+from .checkpoint import HeadSet, load_encoder, load_heads
 
 
 def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
@@ -38,3 +41,17 @@ class ReferenceModel(nn.Module):
         embedding = embed(self.tower, pixels, self.normalize)
         scores = torch.cat([head(embedding) for head in self.heads], dim=1)
         return scores, embedding
+
+
+def reference_runner(checkpoint: Path, heads: tuple[str, ...], normalize: bool, device: str = "cpu"):
+    """PyTorch eager fp32 over `checkpoint` (encoder/ and heads/ in the released layout) as a benchmark path:
+    uint8 pixels [N, S, S, 3] -> (scores, embedding) as numpy float32."""
+    model = ReferenceModel(load_encoder(checkpoint / "encoder").model, load_heads(checkpoint / "heads", heads), normalize)
+    model = model.eval().to(device)
+
+    def run(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            scores, embedding = model(torch.from_numpy(pixels).to(device))
+        return scores.float().cpu().numpy(), embedding.float().cpu().numpy()
+
+    return run

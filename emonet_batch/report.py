@@ -18,13 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .commit import COMMITS
 from .config import StorageOptions
 from .inputs import Shard, shard_format
 from .preprocess import ImageDecodeError, open_image, to_rgb
 from .read import SAMPLE, shard_rows
-from .stats import STATS, committed_label_files, compute_stats, label_batches
-from .storage import filesystem, join, read_json_files, redact_url, write_bytes
+from .stats import STATS, committed_shards, compute_stats, label_batches, label_files
+from .storage import filesystem, join, redact_url, write_bytes
 from .taxonomy import EMOTION_COLUMNS, FAMILIES, family_of, label_of
 
 _FAMILY_COLOURS = dict(zip(FAMILIES, ["#e4572e", "#f3a712", "#669bbc", "#29335c", "#8cb369", "#a8a8a8", "#b56576"]))
@@ -144,9 +143,9 @@ def top_keys(fs, files: list[str], per_emotion: int) -> dict[str, list[tuple[flo
     return {e: v for e, v in best.items() if v}
 
 
-def thumbnails(fs, output: str, wanted: dict[str, set[str]], storage: StorageOptions) -> dict[tuple[str, str], str]:
-    """(shard, key) -> thumbnail data URI, reading each needed shard once and only until its keys are found."""
-    commits = read_json_files(fs, join(output, COMMITS))
+def thumbnails(commits: dict[str, Any], wanted: dict[str, set[str]], storage: StorageOptions) -> dict[tuple[str, str], str]:
+    """(shard, key) -> thumbnail data URI, reading each needed shard (its commit record names the input) once
+    and only until its keys are found."""
     out = {}
     for shard_id, keys in wanted.items():
         url = commits.get(shard_id, {}).get("input")
@@ -169,15 +168,15 @@ def thumbnails(fs, output: str, wanted: dict[str, set[str]], storage: StorageOpt
     return out
 
 
-def gallery_html(fs, output: str, files: list[str], per_emotion: int, storage: StorageOptions) -> str:
+def gallery_html(fs, output: str, commits: dict[str, Any], per_emotion: int, storage: StorageOptions) -> str:
     if per_emotion <= 0:
         return "<p>Gallery disabled.</p>"
-    best = top_keys(fs, files, per_emotion)
+    best = top_keys(fs, label_files(output, commits), per_emotion)
     wanted: dict[str, set[str]] = {}
     for items in best.values():
         for _, shard, key in items:
             wanted.setdefault(shard, set()).add(key)
-    thumbs = thumbnails(fs, output, wanted, storage)
+    thumbs = thumbnails(commits, wanted, storage)
     rows = []
     for emotion, items in best.items():
         cells = "".join(
@@ -235,8 +234,8 @@ def build_report(output_url: str, storage: StorageOptions = StorageOptions(), ga
         except FileNotFoundError:
             stats = compute_stats(output_url, storage)
     charts = {"top": top_emotion_chart(stats), "distributions": distributions_chart(stats), "correlation": correlation_chart(stats)}
-    files = committed_label_files(fs, output)
-    page = render_html(stats, charts, group_charts(stats), gallery_html(fs, output, files, gallery, storage), redact_url(output_url))
+    commits = committed_shards(fs, output)
+    page = render_html(stats, charts, group_charts(stats), gallery_html(fs, output, commits, gallery, storage), redact_url(output_url))
     path = join(output, STATS, "report.html")
     write_bytes(fs, path, page.encode("utf-8"))
     return fs.unstrip_protocol(path) if "://" in output_url else path

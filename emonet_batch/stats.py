@@ -154,11 +154,20 @@ def group_labels(values: list[Any]) -> list[str]:
     return out
 
 
-def committed_label_files(fs, output: str) -> list[str]:
+def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
+    """Shard id -> its commit record; a usage error when nothing was committed yet."""
     commits = read_json_files(fs, join(output, COMMITS))
     if not commits:
         raise UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
+    return commits
+
+
+def label_files(output: str, commits: dict[str, Any]) -> list[str]:
     return [join(output, LABELS, f"{shard}.parquet") for shard in sorted(commits)]
+
+
+def committed_label_files(fs, output: str) -> list[str]:
+    return label_files(output, committed_shards(fs, output))
 
 
 def label_batches(fs, files: list[str]) -> Iterator[pa.RecordBatch]:
@@ -192,8 +201,7 @@ def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -
             groups.add(name, group_labels(batch.column(name).to_pylist()), scores, top)
     result = assemble(head_stats, correlation, groups, top_counts, rows, len(files), metadata, fs, output)
     result["run"]["stats_wall_s"] = round(time.perf_counter() - started, 3)
-    write_stats(fs, output, result, head_stats, correlation)
-    return json_ready(result)
+    return write_stats(fs, output, result, head_stats)
 
 
 def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata, fs, output) -> dict[str, Any]:
@@ -223,27 +231,30 @@ def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata,
     }
 
 
-def write_stats(fs, output: str, result: dict[str, Any], head_stats: HeadStats, correlation: Correlation) -> None:
+def write_stats(fs, output: str, result: dict[str, Any], head_stats: HeadStats) -> dict[str, Any]:
+    """stats.json and the Parquet tables (which keep NaN where JSON has null); returns stats.json's content."""
     directory = join(output, STATS)
-    write_bytes(fs, join(directory, "stats.json"), json.dumps(json_ready(result), indent=1, allow_nan=False).encode())
+    ready = json_ready(result)
+    write_bytes(fs, join(directory, "stats.json"), json.dumps(ready, indent=1, allow_nan=False).encode())
     edges = HISTOGRAM_EDGES
     histogram_rows = [
         {"head": head, "bin_low": float(lo), "bin_high": float(hi), "count": int(head_stats.histogram[h][b])}
         for h, head in enumerate(head_stats.heads)
         for b, (lo, hi) in enumerate(zip([-np.inf, *edges], [*edges, np.inf]))
     ]
-    matrix = correlation.matrix()
+    correlation = result["correlation"]
     tables = {
         "heads": result["heads"],
         "histograms": histogram_rows,
         "top_emotions": [{"top_emotion": e, "family": family_of(e), **v} for e, v in result["top_emotion"].items()],
-        "correlation": [{"emotion": e, **dict(zip(correlation.columns, matrix[i].tolist()))} for i, e in enumerate(correlation.columns)],
+        "correlation": [{"emotion": e, **dict(zip(correlation["columns"], row))} for e, row in zip(correlation["columns"], correlation["matrix"])],
         "groups": result["groups"],
         "group_top_emotions": result["group_top_emotion"],
     }
     for name, rows in tables.items():
         if rows:
             write_bytes(fs, join(directory, f"{name}.parquet"), parquet_bytes(pa.Table.from_pylist(rows)))
+    return ready
 
 
 def json_ready(value: Any) -> Any:

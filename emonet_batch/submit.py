@@ -55,7 +55,7 @@ def submit(config: SubmitConfig, out=sys.stdout) -> int:
     jobs = client(config.address)
     base = base_submission_id(config.args)
     existing = {job.submission_id: job for job in jobs.list_jobs() if (job.submission_id or "").startswith(base)}
-    running = [sid for sid, job in existing.items() if str(job.status) in ACTIVE or getattr(job.status, "value", "") in ACTIVE]
+    running = [sid for sid, job in existing.items() if status_name(job.status) in ACTIVE]
     if running:
         print(f"already running as {running[0]}: not submitted again (emonet-batch jobs logs {running[0]})", file=out)
         return follow(jobs, running[0], out) if config.wait else 0
@@ -89,33 +89,38 @@ def follow(jobs, submission_id: str, out=sys.stdout) -> int:
     return exit_code(jobs.get_job_info(submission_id))
 
 
+def status_name(status) -> str:
+    """A JobStatus (an enum in current Ray, a plain string in older releases) as its name."""
+    return getattr(status, "value", str(status))
+
+
 def exit_code(info) -> int:
-    status = getattr(info.status, "value", str(info.status))
     code = getattr(info, "driver_exit_code", None)
-    if status == "SUCCEEDED":
+    if status_name(info.status) == "SUCCEEDED":
         return 0
     return int(code) if isinstance(code, int) and code != 0 else 1
 
 
-def _job_info(address: str | None, submission_id: str):
+def _job(address: str | None, submission_id: str):
+    """(client, job info); an unknown id is one clear error instead of Ray's traceback."""
+    jobs = client(address)
     try:
-        return client(address).get_job_info(submission_id)
+        return jobs, jobs.get_job_info(submission_id)
     except RuntimeError as exc:
         raise EmonetError(f"no job {submission_id}: {first_line(exc)}") from None
 
 
 def job_status(address: str | None, submission_id: str) -> str:
-    info = _job_info(address, submission_id)
-    status = getattr(info.status, "value", str(info.status))
-    return f"{submission_id}: {status}" + (f" ({info.message})" if info.message else "")
+    _, info = _job(address, submission_id)
+    return f"{submission_id}: {status_name(info.status)}" + (f" ({info.message})" if info.message else "")
 
 
 def job_logs(address: str | None, submission_id: str) -> str:
-    _job_info(address, submission_id)
-    return client(address).get_job_logs(submission_id)
+    jobs, _ = _job(address, submission_id)
+    return jobs.get_job_logs(submission_id)
 
 
 def job_stop(address: str | None, submission_id: str) -> str:
-    _job_info(address, submission_id)
-    stopped = client(address).stop_job(submission_id)
+    jobs, _ = _job(address, submission_id)
+    stopped = jobs.stop_job(submission_id)
     return f"{submission_id}: {'stop requested' if stopped else 'not running'}"

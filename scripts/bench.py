@@ -34,13 +34,14 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from emonet_batch.benchmark import cpu_description, measure, ort_scorer, path_figures, torch_path
+from emonet_batch.benchmark import cpu_description, measure, ort_scorer, path_figures
 from emonet_batch.config import ScoreConfig
 from emonet_batch.errors import EmonetError
 from emonet_batch.infer import SessionOptions
 from emonet_batch.model import load_model_info
 from emonet_batch.pipeline import ensure_ray
 from emonet_batch.preprocess import RESIZE_FILTERS, decode_image
+from emonet_batch.reference import reference_runner
 from emonet_batch.samples import demo_metadata, encode, face_image
 from emonet_batch.score import run_score
 from emonet_batch.shards import write_shards
@@ -96,7 +97,7 @@ def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size
     info = load_model_info(fp32_dir)
     # the job's session settings: every core of this machine for the one CPU actor
     options = SessionOptions(intra_op_threads=os.cpu_count() or 1)
-    reference = measure(torch_path(fp32_dir / "checkpoint", info), pixels, batch_size)
+    reference = measure(reference_runner(fp32_dir / "checkpoint", info.heads, info.normalize), pixels, batch_size)
     figures = path_figures("torch_fp32", reference, None, info)
     for name, directory in (("ort_fp32", fp32_dir), ("cpu_fast", fast_dir)):
         scorer = ort_scorer(directory, options)

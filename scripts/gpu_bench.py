@@ -22,9 +22,11 @@ from pathlib import Path
 
 
 from emonet_batch.accuracy import parity_pixels
-from emonet_batch.benchmark import cpu_description, measure, ort_scorer, path_figures, torch_path
+from emonet_batch.benchmark import cpu_description, measure, ort_scorer, path_figures
+from emonet_batch.errors import first_line
 from emonet_batch.infer import SessionOptions
 from emonet_batch.model import load_model_info
+from emonet_batch.reference import reference_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,7 +92,7 @@ def main() -> None:
     fp16, fp16_s = export_once(args.models / "full-large-fp16", "fp16", checkpoint=fp32 / "checkpoint")  # same weights
     info = load_model_info(fp32)
     pixels = parity_pixels(args.images, info.image_size, seed=1)
-    reference = measure(torch_path(fp32 / "checkpoint", info, device="cuda"), pixels, args.batch_size)
+    reference = measure(reference_runner(fp32 / "checkpoint", info.heads, info.normalize, device="cuda"), pixels, args.batch_size)
     figures = path_figures("torch_cuda_fp32", reference, None, info)
     active, skipped = {}, {}
     for name, directory, options in gpu_paths(fp32, fp16, args.batch_size, args.trt_cache):
@@ -102,7 +104,7 @@ def main() -> None:
             scorer = ort_scorer(directory, options)
             scorer.run(pixels[: args.batch_size])  # TensorRT builds (or loads) its engine on the first run
         except Exception as exc:  # a path that cannot run is reported, and the others still measured
-            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            skipped[name] = f"{type(exc).__name__}: {first_line(exc)}"
             continue
         figures[f"{name}_first_run_s"] = round(time.perf_counter() - started, 1)
         active[name] = scorer.active_providers
