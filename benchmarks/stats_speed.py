@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from emonet_batch.stats import compute_stats
+from emonet_batch.analysis.stats import compute_stats
 from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
 
 
@@ -35,9 +35,13 @@ def write_label_set(output: Path, rows: int, shards: int, seed: int = 0) -> None
         columns["top_prob"] = np.full(per_shard, 0.1, np.float32)
         columns["gender"] = rng.choice(["female", "male"], per_shard)
         columns["age"] = rng.integers(18, 80, per_shard)
-        columns["ethnicity"] = rng.choice(["african", "east_asian", "european", "latin_american", "south_asian"], per_shard)
+        columns["ethnicity"] = rng.choice(
+            ["african", "east_asian", "european", "latin_american", "south_asian"], per_shard
+        )
         pq.write_table(pa.table(columns), output / "labels" / f"shard-{s:05d}.parquet")
-        (output / "_commits" / f"shard-{s:05d}.json").write_text(json.dumps({"shard": f"shard-{s:05d}", "samples": per_shard}))
+        (output / "_commits" / f"shard-{s:05d}.json").write_text(
+            json.dumps({"shard": f"shard-{s:05d}", "samples": per_shard})
+        )
 
 
 def main() -> None:
@@ -50,8 +54,17 @@ def main() -> None:
         started = time.perf_counter()
         stats = compute_stats(work)
         wall = time.perf_counter() - started
-    print(json.dumps({"rows": stats["run"]["label_rows"], "shards": args.shards, "stats_wall_s": round(wall, 2),
-                      "rows_per_s": round(stats["run"]["label_rows"] / wall)}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "rows": stats["run"]["label_rows"],
+                "shards": args.shards,
+                "stats_wall_s": round(wall, 2),
+                "rows_per_s": round(stats["run"]["label_rows"] / wall),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

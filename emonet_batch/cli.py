@@ -14,10 +14,13 @@ import click
 from . import __version__
 from .errors import EmonetError
 
-
 #: Options several commands share, defined once so their names and help stay the same everywhere.
-endpoint_url_option = click.option("--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment).")
-address_option = click.option("--address", metavar="URL", help="Ray dashboard / job server address (default: RAY_ADDRESS, else local).")
+endpoint_url_option = click.option(
+    "--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment)."
+)
+address_option = click.option(
+    "--address", metavar="URL", help="Ray dashboard / job server address (default: RAY_ADDRESS, else local)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,47 +30,94 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--encoder", metavar="PATH|HUB_ID", help="SigLIP2 tower checkpoint (e.g. google/siglip2-so400m-patch16-384).")
+@click.option(
+    "--encoder", metavar="PATH|HUB_ID", help="SigLIP2 tower checkpoint (e.g. google/siglip2-so400m-patch16-384)."
+)
 @click.option("--heads", metavar="PATH|HUB_ID", help="Directory or hub repo of model_<emotion>_best.pth files.")
-@click.option("--synthetic", type=click.Choice(["tiny", "full"]), help="Write and export a random-weight checkpoint instead.")
-@click.option("--head-size", type=click.Choice(["small", "large"]), default="large", show_default=True, help="Head size of --synthetic.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --synthetic weights and of the parity images.")
-@click.option("--only-heads", metavar="A,B,...", help="Export only these heads (column names); default: every head found.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="fp16 (GPUs): tower in fp16 with LayerNorm and softmax in fp32. int8 (CPUs): weights of the matrix "
-                   "products in int8, activations quantised per batch.")  # fmt: skip
-@click.option("--parity-images", type=click.IntRange(min=1), metavar="N",
-              help="Calibration images the accuracy against fp32 PyTorch is measured on. Default: 4 for fp32, 16 otherwise.")
-@click.option("--normalize/--no-normalize", default=True, show_default=True, help="L2-normalise the embedding before the heads.")
-@click.option("--opset", type=click.IntRange(min=17), default=20, show_default=True,
-              help="ONNX opset (20 and newer keep GELU one operator instead of ten).")
+@click.option(
+    "--synthetic", type=click.Choice(["tiny", "full"]), help="Write and export a random-weight checkpoint instead."
+)
+@click.option(
+    "--head-size",
+    type=click.Choice(["small", "large"]),
+    default="large",
+    show_default=True,
+    help="Head size of --synthetic.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of --synthetic weights and of the parity images."
+)
+@click.option(
+    "--only-heads", metavar="A,B,...", help="Export only these heads (column names); default: every head found."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="fp16 (GPUs): tower in fp16 with LayerNorm and softmax in fp32. int8 (CPUs): weights of the matrix "
+    "products in int8, activations quantised per batch.",
+)
+@click.option(
+    "--parity-images",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Calibration images the accuracy against fp32 PyTorch is measured on. Default: 4 for fp32, 16 otherwise.",
+)
+@click.option(
+    "--normalize/--no-normalize", default=True, show_default=True, help="L2-normalise the embedding before the heads."
+)
+@click.option(
+    "--opset",
+    type=click.IntRange(min=17),
+    default=20,
+    show_default=True,
+    help="ONNX opset (20 and newer keep GELU one operator instead of ten).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for model.onnx and model.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
-def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, parity_images, normalize, opset, out, overwrite) -> None:
+def export(
+    encoder, heads, synthetic, head_size, seed, only_heads, precision, parity_images, normalize, opset, out, overwrite
+) -> None:
     """Export the tower and heads to one verified ONNX graph (needs the `export` extra)."""
     try:
         from .export import ExportConfig, export_model
     except ImportError as exc:
-        raise EmonetError(f"export needs torch and transformers: pip install 'emonet-batch[export]' ({exc.name} missing)") from None
-    from .accuracy import accuracy_problems
-    from .model import load_model_info
+        raise EmonetError(
+            f"export needs torch and transformers: pip install 'emonet-batch[export]' ({exc.name} missing)"
+        ) from None
+    from .model.accuracy import accuracy_problems
+    from .model.record import load_model_info
 
     config = ExportConfig(
-        out=out, encoder=encoder, heads=heads, synthetic=synthetic, head_size=head_size, seed=seed,
+        out=out,
+        encoder=encoder,
+        heads=heads,
+        synthetic=synthetic,
+        head_size=head_size,
+        seed=seed,
         only_heads=tuple(h.strip() for h in only_heads.split(",")) if only_heads else None,
-        precision=precision, parity_images=parity_images, normalize=normalize, opset=opset, overwrite=overwrite,
-    )  # fmt: skip
+        precision=precision,
+        parity_images=parity_images,
+        normalize=normalize,
+        opset=opset,
+        overwrite=overwrite,
+    )
     result = export_model(config)
     parity = result.parity
-    click.echo(f"exported {len(result.record['heads'])} {result.record['head_size']} heads, {result.record['precision']}, to {out}")
+    record = result.record
+    click.echo(f"exported {len(record['heads'])} {record['head_size']} heads, {record['precision']}, to {out}")
     click.echo(
         f"parity vs PyTorch on {parity.images} images: max |Δ score| {parity.max_abs_score_diff:.3g}, "
-        f"embedding cosine min {parity.embedding_cosine_min:.6f}, top-emotion agreement {parity.top_emotion_agreement:.0%}"
+        f"embedding cosine min {parity.embedding_cosine_min:.6f}, "
+        f"top-emotion agreement {parity.top_emotion_agreement:.0%}"
     )
     click.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     problems = accuracy_problems(load_model_info(out, verify=False).record)
     if problems:
-        click.echo(f"warning: {'; '.join(problems)}: score refuses this model unless --allow-inaccurate-model", err=True)
+        click.echo(
+            f"warning: {'; '.join(problems)}: score refuses this model unless --allow-inaccurate-model", err=True
+        )
 
 
 @cli.command()
@@ -75,65 +125,163 @@ def export(encoder, heads, synthetic, head_size, seed, only_heads, precision, pa
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the ONNX files.")
 def info(model_dir: Path, no_verify: bool) -> None:
     """Print the recorded metadata of an exported model."""
-    from .model import load_model_info
-    from .summary import model_info_table
+    from .analysis.summary import model_info_table
+    from .model.record import load_model_info
 
     click.echo(model_info_table(load_model_info(model_dir, verify=not no_verify)))
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--output", required=True, metavar="URL", help="Output directory or URL (s3://bucket/prefix, gs://..., a path).")
+@click.option(
+    "--output", required=True, metavar="URL", help="Output directory or URL (s3://bucket/prefix, gs://..., a path)."
+)
 @click.option("--model", required=True, metavar="DIR", help="Exported model directory (emonet-batch export).")
-@click.option("--workers", type=click.IntRange(min=1), help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per inference call.")
-@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="GPUs per inference actor (fractions share a GPU); 0 runs on CPU.")  # fmt: skip
-@click.option("--execution-provider", type=click.Choice(["cuda", "tensorrt"]), default="cuda", show_default=True,
-              help="ONNX Runtime provider of GPU actors (with --gpus-per-worker); tensorrt builds engines once into --trt-cache.")
-@click.option("--trt-precision", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True,
-              help="Reduced precision TensorRT may use: fp16 for an fp16 export, bf16 (Ampere and newer) for an fp32 export.")
-@click.option("--trt-cache", metavar="DIR", help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.")
-@click.option("--allow-inaccurate-model", is_flag=True,
-              help="Score with a reduced-precision model whose recorded error against fp32 exceeds the documented limits.")
-@click.option("--threads-per-worker", type=click.IntRange(min=1), help="ONNX Runtime threads per CPU actor. Default: CPUs / workers.")
-@click.option("--meta-fields", metavar="A,B,...", default="", help="Fields of each sample's json to copy into label columns.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per inference call."
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="GPUs per inference actor (fractions share a GPU); 0 runs on CPU.",
+)
+@click.option(
+    "--execution-provider",
+    type=click.Choice(["cuda", "tensorrt"]),
+    default="cuda",
+    show_default=True,
+    help="ONNX Runtime provider of GPU actors (with --gpus-per-worker); tensorrt builds engines once into --trt-cache.",
+)
+@click.option(
+    "--trt-precision",
+    type=click.Choice(["fp16", "bf16", "fp32"]),
+    default="fp16",
+    show_default=True,
+    help="Reduced precision TensorRT may use: fp16 for an fp16 export, bf16 (Ampere and newer) for an fp32 export.",
+)
+@click.option(
+    "--trt-cache",
+    metavar="DIR",
+    help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.",
+)
+@click.option(
+    "--allow-inaccurate-model",
+    is_flag=True,
+    help="Score with a reduced-precision model whose recorded error against fp32 exceeds the documented limits.",
+)
+@click.option(
+    "--threads-per-worker",
+    type=click.IntRange(min=1),
+    help="ONNX Runtime threads per CPU actor. Default: CPUs / workers.",
+)
+@click.option(
+    "--meta-fields", metavar="A,B,...", default="", help="Fields of each sample's json to copy into label columns."
+)
 @click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean).")
 @click.option("--softmax", is_flag=True, help="Add <head>_softmax columns.")
 @click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32).")
 @click.option("--overwrite", is_flag=True, help="Start afresh: remove labels, errors, commits and manifest first.")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.01, show_default=True,
-              help="Exit 3 when errors / samples exceeds this.")  # fmt: skip
-@click.option("--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images.")
-@click.option("--exact-decode", is_flag=True, help="Decode JPEGs at full size before resizing (slower; default: DCT-domain downscaling).")
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.01,
+    show_default=True,
+    help="Exit 3 when errors / samples exceeds this.",
+)
+@click.option(
+    "--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images."
+)
+@click.option(
+    "--exact-decode",
+    is_flag=True,
+    help="Decode JPEGs at full size before resizing (slower; default: DCT-domain downscaling).",
+)
 @endpoint_url_option
-@click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True,
-              help="auto: a live line on a terminal, log lines otherwise.")  # fmt: skip
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "bar", "log", "off"]),
+    default="auto",
+    show_default=True,
+    help="auto: a live line on a terminal, log lines otherwise.",
+)
 @click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ (nor the report) after the run.")
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run.")
-@click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
-              help="Report: highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
-def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution_provider, trt_precision, trt_cache,
-          allow_inaccurate_model, threads_per_worker, meta_fields, centered, softmax, embedding, overwrite, max_error_rate,
-          max_pixels, exact_decode, endpoint_url, progress, no_stats, no_report, gallery) -> int:  # fmt: skip
+@click.option(
+    "--gallery",
+    type=click.IntRange(min=0),
+    default=6,
+    show_default=True,
+    help="Report: highest-scoring images per emotion, read back from the shards (0: none).",
+)
+def score(
+    inputs,
+    output,
+    model,
+    workers,
+    batch_size,
+    gpus_per_worker,
+    execution_provider,
+    trt_precision,
+    trt_cache,
+    allow_inaccurate_model,
+    threads_per_worker,
+    meta_fields,
+    centered,
+    softmax,
+    embedding,
+    overwrite,
+    max_error_rate,
+    max_pixels,
+    exact_decode,
+    endpoint_url,
+    progress,
+    no_stats,
+    no_report,
+    gallery,
+) -> int:
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
 
     INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.
     Exit codes: 0 clean, 1 failed or unfinished shards, 2 usage error, 3 more errors than --max-error-rate.
     """
-    from .config import ScoreConfig, StorageOptions
-    from .score import run_score
-    from .summary import run_summary
+    from .analysis.summary import run_summary
+    from .job.config import StorageOptions
+    from .run.config import score_config
+    from .run.score import run_score
 
-    config = ScoreConfig(
-        inputs=tuple(inputs), output=output, model=model, workers=workers, batch_size=batch_size,
-        gpus_per_worker=gpus_per_worker, gpu_provider=execution_provider, trt_precision=trt_precision, trt_cache_dir=trt_cache,
-        allow_inaccurate_model=allow_inaccurate_model, threads_per_worker=threads_per_worker,
-        meta_fields=tuple(f.strip() for f in meta_fields.split(",") if f.strip()), centered=centered, softmax=softmax,
-        embedding=embedding, overwrite=overwrite, max_error_rate=max_error_rate, max_pixels=max_pixels, fast_decode=not exact_decode,
-        storage=StorageOptions(endpoint_url=endpoint_url), progress=progress, stats=not no_stats,
-        report=not (no_stats or no_report), gallery=gallery,
-    )  # fmt: skip
+    config = score_config(
+        inputs,
+        output,
+        model,
+        StorageOptions(endpoint_url=endpoint_url),
+        workers=workers,
+        batch_size=batch_size,
+        gpus_per_worker=gpus_per_worker,
+        gpu_provider=execution_provider,
+        trt_precision=trt_precision,
+        trt_cache_dir=trt_cache,
+        allow_inaccurate_model=allow_inaccurate_model,
+        threads_per_worker=threads_per_worker,
+        meta_fields=[f.strip() for f in meta_fields.split(",") if f.strip()],
+        centered=centered,
+        softmax=softmax,
+        embedding=embedding,
+        overwrite=overwrite,
+        max_error_rate=max_error_rate,
+        max_pixels=max_pixels,
+        fast_decode=not exact_decode,
+        progress=progress,
+        stats=not no_stats,
+        report=not (no_stats or no_report),
+        gallery=gallery,
+    )
     result = run_score(config)
     click.echo(run_summary(result))
     return result.exit_code
@@ -144,9 +292,9 @@ def score(inputs, output, model, workers, batch_size, gpus_per_worker, execution
 @endpoint_url_option
 def stats(output: str, endpoint_url: str | None) -> None:
     """Aggregate statistics of a scoring output into OUTPUT/stats/ (stats.json + Parquet tables)."""
-    from .config import StorageOptions
-    from .stats import compute_stats
-    from .summary import stats_summary
+    from .analysis.stats import compute_stats
+    from .analysis.summary import stats_summary
+    from .job.config import StorageOptions
 
     click.echo(stats_summary(compute_stats(output, StorageOptions(endpoint_url=endpoint_url)), output))
 
@@ -159,8 +307,8 @@ def nightly(config_file: Path, day: str | None, progress: str) -> int:
     """Score the shards no earlier night committed into OUTPUT_ROOT/dt=YYYY-MM-DD/, then stats and report."""
     import datetime as dt
 
-    from .nightly import NightlyConfig, run_nightly
-    from .summary import run_summary
+    from .analysis.summary import run_summary
+    from .ops.nightly import NightlyConfig, run_nightly
 
     try:
         date = dt.date.fromisoformat(day) if day else None
@@ -176,19 +324,30 @@ def nightly(config_file: Path, day: str | None, progress: str) -> int:
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @address_option
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Stream the job's logs and exit with its status.")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Stream the job's logs and exit with its status."
+)
 @click.option("--working-dir", metavar="DIR", help="Upload DIR as the job's working directory (e.g. this repository).")
-@click.option("--pip", "pip_packages", multiple=True, metavar="REQ", help="Extra pip requirement for the job (repeatable).")
+@click.option(
+    "--pip", "pip_packages", multiple=True, metavar="REQ", help="Extra pip requirement for the job (repeatable)."
+)
 @click.option("--entrypoint-num-cpus", type=float, help="CPUs reserved for the job's driver.")
 @click.option("--entrypoint-num-gpus", type=float, help="GPUs reserved for the job's driver.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- score|nightly ARGS...")
 def submit(address, wait, working_dir, pip_packages, entrypoint_num_cpus, entrypoint_num_gpus, command) -> int:
     """Submit `score` or `nightly` as a Ray job; the same arguments while it runs are not submitted twice."""
-    from .submit import SubmitConfig
-    from .submit import submit as submit_job
+    from .ops.submit import SubmitConfig
+    from .ops.submit import submit as submit_job
 
-    config = SubmitConfig(args=tuple(command), address=address, wait=wait, working_dir=working_dir, pip=tuple(pip_packages),
-                          entrypoint_num_cpus=entrypoint_num_cpus, entrypoint_num_gpus=entrypoint_num_gpus)  # fmt: skip
+    config = SubmitConfig(
+        args=tuple(command),
+        address=address,
+        wait=wait,
+        working_dir=working_dir,
+        pip=tuple(pip_packages),
+        entrypoint_num_cpus=entrypoint_num_cpus,
+        entrypoint_num_gpus=entrypoint_num_gpus,
+    )
     return submit_job(config)
 
 
@@ -202,7 +361,7 @@ def jobs() -> None:
 @address_option
 def jobs_status(submission_id: str, address: str | None) -> None:
     """Print a job's status."""
-    from .submit import job_status
+    from .ops.submit import job_status
 
     click.echo(job_status(address, submission_id))
 
@@ -212,7 +371,7 @@ def jobs_status(submission_id: str, address: str | None) -> None:
 @address_option
 def jobs_logs(submission_id: str, address: str | None) -> None:
     """Print a job's logs so far."""
-    from .submit import job_logs
+    from .ops.submit import job_logs
 
     click.echo(job_logs(address, submission_id), nl=False)
 
@@ -222,42 +381,71 @@ def jobs_logs(submission_id: str, address: str | None) -> None:
 @address_option
 def jobs_stop(submission_id: str, address: str | None) -> None:
     """Ask a running job to stop."""
-    from .submit import job_stop
+    from .ops.submit import job_stop
 
     click.echo(job_stop(address, submission_id))
 
 
 @cli.command()
 @click.argument("output")
-@click.option("--gallery", type=click.IntRange(min=0), default=6, show_default=True,
-              help="Highest-scoring images per emotion, read back from the shards (0: none).")  # fmt: skip
+@click.option(
+    "--gallery",
+    type=click.IntRange(min=0),
+    default=6,
+    show_default=True,
+    help="Highest-scoring images per emotion, read back from the shards (0: none).",
+)
 @endpoint_url_option
 def report(output: str, gallery: int, endpoint_url: str | None) -> None:
     """Write OUTPUT/stats/report.html: charts and a gallery in one self-contained file."""
-    from .config import StorageOptions
-    from .report import build_report
+    from .analysis.report import build_report
+    from .job.config import StorageOptions
 
     click.echo(f"report: {build_report(output, StorageOptions(endpoint_url=endpoint_url), gallery)}")
 
 
 @cli.command()
-@click.option("--labels", required=True, metavar="OUTPUT_URL", help="A scoring output (its committed label files are read).")
-@click.option("--annotations", required=True, metavar="SOURCE",
-              help="hq.csv or binary.csv (path or URL), or a hub dataset id (laion/emonet-face-hq, laion/emonet-face-binary).")  # fmt: skip
-@click.option("--format", "kind", type=click.Choice(["hq", "binary"]), help="Annotation format. Default: told from the columns.")
-@click.option("--key-pattern", metavar="REGEX", help="Regex whose first group is the annotation image id inside a sample key.")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True, help="Bootstrap rounds for the rho CI (hq).")
+@click.option(
+    "--labels", required=True, metavar="OUTPUT_URL", help="A scoring output (its committed label files are read)."
+)
+@click.option(
+    "--annotations",
+    required=True,
+    metavar="SOURCE",
+    help="hq.csv or binary.csv (path or URL), or a hub dataset id (laion/emonet-face-hq, laion/emonet-face-binary).",
+)
+@click.option(
+    "--format", "kind", type=click.Choice(["hq", "binary"]), help="Annotation format. Default: told from the columns."
+)
+@click.option(
+    "--key-pattern", metavar="REGEX", help="Regex whose first group is the annotation image id inside a sample key."
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap rounds for the rho CI (hq).",
+)
 @endpoint_url_option
 def evaluate(labels, annotations, kind, key_pattern, bootstrap, endpoint_url) -> None:
     """Agreement of the labels with the EmoNet-Face expert annotations (markdown on stdout + JSON)."""
     try:
-        from .evaluate import EvaluateConfig, run_evaluate
+        from .analysis.evaluate import EvaluateConfig, run_evaluate
     except ImportError as exc:
-        raise EmonetError(f"evaluate needs the eval extra: pip install 'emonet-batch[eval]' ({exc.name} missing)") from None
-    from .config import StorageOptions
+        raise EmonetError(
+            f"evaluate needs the eval extra: pip install 'emonet-batch[eval]' ({exc.name} missing)"
+        ) from None
+    from .job.config import StorageOptions
 
-    config = EvaluateConfig(labels=labels, annotations=annotations, format=kind, key_pattern=key_pattern, bootstrap=bootstrap,
-                            storage=StorageOptions(endpoint_url=endpoint_url))  # fmt: skip
+    config = EvaluateConfig(
+        labels=labels,
+        annotations=annotations,
+        format=kind,
+        key_pattern=key_pattern,
+        bootstrap=bootstrap,
+        storage=StorageOptions(endpoint_url=endpoint_url),
+    )
     result, table = run_evaluate(config)
     click.echo(table)
     click.echo(f"\nJSON: {result['written_to']}")
@@ -267,22 +455,30 @@ def evaluate(labels, annotations, kind, key_pattern, bootstrap, endpoint_url) ->
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for the shards.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, help="Samples per shard.")
-@click.option("--metadata", type=click.Path(path_type=Path), help="CSV or JSON of per-image metadata, keyed by file name.")
+@click.option(
+    "--metadata", type=click.Path(path_type=Path), help="CSV or JSON of per-image metadata, keyed by file name."
+)
 @click.option("--prefix", default="shard", show_default=True, help="Shard file name prefix.")
 def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefix: str) -> None:
     """Pack an image folder (plus optional metadata) into WebDataset shards."""
-    from .shards import folder_to_shards
+    from .devtools.shards import folder_to_shards
 
     paths = folder_to_shards(source, out, shard_size, metadata, prefix)
     click.echo(f"wrote {len(paths)} shards to {out}: {paths[0].name} .. {paths[-1].name}")
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("emonet-demo"), show_default=True, help="Where the demo writes.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("emonet-demo"),
+    show_default=True,
+    help="Where the demo writes.",
+)
 @click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True)
 def demo(out: Path, progress: str) -> int:
     """Write sample shards, export a tiny synthetic model, and score them with the real job."""
-    from .demo import run_demo
+    from .devtools.demo import run_demo
 
     text, code = run_demo(out, progress=progress)
     click.echo(text)

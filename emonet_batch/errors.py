@@ -25,6 +25,10 @@ class DownloadError(EmonetError):
     """A hub download failed (no network, unknown repository, missing files)."""
 
 
+class PipelineError(EmonetError):
+    """The Ray pipeline itself failed (a stage raised, an actor could not start)."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message, capped, for one-line errors (its type name if empty)."""
     lines = str(exc).strip().splitlines()

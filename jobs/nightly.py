@@ -1,6 +1,6 @@
 """Ray job entrypoint: nightly incremental scoring from a YAML config (see jobs/nightly.example.yaml).
 
-    ray job submit --working-dir . -- python jobs/nightly.py jobs/nightly.example.yaml [--date YYYY-MM-DD]
+ray job submit --working-dir . -- python jobs/nightly.py jobs/nightly.example.yaml [--date YYYY-MM-DD]
 """
 
 import sys

@@ -4,7 +4,8 @@
 
 Measured in one run, on the same weights, images and cores:
 - decode: the job's decode path vs plain PIL open/convert/resize on 1024x1024 JPEG faces (one core, best of
-  5 passes each, taking turns), and the mean grey-level difference between the two (`decode_speedup_vs_pil`, `decode_mean_abs_diff_grey_levels`);
+  5 passes each, taking turns), and the mean grey-level difference between the two (`decode_speedup_vs_pil`,
+  `decode_mean_abs_diff_grey_levels`);
 - model-only, each path over the same decoded faces after one warm-up batch: PyTorch eager fp32 (transformers
   tower + the separate heads: the reference), ONNX Runtime fp32, and the CPU fast path (ONNX Runtime int8,
   `export --precision int8`); every path's images/s, and its max |Δ score|, minimum embedding cosine and
@@ -34,17 +35,17 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from emonet_batch.benchmark import cpu_description, measure, ort_scorer, path_figures
-from emonet_batch.config import ScoreConfig
+from emonet_batch.devtools.benchmark import cpu_description, measure, ort_scorer, path_figures
+from emonet_batch.devtools.samples import demo_metadata, encode, face_image
+from emonet_batch.devtools.shards import write_shards
+from emonet_batch.edge.runtime import ensure_ray
 from emonet_batch.errors import EmonetError
-from emonet_batch.infer import SessionOptions
-from emonet_batch.model import load_model_info
-from emonet_batch.pipeline import ensure_ray
-from emonet_batch.preprocess import RESIZE_FILTERS, decode_image
-from emonet_batch.reference import reference_runner
-from emonet_batch.samples import demo_metadata, encode, face_image
-from emonet_batch.score import run_score
-from emonet_batch.shards import write_shards
+from emonet_batch.export.reference import reference_runner
+from emonet_batch.job.decode import RESIZE_FILTERS, decode_image
+from emonet_batch.job.infer import SessionOptions
+from emonet_batch.model.record import load_model_info
+from emonet_batch.run.config import score_config
+from emonet_batch.run.score import run_score
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_SIZE = 1024
@@ -58,7 +59,9 @@ def exported_model(kind: str, precision: str) -> Path:
     except EmonetError:
         from emonet_batch.export import ExportConfig, export_model
 
-        export_model(ExportConfig(out=directory, synthetic=kind, head_size="large", precision=precision, overwrite=True))
+        export_model(
+            ExportConfig(out=directory, synthetic=kind, head_size="large", precision=precision, overwrite=True)
+        )
     return directory
 
 
@@ -85,11 +88,27 @@ def best_rates(functions: dict, items, rounds: int = 5) -> dict[str, float]:
 
 
 def decode_figures(images: list[bytes], size: int, resize_filter: str) -> dict:
-    rates = best_rates({"ours": lambda d: decode_image(d, size, resize_filter, fast=True),
-                        "pil": lambda d: pil_reference(d, size, resize_filter)}, images)  # fmt: skip
-    diff = np.mean([np.abs(decode_image(d, size, resize_filter, fast=True).astype(int) - pil_reference(d, size, resize_filter)).mean() for d in images])
-    return {"decode_images_per_s": round(rates["ours"], 2), "pil_images_per_s": round(rates["pil"], 2),
-            "decode_speedup_vs_pil": round(rates["ours"] / rates["pil"], 3), "decode_mean_abs_diff_grey_levels": round(float(diff), 3)}  # fmt: skip
+    rates = best_rates(
+        {
+            "ours": lambda d: decode_image(d, size, resize_filter, fast=True),
+            "pil": lambda d: pil_reference(d, size, resize_filter),
+        },
+        images,
+    )
+    diff = np.mean(
+        [
+            np.abs(
+                decode_image(d, size, resize_filter, fast=True).astype(int) - pil_reference(d, size, resize_filter)
+            ).mean()
+            for d in images
+        ]
+    )
+    return {
+        "decode_images_per_s": round(rates["ours"], 2),
+        "pil_images_per_s": round(rates["pil"], 2),
+        "decode_speedup_vs_pil": round(rates["ours"] / rates["pil"], 3),
+        "decode_mean_abs_diff_grey_levels": round(float(diff), 3),
+    }
 
 
 def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size: int) -> tuple[dict, float]:
@@ -105,7 +124,9 @@ def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size
     fast = figures["cpu_fast_images_per_s"]
     figures["cpu_fast_speedup_vs_torch_fp32"] = round(fast / figures["torch_fp32_images_per_s"], 3)
     figures["cpu_fast_speedup_vs_ort_fp32"] = round(fast / figures["ort_fp32_images_per_s"], 3)
-    figures["ort_fp32_speedup_vs_torch_fp32"] = round(figures["ort_fp32_images_per_s"] / figures["torch_fp32_images_per_s"], 3)
+    figures["ort_fp32_speedup_vs_torch_fp32"] = round(
+        figures["ort_fp32_images_per_s"] / figures["torch_fp32_images_per_s"], 3
+    )
     return figures, fast
 
 
@@ -143,7 +164,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, help="images through the model and the job (default: tiny 256, full 32)")
     parser.add_argument("--decode-images", type=int, default=40)
     parser.add_argument("--batch-size", type=int, help="default: tiny 32, full 4")
-    parser.add_argument("--out", type=Path, help="also write the JSON here (e.g. benchmarks/results/<date>-<machine>.json)")
+    parser.add_argument(
+        "--out", type=Path, help="also write the JSON here (e.g. benchmarks/results/<date>-<machine>.json)"
+    )
     args = parser.parse_args()
     count = args.images or (256 if args.model == "tiny" else 32)
     batch_size = args.batch_size or (32 if args.model == "tiny" else 4)
@@ -156,26 +179,45 @@ def main() -> None:
         pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in images])
         model, model_ips = model_figures(fp32_dir, fast_dir, pixels, batch_size)
         with tempfile.TemporaryDirectory() as work:
-            shards = write_shards(((f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()}) for i, d in enumerate(images)),
-                                  Path(work) / "shards", samples_per_shard=max(1, count // 8))  # fmt: skip
+            shards = write_shards(
+                (
+                    (f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()})
+                    for i, d in enumerate(images)
+                ),
+                Path(work) / "shards",
+                samples_per_shard=max(1, count // 8),
+            )
             ensure_ray()
-            result = run_score(ScoreConfig(inputs=tuple(map(str, shards)), output=str(Path(work) / "out"), model=str(fast_dir),
-                                           batch_size=batch_size, progress="off", stats=False))  # fmt: skip
+            result = run_score(
+                score_config(
+                    tuple(map(str, shards)),
+                    str(Path(work) / "out"),
+                    str(fast_dir),
+                    batch_size=batch_size,
+                    progress="off",
+                    stats=False,
+                )
+            )
     e2e = result.figures["images_per_s"]
-    text = json.dumps({
-        "machine": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()}), no GPU",
-        "model": f"synthetic {args.model} Large, {info.image_size} px; fast path {info.precision}",
-        "images": count, "batch_size": batch_size, "source_jpeg_px": SOURCE_SIZE,
-        **figures,
-        **model,
-        "e2e_images_per_s": e2e,
-        "pipeline_efficiency": round(e2e / model_ips, 3),
-        # the job's wall time beyond the model's own time for these images: start-up (model check, actor and
-        # session start, first batch) and anything the pipeline fails to overlap; a longer run amortises it
-        "pipeline_overhead_s": round(result.figures["wall_s"] - count / model_ips, 1),
-        "peak_rss_mb": round(memory.peak / 2**20),
-        "e2e_exit_code": result.exit_code,
-    }, indent=2)  # fmt: skip
+    text = json.dumps(
+        {
+            "machine": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()}), no GPU",
+            "model": f"synthetic {args.model} Large, {info.image_size} px; fast path {info.precision}",
+            "images": count,
+            "batch_size": batch_size,
+            "source_jpeg_px": SOURCE_SIZE,
+            **figures,
+            **model,
+            "e2e_images_per_s": e2e,
+            "pipeline_efficiency": round(e2e / model_ips, 3),
+            # the job's wall time beyond the model's own time for these images: start-up (model check, actor and
+            # session start, first batch) and anything the pipeline fails to overlap; a longer run amortises it
+            "pipeline_overhead_s": round(result.figures["wall_s"] - count / model_ips, 1),
+            "peak_rss_mb": round(memory.peak / 2**20),
+            "e2e_exit_code": result.exit_code,
+        },
+        indent=2,
+    )
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

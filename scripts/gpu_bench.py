@@ -5,9 +5,10 @@
 Exports the full synthetic Large model at fp32 and fp16 into --models (once), then on one image set:
 PyTorch eager fp32 on CUDA (the reference), ONNX Runtime CUDA fp32, CUDA fp16 (LayerNorm and softmax in
 fp32), and when the TensorRT provider loads TensorRT fp16 (the fp16 export) and bf16 (the fp32 export),
-engines built into --trt-cache on first use (`*_first_run_s` includes the build); every path's images/s and accuracy against the reference, and which providers
-were really active. One CPU core's decode rate says how many cores one GPU needs. Run by
-scripts/gpu_check.sh; prints the JSON and writes it to --out (default benchmarks/results/<date>-<device>.json).
+engines built into --trt-cache on first use (`*_first_run_s` includes the build); every path's images/s and
+accuracy against the reference, and which providers were really active. One CPU core's decode rate says how
+many cores one GPU needs. Run by scripts/gpu_check.sh; prints the JSON and writes it to --out (default
+benchmarks/results/<date>-<device>.json).
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ import re
 import time
 from pathlib import Path
 
-
-from emonet_batch.accuracy import parity_pixels
-from emonet_batch.benchmark import cpu_description, measure, ort_scorer, path_figures
+from emonet_batch.devtools.benchmark import cpu_description, measure, ort_scorer, path_figures
 from emonet_batch.errors import first_line
-from emonet_batch.infer import SessionOptions
-from emonet_batch.model import load_model_info
-from emonet_batch.reference import reference_runner
+from emonet_batch.export.reference import reference_runner
+from emonet_batch.job.infer import SessionOptions
+from emonet_batch.model.accuracy import parity_pixels
+from emonet_batch.model.record import load_model_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,15 +42,23 @@ def export_once(directory: Path, precision: str, checkpoint: Path | None = None)
     try:
         load_model_info(directory)
     except EmonetError:
-        source = {"encoder": str(checkpoint / "encoder"), "heads": str(checkpoint / "heads")} if checkpoint else {"synthetic": "full"}
-        export_model(ExportConfig(out=directory, **source, head_size="large", precision=precision, parity_images=2, overwrite=True))
+        source = (
+            {"encoder": str(checkpoint / "encoder"), "heads": str(checkpoint / "heads")}
+            if checkpoint
+            else {"synthetic": "full"}
+        )
+        export_model(
+            ExportConfig(
+                out=directory, **source, head_size="large", precision=precision, parity_images=2, overwrite=True
+            )
+        )
     return directory, time.perf_counter() - started
 
 
 def decode_rate(size: int, count: int = 64) -> float:
     """One core's images/s through the job's decode path on 1024 px JPEG faces."""
-    from emonet_batch.preprocess import decode_image
-    from emonet_batch.samples import encode, face_image
+    from emonet_batch.devtools.samples import encode, face_image
+    from emonet_batch.job.decode import decode_image
 
     images = [encode(face_image(i, size=1024), "JPEG", quality=90) for i in range(count)]
     started = time.perf_counter()
@@ -61,8 +69,15 @@ def decode_rate(size: int, count: int = 64) -> float:
 
 def gpu_paths(fp32: Path, fp16: Path, batch_size: int, trt_cache: Path) -> list[tuple[str, Path, SessionOptions]]:
     cuda = SessionOptions(device="cuda", intra_op_threads=1)
+
     def trt(precision: str) -> SessionOptions:
-        return SessionOptions(device="tensorrt", intra_op_threads=1, trt_precision=precision, max_batch=batch_size, trt_cache_dir=str(trt_cache))
+        return SessionOptions(
+            device="tensorrt",
+            intra_op_threads=1,
+            trt_precision=precision,
+            max_batch=batch_size,
+            trt_cache_dir=str(trt_cache),
+        )
 
     return [
         ("ort_cuda_fp32", fp32, cuda),
@@ -92,7 +107,9 @@ def main() -> None:
     fp16, fp16_s = export_once(args.models / "full-large-fp16", "fp16", checkpoint=fp32 / "checkpoint")  # same weights
     info = load_model_info(fp32)
     pixels = parity_pixels(args.images, info.image_size, seed=1)
-    reference = measure(reference_runner(fp32 / "checkpoint", info.heads, info.normalize, device="cuda"), pixels, args.batch_size)
+    reference = measure(
+        reference_runner(fp32 / "checkpoint", info.heads, info.normalize, device="cuda"), pixels, args.batch_size
+    )
     figures = path_figures("torch_cuda_fp32", reference, None, info)
     active, skipped = {}, {}
     for name, directory, options in gpu_paths(fp32, fp16, args.batch_size, args.trt_cache):
@@ -109,7 +126,9 @@ def main() -> None:
         figures[f"{name}_first_run_s"] = round(time.perf_counter() - started, 1)
         active[name] = scorer.active_providers
         figures.update(path_figures(name, measure(scorer.run, pixels, args.batch_size), reference, info))
-        figures[f"{name}_speedup_vs_torch_fp32"] = round(figures[f"{name}_images_per_s"] / figures["torch_cuda_fp32_images_per_s"], 3)
+        figures[f"{name}_speedup_vs_torch_fp32"] = round(
+            figures[f"{name}_images_per_s"] / figures["torch_cuda_fp32_images_per_s"], 3
+        )
         del scorer
 
     device = torch.cuda.get_device_name(0)
@@ -117,13 +136,15 @@ def main() -> None:
         "device": device,
         "host": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()})",
         "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__, "cuda": torch.version.cuda},
-        "model": f"synthetic full Large, {info.image_size} px", "images": args.images, "batch_size": args.batch_size,
+        "model": f"synthetic full Large, {info.image_size} px",
+        "images": args.images,
+        "batch_size": args.batch_size,
         "export_s": {"fp32": round(fp32_s, 1), "fp16": round(fp16_s, 1)},
         **figures,
         "decode_images_per_s_one_core": round(decode_rate(info.image_size), 1),
         "active_providers": active,
         "not_measured": skipped,
-    }  # fmt: skip
+    }
     text = json.dumps(result, indent=2)
     print(text)
     out = args.out or ROOT / "benchmarks" / "results" / f"{time.strftime('%Y-%m-%d')}-{device_slug(device)}.json"

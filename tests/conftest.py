@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic models exported once per test session."""
+"""Shared fixtures: tiny synthetic models exported once per test session, and one embedded Ray runtime."""
 
 from pathlib import Path
 
@@ -15,3 +15,23 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         size: export_model(ExportConfig(out=root / size, synthetic="tiny", head_size=size, seed=7)).directory
         for size in ("small", "large")
     }
+
+
+@pytest.fixture
+def ray_runtime():
+    """The embedded Ray runtime the in-process tests share: started on first use, kept for the session
+    (Ray shuts it down at exit). A test that needs a cluster of its own takes `own_ray` instead."""
+    from emonet_batch.edge.runtime import ensure_ray
+
+    ensure_ray()
+
+
+@pytest.fixture
+def own_ray():
+    """For a test that starts its own Ray (fake GPUs, a multi-node cluster): the shared runtime is stopped
+    first, and whatever the test started is stopped after it."""
+    import ray
+
+    ray.shutdown()
+    yield
+    ray.shutdown()

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from emonet_batch.samples import demo_samples, encode, face_image
-from emonet_batch.shards import write_shards
+from emonet_batch.devtools.samples import demo_samples, encode, face_image
+from emonet_batch.devtools.shards import write_shards
 
 
 def good_shards(directory: Path, shards: int, per_shard: int, size: int = 96) -> list[Path]:
@@ -23,7 +23,7 @@ def odd_samples() -> list[tuple[str, dict[str, bytes]]]:
     face = face_image(5, size=128)
     exif = Image.Exif()
     exif[0x0112] = 6
-    sixteen = Image.fromarray((np.asarray(face.convert("L"), dtype=np.uint16) * 257))
+    sixteen = Image.fromarray(np.asarray(face.convert("L"), dtype=np.uint16) * 257)
     jpeg = encode(face, "JPEG", quality=90)
     return [
         ("good", {"jpg": jpeg, "json": json.dumps({"gender": "female", "age": 30}).encode()}),
@@ -63,16 +63,18 @@ def parquet_shard(path: Path, count: int) -> Path:
     """A shard in the Hugging Face `Image` layout: image struct {bytes, path} plus metadata columns."""
     images = [{"bytes": encode(face_image(i, size=96), "JPEG"), "path": f"img_{i:04d}.jpg"} for i in range(count)]
     images[1] = {"bytes": None, "path": "img_0001.jpg"}  # a row without bytes
-    table = pa.table({
-        "image": pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        "emotion": pa.array([f"e{i % 3}" for i in range(count)]),
-        "age": pa.array(list(range(20, 20 + count))),
-    })  # fmt: skip
+    table = pa.table(
+        {
+            "image": pa.array(images, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            "emotion": pa.array([f"e{i % 3}" for i in range(count)]),
+            "age": pa.array(list(range(20, 20 + count))),
+        }
+    )
     pq.write_table(table, path)
     return path
 
 
-def read_labels(output: Path) -> "pa.Table":
+def read_labels(output: Path) -> pa.Table:
     return pq.read_table(output / "labels")
 
 

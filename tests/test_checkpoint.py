@@ -4,9 +4,9 @@ import shutil
 import pytest
 import torch
 
-from emonet_batch.checkpoint import load_encoder, load_heads, read_resize_filter
 from emonet_batch.errors import ModelError
-from emonet_batch.synthetic import TOWERS, write_encoder, write_heads
+from emonet_batch.export.checkpoint import load_encoder, load_heads, read_resize_filter
+from emonet_batch.export.synthetic import TOWERS, write_encoder, write_heads
 from emonet_batch.taxonomy import HEAD_COLUMNS
 
 IN_DIM = 16
@@ -113,7 +113,9 @@ def test_encoder_loads_from_full_or_vision_checkpoints(tmp_path, full_model):
     assert (encoder.image_size, encoder.width, encoder.resize_filter) == (64, 64, "bilinear")
     pooled = encoder.model(pixel_values=torch.zeros(1, 3, 64, 64)).pooler_output
     assert pooled.shape == (1, 64)
-    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == ("siglip" if full_model else "siglip_vision_model")
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == (
+        "siglip" if full_model else "siglip_vision_model"
+    )
 
 
 def test_encoder_errors(tmp_path):

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from emonet_batch.config import ScoreConfig
-from emonet_batch.score import run_score
+from emonet_batch.run.config import score_config
+from emonet_batch.run.score import run_score
 
 from .shardkit import good_shards
 
@@ -33,25 +33,60 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head():
     """One `ray start --head` with the job server, shared by the submit tests; token auth on, as by default."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     port, dashboard = free_port(), free_port()
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-                    f"--dashboard-port={dashboard}", "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
+    subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     yield f"http://127.0.0.1:{dashboard}", env
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def cli(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "emonet_batch", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "emonet_batch", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def test_submit_wait_scores_on_the_head(ray_head, tiny_models, tmp_path):
     address, env = ray_head
     good_shards(tmp_path / "in", shards=3, per_shard=4)
     started = time.perf_counter()
-    run = cli("submit", "--address", address, "--", "score", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
-              "--model", str(tiny_models["small"]), "--progress", "log", env=env)  # fmt: skip
+    run = cli(
+        "submit",
+        "--address",
+        address,
+        "--",
+        "score",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_models["small"]),
+        "--progress",
+        "log",
+        env=env,
+    )
     seconds = time.perf_counter() - started
     assert run.returncode == 0, run.stdout + run.stderr
     assert "submitted emonet-score-" in run.stdout and "complete  3      12       12      0" in run.stdout
@@ -64,7 +99,16 @@ def test_submit_wait_scores_on_the_head(ray_head, tiny_models, tmp_path):
 def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models, tmp_path):
     address, env = ray_head
     good_shards(tmp_path / "in", shards=2, per_shard=3)
-    args = ["--", "score", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"]), "--no-stats"]
+    args = [
+        "--",
+        "score",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_models["small"]),
+        "--no-stats",
+    ]
     first = cli("submit", "--address", address, "--no-wait", *args, env=env)
     second = cli("submit", "--address", address, "--no-wait", *args, env=env)
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
@@ -74,7 +118,10 @@ def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models
     while "SUCCEEDED" not in (status := cli("jobs", "status", submission_id, "--address", address, env=env).stdout):
         assert time.time() < deadline and "FAILED" not in status, status
         time.sleep(1)
-    assert "complete  2      6        6       0" in cli("jobs", "logs", submission_id, "--address", address, env=env).stdout
+    assert (
+        "complete  2      6        6       0"
+        in cli("jobs", "logs", submission_id, "--address", address, env=env).stdout
+    )
     assert "not running" in cli("jobs", "stop", submission_id, "--address", address, env=env).stdout
     # finished, the same arguments submit a new job; stopping it while it runs frees the head for the next tests
     again = cli("submit", "--address", address, "--no-wait", *args, env=env)
@@ -88,27 +135,41 @@ def test_submit_usage_errors(tiny_models):
     env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:9"}
     wrong = cli("submit", "--", "export", "--synthetic", "tiny", env=env)
     assert wrong.returncode == 2 and "submit runs one of: score, nightly" in wrong.stderr
-    refused = cli("submit", "--address", "http://127.0.0.1:9", "--", "score", "x", "--output", "y", "--model", "z", env=env)
-    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "cannot reach the Ray job server" in refused.stderr
+    refused = cli(
+        "submit", "--address", "http://127.0.0.1:9", "--", "score", "x", "--output", "y", "--model", "z", env=env
+    )
+    assert (
+        refused.returncode == 1
+        and refused.stderr.count("\n") == 1
+        and "cannot reach the Ray job server" in refused.stderr
+    )
 
 
-def test_one_inference_actor_per_gpu(tiny_models, tmp_path):
+def test_one_inference_actor_per_gpu(own_ray, tiny_models, tmp_path):
     """With 2 (fake) GPUs: a pool of 2 actors, each asking for one GPU, and Ray gives them different devices."""
     import numpy as np
     import ray
 
-    from emonet_batch.infer import InferStage
-    from emonet_batch.pipeline import actor_resources, inference_workers, session_options
+    from emonet_batch.edge.plan import actor_resources, inference_workers, session_options
+    from emonet_batch.job.infer import InferStage
 
     ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False)
     try:
-        config = ScoreConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), model=str(tiny_models["small"]),
-                             gpus_per_worker=1.0, allow_cpu_fallback=True, batch_size=2, progress="off", stats=False)  # fmt: skip
-        workers = inference_workers(config)
-        assert workers == 2 and actor_resources(config) == {"num_gpus": 1.0, "num_cpus": 0}
+        config = score_config(
+            (str(tmp_path / "in"),),
+            str(tmp_path / "out"),
+            str(tiny_models["small"]),
+            gpus_per_worker=1.0,
+            batch_size=2,
+            progress="off",
+            stats=False,
+        )
+        engine = config.engine
+        workers = inference_workers(engine)
+        assert workers == 2 and actor_resources(engine) == {"num_gpus": 1.0, "num_cpus": 0}
         # the pipeline's own actor class and resource request, started as the pool would start them
-        actor = ray.remote(**actor_resources(config))(InferStage)
-        pool = [actor.remote(config.model, session_options(config, workers), False, False, "") for _ in range(workers)]
+        actor = ray.remote(**actor_resources(engine))(InferStage)
+        pool = [actor.remote(config.model, session_options(engine, workers), False, False, "") for _ in range(workers)]
         batch = {"kind": np.array(["sample"], dtype=object), "pixels": np.zeros((1, 64, 64, 3), np.uint8)}
         devices = sorted(ray.get(a.__call__.remote(dict(batch)))["worker"][0].rsplit("gpu=", 1)[1] for a in pool)
         assert devices == ["0", "1"]
@@ -116,7 +177,7 @@ def test_one_inference_actor_per_gpu(tiny_models, tmp_path):
             ray.kill(started)  # give the GPUs back to the job below
         # and the whole job on that cluster scores every row on GPU-assigned actors
         good_shards(tmp_path / "in", shards=4, per_shard=4)
-        result = run_score(config)
+        result = run_score(config, require_provider=False)  # the GPUs are simulated: ORT runs on the CPU
     finally:
         ray.shutdown()
     scored_by = result.figures["images_by_worker"]
@@ -124,7 +185,7 @@ def test_one_inference_actor_per_gpu(tiny_models, tmp_path):
     assert {w.rsplit("gpu=", 1)[1] for w in scored_by} <= {"0", "1"}
 
 
-def test_losing_a_worker_node_loses_no_rows(tiny_models, tmp_path):
+def test_losing_a_worker_node_loses_no_rows(own_ray, tiny_models, tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -133,8 +194,15 @@ def test_losing_a_worker_node_loses_no_rows(tiny_models, tmp_path):
     worker = cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address)
     outcome = {}
-    config = ScoreConfig(inputs=(str(tmp_path / "in"),), output=str(tmp_path / "out"), model=str(tiny_models["small"]),
-                         workers=1, batch_size=2, progress="off", stats=False)  # fmt: skip
+    config = score_config(
+        (str(tmp_path / "in"),),
+        str(tmp_path / "out"),
+        str(tiny_models["small"]),
+        workers=1,
+        batch_size=2,
+        progress="off",
+        stats=False,
+    )
     thread = threading.Thread(target=lambda: outcome.update(result=run_score(config)))
     try:
         thread.start()
@@ -155,8 +223,16 @@ def test_losing_a_worker_node_loses_no_rows(tiny_models, tmp_path):
 
 def nightly_config(tmp_path, model) -> Path:
     path = tmp_path / "nightly.yaml"
-    path.write_text(yaml.safe_dump({"inputs": [str(tmp_path / "incoming")], "output_root": str(tmp_path / "nightly"), "model": str(model),
-                                    "options": {"meta_fields": ["gender"], "batch_size": 4, "report": False}}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "inputs": [str(tmp_path / "incoming")],
+                "output_root": str(tmp_path / "nightly"),
+                "model": str(model),
+                "options": {"meta_fields": ["gender"], "batch_size": 4, "report": False},
+            }
+        )
+    )
     return path
 
 
@@ -171,12 +247,19 @@ def test_nightly_scores_only_new_shards(tiny_models, tmp_path):
     assert (day1 / "stats" / "stats.json").exists() and not (day1 / "stats" / "report.html").exists()
     again = cli("nightly", str(config), "--date", "2026-11-24", env=env)
     assert again.returncode == 0 and "nothing to do" in again.stdout
-    from emonet_batch.samples import demo_samples
-    from emonet_batch.shards import write_shards
+    from emonet_batch.devtools.samples import demo_samples
+    from emonet_batch.devtools.shards import write_shards
 
-    write_shards(demo_samples(3, size=64), tmp_path / "new", 3, prefix="late")[0].rename(tmp_path / "incoming" / "late-00000.tar")
-    second = subprocess.run([sys.executable, str(ROOT / "jobs" / "nightly.py"), str(config), "--date", "2026-11-25", "--progress", "off"],
-                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    write_shards(demo_samples(3, size=64), tmp_path / "new", 3, prefix="late")[0].rename(
+        tmp_path / "incoming" / "late-00000.tar"
+    )
+    second = subprocess.run(
+        [sys.executable, str(ROOT / "jobs" / "nightly.py"), str(config), "--date", "2026-11-25", "--progress", "off"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert second.returncode == 0, second.stderr
     day2 = tmp_path / "nightly" / "dt=2026-11-25"
     assert [p.name for p in (day2 / "_commits").iterdir()] == ["late-00000.json"]
@@ -200,7 +283,12 @@ def test_cluster_files_parse_and_reference_real_entrypoints():
     for name in ("raycluster.yaml", "rayjob.yaml", "nightly-cronjob.yaml"):
         documents[name] = list(yaml.safe_load_all((ROOT / "cluster" / name).read_text()))
         assert all(doc.get("kind") for doc in documents[name])
-    text = "".join((ROOT / "cluster" / n).read_text() for n in ("gpu-cluster.yaml", "raycluster.yaml", "rayjob.yaml", "nightly-cronjob.yaml"))
+    text = "".join(
+        (ROOT / "cluster" / n).read_text()
+        for n in ("gpu-cluster.yaml", "raycluster.yaml", "rayjob.yaml", "nightly-cronjob.yaml")
+    )
     for entrypoint in ("jobs/score_corpus.py", "jobs/nightly.py"):
         assert entrypoint in text and (ROOT / entrypoint).is_file()
-    assert documents["rayjob.yaml"][0]["kind"] == "RayJob" and documents["nightly-cronjob.yaml"][-1]["kind"] == "CronJob"
+    assert (
+        documents["rayjob.yaml"][0]["kind"] == "RayJob" and documents["nightly-cronjob.yaml"][-1]["kind"] == "CronJob"
+    )

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from emonet_batch.analysis.evaluate import EvaluateConfig, annotation_ids, majority_votes, run_evaluate
 from emonet_batch.cli import main
-from emonet_batch.evaluate import EvaluateConfig, annotation_ids, majority_votes, run_evaluate
 from emonet_batch.taxonomy import EMOTION_COLUMNS, EMOTIONS
 
 BINARY = Path(__file__).parent / "data" / "binary_slice.csv"
@@ -62,7 +62,9 @@ def hq_file(path: Path, images: int, seed: int = 0) -> tuple[list[str], dict[str
             for e in emotions:
                 ratings[e][expert, i] = values[e]
             annotations = {f"Some Family|{e}": v for e, v in values.items()}
-            rows.append({"image": image, "annotator": f"expert-{expert}", "annotations": repr(annotations), "human": True})
+            rows.append(
+                {"image": image, "annotator": f"expert-{expert}", "annotations": repr(annotations), "human": True}
+            )
     rows.append({"image": ids[0], "annotator": "gpt", "annotations": repr({f"X|{emotions[0]}": 7}), "human": False})
     pd.DataFrame(rows).to_csv(path, index=False)
     from emonet_batch.taxonomy import column_name
@@ -73,7 +75,9 @@ def hq_file(path: Path, images: int, seed: int = 0) -> tuple[list[str], dict[str
 def test_hq_model_equal_to_the_median_gives_rho_one(tmp_path):
     ids, medians = hq_file(tmp_path / "hq.csv", 60)
     write_labels(tmp_path / "out", [f"hq/{i}" for i in ids], medians)
-    result, table = run_evaluate(EvaluateConfig(labels=str(tmp_path / "out"), annotations=str(tmp_path / "hq.csv"), bootstrap=50))
+    result, table = run_evaluate(
+        EvaluateConfig(labels=str(tmp_path / "out"), annotations=str(tmp_path / "hq.csv"), bootstrap=50)
+    )
     assert result["format"] == "hq"
     summary = result["summary"]
     assert summary["emotions"] == 6 and summary["mean_spearman"] == pytest.approx(1.0)
@@ -86,7 +90,12 @@ def test_hq_model_equal_to_the_median_gives_rho_one(tmp_path):
 
 def test_key_rule():
     known = {"00042", "00100"}
-    assert annotation_ids(["binary/00042", "img-100.jpg", "00042", "nothing"], known, None) == ["00042", "00100", "00042", None]
+    assert annotation_ids(["binary/00042", "img-100.jpg", "00042", "nothing"], known, None) == [
+        "00042",
+        "00100",
+        "00042",
+        None,
+    ]
     assert annotation_ids(["a-7-b"], {"0007"}, r"a-(\d+)-b") == ["7"]
 
 

@@ -7,11 +7,12 @@ import pytest
 
 from emonet_batch.cli import main
 from emonet_batch.errors import ModelError, UsageError
-from emonet_batch.export import ExportConfig, export_model, save_onnx
-from emonet_batch.infer import OnnxScorer
-from emonet_batch.model import load_model_info
+from emonet_batch.export import ExportConfig, export_model
+from emonet_batch.export.graph import save_onnx
+from emonet_batch.export.synthetic import write_synthetic_checkpoint
+from emonet_batch.job.infer import OnnxScorer
+from emonet_batch.model.record import load_model_info
 from emonet_batch.postprocess import packaged_neutral_means
-from emonet_batch.synthetic import write_synthetic_checkpoint
 from emonet_batch.taxonomy import HEAD_COLUMNS
 
 
@@ -67,7 +68,9 @@ def count_products(model_dir):
 
 
 def test_heads_are_batched_not_one_subgraph_each(tiny_models, tmp_path):
-    two = export_model(ExportConfig(out=tmp_path, synthetic="tiny", head_size="large", seed=7, only_heads=("anger", "valence")))
+    two = export_model(
+        ExportConfig(out=tmp_path, synthetic="tiny", head_size="large", seed=7, only_heads=("anger", "valence"))
+    )
     assert two.record["heads"] == ["anger", "valence"]
     # the number of matrix products does not grow with the number of heads
     assert count_products(tiny_models["large"]) == count_products(two.directory)
@@ -118,13 +121,31 @@ def test_fp16_variant_reports_its_error(tmp_path):
 
 
 def test_int8_variant_quantises_the_weight_products_and_records_its_accuracy(tmp_path, capsys):
-    assert main(["export", "--synthetic", "tiny", "--head-size", "large", "--precision", "int8", "--parity-images", "6",
-                 "--out", str(tmp_path)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--synthetic",
+                "tiny",
+                "--head-size",
+                "large",
+                "--precision",
+                "int8",
+                "--parity-images",
+                "6",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "parity vs PyTorch on 6 images" in capsys.readouterr().out
     info = load_model_info(tmp_path)
     assert info.precision == "int8" and info.record["quantization"]["constant_weights_only"] is True
     parity = info.record["parity"]
-    assert parity["images"] == 6 and 0 < parity["max_abs_score_diff"] <= 0.05 and parity["embedding_cosine_min"] >= 0.999
+    assert (
+        parity["images"] == 6 and 0 < parity["max_abs_score_diff"] <= 0.05 and parity["embedding_cosine_min"] >= 0.999
+    )
     graph = onnx.load(str(tmp_path / "model.onnx"))
     ops = {node.op_type for node in graph.graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
@@ -151,7 +172,7 @@ def test_refuses_to_overwrite_and_bad_combinations(tiny_models, tmp_path):
 
 
 def test_heads_must_fit_the_encoder_width(tmp_path):
-    from emonet_batch.synthetic import write_heads
+    from emonet_batch.export.synthetic import write_heads
 
     encoder, _ = write_synthetic_checkpoint(tmp_path / "ckpt", "tiny", "small", seed=0)
     write_heads(tmp_path / "wide", 1152, "small")
@@ -170,8 +191,17 @@ def test_cli_export_and_info(tmp_path, capsys):
 
 def test_cli_export_offline_hub_ids_fail_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
-    code = main(["export", "--encoder", "google/siglip2-so400m-patch16-384", "--heads", "laion/Empathic-Insight-Face-Large",
-                 "--out", str(tmp_path / "m")])  # fmt: skip
+    code = main(
+        [
+            "export",
+            "--encoder",
+            "google/siglip2-so400m-patch16-384",
+            "--heads",
+            "laion/Empathic-Insight-Face-Large",
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1 and "cannot download google/siglip2-so400m-patch16-384" in err
@@ -183,7 +213,23 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "needs --encoder and --heads" in err
     assert main(["export", "--synthetic", "huge", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    assert main(["export", "--heads", str(tmp_path / "missing"), "--encoder", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "export",
+                "--heads",
+                str(tmp_path / "missing"),
+                "--encoder",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "neither a directory nor a hub id" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "missing")]) == 1
-    assert capsys.readouterr().err.strip() == f"emonet-batch: error: not an exported model directory (no model.json): {tmp_path / 'missing'}"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"emonet-batch: error: not an exported model directory (no model.json): {tmp_path / 'missing'}"
+    )

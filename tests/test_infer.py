@@ -6,21 +6,30 @@ import shutil
 import numpy as np
 import pytest
 
-from emonet_batch.config import ScoreConfig
 from emonet_batch.errors import UsageError
-from emonet_batch.infer import OnnxScorer, SessionOptions, provider_list
-from emonet_batch.accuracy import accuracy_problems
-from emonet_batch.model import load_model_info
-from emonet_batch.score import run_score
+from emonet_batch.job.infer import OnnxScorer, SessionOptions, provider_list
+from emonet_batch.model.accuracy import accuracy_problems
+from emonet_batch.model.record import load_model_info
+from emonet_batch.run.config import score_config
+from emonet_batch.run.score import run_score
 
 
 def test_provider_lists_put_the_intended_provider_first_and_cpu_last():
     assert provider_list(SessionOptions(), 384) == [("CPUExecutionProvider", {})]
-    assert [name for name, _ in provider_list(SessionOptions(device="cuda"), 384)] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert [name for name, _ in provider_list(SessionOptions(device="cuda"), 384)] == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     providers = provider_list(SessionOptions(device="tensorrt", max_batch=64, trt_cache_dir="/cache"), 384)
-    assert [name for name, _ in providers] == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert [name for name, _ in providers] == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
     trt = providers[0][1]
-    assert trt["trt_profile_min_shapes"] == "pixels:1x384x384x3" and trt["trt_profile_max_shapes"] == "pixels:64x384x384x3"
+    assert (
+        trt["trt_profile_min_shapes"] == "pixels:1x384x384x3" and trt["trt_profile_max_shapes"] == "pixels:64x384x384x3"
+    )
     assert trt["trt_engine_cache_enable"] and trt["trt_engine_cache_path"] == "/cache"
     assert trt["trt_fp16_enable"] and not trt["trt_bf16_enable"]
     bf16 = provider_list(SessionOptions(device="tensorrt", trt_precision="bf16"), 384)[0][1]
@@ -55,12 +64,17 @@ def with_parity(source, target, **parity):
 def test_accuracy_limits(tiny_models, tmp_path):
     assert accuracy_problems(load_model_info(tiny_models["small"]).record) == []
     loose = with_parity(tiny_models["small"], tmp_path / "loose", max_abs_score_diff=0.2, embedding_cosine_min=0.99)
-    assert accuracy_problems(loose.record) == ["max |score difference| 0.2 > 0.05", "embedding cosine min 0.990000 < 0.999"]
+    assert accuracy_problems(loose.record) == [
+        "max |score difference| 0.2 > 0.05",
+        "embedding cosine min 0.990000 < 0.999",
+    ]
 
 
 def test_score_refuses_an_inaccurate_model_before_reading_anything(tiny_models, tmp_path):
     with_parity(tiny_models["small"], tmp_path / "loose", max_abs_score_diff=0.08)
-    config = ScoreConfig(inputs=(str(tmp_path / "missing.tar"),), output=str(tmp_path / "out"), model=str(tmp_path / "loose"))
-    with pytest.raises(UsageError, match=r"records max \|score difference\| 0.08 > 0.05 against fp32; .*--allow-inaccurate-model"):
+    config = score_config((str(tmp_path / "missing.tar"),), str(tmp_path / "out"), str(tmp_path / "loose"))
+    with pytest.raises(
+        UsageError, match=r"records max \|score difference\| 0.08 > 0.05 against fp32; .*--allow-inaccurate-model"
+    ):
         run_score(config)
     assert not (tmp_path / "out").exists()

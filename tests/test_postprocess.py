@@ -13,7 +13,9 @@ FILE_KEYS = [f"model_{head_file_stem(label)}_best" for label in EMOTIONS + DIMEN
 
 def ferd_arrays(field):
     rows = [json.loads(line)["results"] for line in FERD.read_text().splitlines() if line.strip()]
-    return np.array([[np.nan if r[k][field] is None else r[k][field] for k in FILE_KEYS] for r in rows], dtype=np.float64)
+    return np.array(
+        [[np.nan if r[k][field] is None else r[k][field] for k in FILE_KEYS] for r in rows], dtype=np.float64
+    )
 
 
 def test_derive_reproduces_laion_published_outputs():

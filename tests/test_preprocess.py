@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emonet_batch.preprocess import ImageDecodeError, decode_image, resize_filter_name
-from emonet_batch.samples import encode, face_image
+from emonet_batch.devtools.samples import encode, face_image
+from emonet_batch.job.decode import ImageDecodeError, decode_image, resize_filter_name
 
 SIZE = 64
 
@@ -38,7 +38,9 @@ def test_exif_orientation_is_applied(fast):
     array[:, 40:] = (0, 0, 255)
     exif = Image.Exif()
     exif[0x0112] = 6
-    out = decode_image(encode(Image.fromarray(array), "JPEG", quality=95, exif=exif.tobytes()), SIZE, fast=fast).astype(int)
+    out = decode_image(encode(Image.fromarray(array), "JPEG", quality=95, exif=exif.tobytes()), SIZE, fast=fast).astype(
+        int
+    )
     top, bottom = out[: SIZE // 2 - 4].mean(axis=(0, 1)), out[SIZE // 2 + 4 :].mean(axis=(0, 1))
     assert top[0] > 200 and top[2] < 60, "red should be on top after rotating clockwise"
     assert bottom[2] > 200 and bottom[0] < 60

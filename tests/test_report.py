@@ -6,8 +6,8 @@ from html.parser import HTMLParser
 
 from PIL import Image
 
-from emonet_batch.report import build_report, cluster_order
-from emonet_batch.shards import write_shards
+from emonet_batch.analysis.report import build_report, cluster_order
+from emonet_batch.devtools.shards import write_shards
 
 from .test_stats import write_labels
 
@@ -40,11 +40,15 @@ def decode(uri: str) -> Image.Image:
 def test_report_sections_images_and_gallery(tmp_path):
     frame = write_labels(tmp_path, shards=2, rows=30)
     # real shards behind the label keys, so the gallery can read thumbnails back
-    from emonet_batch.samples import encode, face_image
+    from emonet_batch.devtools.samples import encode, face_image
 
     for shard, group in frame.groupby("shard"):
-        paths = write_shards([(key, {"jpg": encode(face_image(i, 64), "JPEG")}) for i, key in enumerate(group["key"])],
-                             tmp_path / "in", samples_per_shard=100, prefix=shard)  # fmt: skip
+        paths = write_shards(
+            [(key, {"jpg": encode(face_image(i, 64), "JPEG")}) for i, key in enumerate(group["key"])],
+            tmp_path / "in",
+            samples_per_shard=100,
+            prefix=shard,
+        )
         (tmp_path / "_commits" / f"{shard}.json").write_text(f'{{"input": "{paths[0]}"}}')
     location = build_report(str(tmp_path), gallery=3)
     page = Page()

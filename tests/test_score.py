@@ -7,36 +7,46 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from emonet_batch.config import ScoreConfig
 from emonet_batch.errors import UsageError
-from emonet_batch.score import run_score
+from emonet_batch.run.config import score_config
+from emonet_batch.run.score import run_score
 from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
 
-from .shardkit import EXPECTED_ERRORS, MAX_PIXELS, good_shards, manifest, odd_samples, parquet_shard, read_labels, truncate
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    import ray
-
-    from emonet_batch.pipeline import ensure_ray
-
-    ensure_ray()
-    yield
-    ray.shutdown()
+from .shardkit import (
+    EXPECTED_ERRORS,
+    MAX_PIXELS,
+    good_shards,
+    manifest,
+    odd_samples,
+    parquet_shard,
+    read_labels,
+    truncate,
+)
 
 
 def score(tmp_path, model, inputs, **options):
     """run_score without stats and report (they have their own tests; the demo and S3 tests run them whole)."""
     options = {"progress": "off", "batch_size": 8, "stats": False, **options}
-    config = ScoreConfig(inputs=tuple(str(i) for i in inputs), output=str(tmp_path / options.pop("out", "out")), model=str(model), **options)
+    config = score_config(
+        tuple(str(i) for i in inputs),
+        str(tmp_path / options.pop("out", "out")),
+        str(model),
+        **options,
+    )
     return run_score(config)
 
 
 def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_path):
     shards = good_shards(tmp_path / "in", shards=3, per_shard=7)
-    result = score(tmp_path, tiny_models["small"], [tmp_path / "in" / "shard-{00000..00002}.tar"],
-                   meta_fields=("gender", "age", "ethnicity"), centered=True, softmax=True, embedding=True)  # fmt: skip
+    result = score(
+        tmp_path,
+        tiny_models["small"],
+        [tmp_path / "in" / "shard-{00000..00002}.tar"],
+        meta_fields=("gender", "age", "ethnicity"),
+        centered=True,
+        softmax=True,
+        embedding=True,
+    )
     assert result.exit_code == 0
     out = tmp_path / "out"
     assert sorted(p.name for p in (out / "labels").iterdir()) == [f"{s.stem}.parquet" for s in shards]
@@ -47,7 +57,9 @@ def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_
     assert table.num_rows == 7 and table.column("key").to_pylist() == [f"face-{i:05d}" for i in range(7, 14)]
     schema = table.schema
     assert str(schema.field("amusement").type) == "float" and str(schema.field("top_prob").type) == "float"
-    assert str(schema.field("shard").type).startswith("dictionary") and str(schema.field("top_emotion").type).startswith("dictionary")
+    assert str(schema.field("shard").type).startswith("dictionary") and str(
+        schema.field("top_emotion").type
+    ).startswith("dictionary")
     assert schema.field("embedding").type.list_size == 64
     assert set(table.column("top_emotion").to_pylist()) <= set(EMOTIONS)
     assert schema.metadata[b"emonet_batch.model_id"].decode() == result.manifest["model"]["id"]
@@ -97,7 +109,7 @@ def test_another_model_is_refused_unless_overwrite(ray_runtime, tiny_models, tmp
 
 
 def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
-    from emonet_batch.shards import write_shards
+    from emonet_batch.devtools.shards import write_shards
 
     odd = write_shards(odd_samples(), tmp_path / "in", samples_per_shard=100, prefix="odd")[0]
     good = good_shards(tmp_path / "in", shards=1, per_shard=6)[0]
@@ -128,18 +140,24 @@ def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
 
 
 def test_error_rate_decides_the_exit_code(ray_runtime, tiny_models, tmp_path):
-    from emonet_batch.shards import write_shards
+    from emonet_batch.devtools.shards import write_shards
 
     shard = write_shards(odd_samples(), tmp_path / "in", samples_per_shard=100)[0]
     assert score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS).exit_code == 3
-    assert score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5).exit_code == 0
+    assert (
+        score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5).exit_code
+        == 0
+    )
 
 
 def test_parquet_shards_with_image_columns(ray_runtime, tiny_models, tmp_path):
     (tmp_path / "in").mkdir()
     shard = parquet_shard(tmp_path / "in" / "hq-0000.parquet", 5)
     result = score(tmp_path, tiny_models["small"], [shard], meta_fields=("emotion", "age"))
-    assert result.manifest["shards"]["hq-0000"] | {"samples": 5, "labels": 4, "errors": 1} == result.manifest["shards"]["hq-0000"]
+    assert (
+        result.manifest["shards"]["hq-0000"] | {"samples": 5, "labels": 4, "errors": 1}
+        == result.manifest["shards"]["hq-0000"]
+    )
     labels = read_labels(tmp_path / "out").to_pydict()
     assert labels["key"] == ["img_0000", "img_0002", "img_0003", "img_0004"]
     assert labels["age"] == [20, 22, 23, 24]
@@ -165,16 +183,42 @@ def test_cli_score_summary_and_one_line_errors(ray_runtime, tiny_models, tmp_pat
     good_shards(tmp_path / "in", shards=2, per_shard=3)
     listing = tmp_path / "list.txt"
     listing.write_text(f"# two shards\n{tmp_path / 'in' / 'shard-00000.tar'}\n{tmp_path / 'in' / 'shard-00001.tar'}\n")
-    args = ["score", f"@{listing}", "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"]), "--progress", "log"]
+    args = [
+        "score",
+        f"@{listing}",
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_models["small"]),
+        "--progress",
+        "log",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "complete  2      6        6       0" in captured.out and "exit code 0" in captured.out
     assert "emonet-batch: finished: images 6" in captured.err
-    assert main(["score", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--model", str(tiny_models["small"])]) == 2
+    assert (
+        main(["score", str(tmp_path / "nope"), "--output", str(tmp_path / "o"), "--model", str(tiny_models["small"])])
+        == 2
+    )
     assert capsys.readouterr().err.strip() == f"emonet-batch: error: input not found: {tmp_path / 'nope'}"
     assert main(["score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(tmp_path)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
-    assert main(["score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(tiny_models["small"]), "--batch-size", "0"]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "in"),
+                "--output",
+                str(tmp_path / "o"),
+                "--model",
+                str(tiny_models["small"]),
+                "--batch-size",
+                "0",
+            ]
+        )
+        == 2
+    )
 
 
 def test_an_inaccurate_model_scores_only_when_allowed(ray_runtime, tiny_models, tmp_path):

@@ -5,9 +5,9 @@ import tarfile
 import pytest
 
 from emonet_batch.cli import main
-from emonet_batch.read import tar_rows
-from emonet_batch.samples import encode, face_image
-from emonet_batch.shards import folder_to_shards
+from emonet_batch.devtools.samples import encode, face_image
+from emonet_batch.devtools.shards import folder_to_shards
+from emonet_batch.job.read import tar_rows
 
 
 @pytest.fixture
@@ -28,7 +28,10 @@ def test_folder_to_shards_with_metadata(folder, tmp_path):
     rows = [row for path in paths for row in tar_rows(io.BytesIO(path.read_bytes()), path.stem, path.stat().st_size)]
     samples = [r for r in rows if r["kind"] == "sample"]
     assert [r["key"] for r in samples] == ["a", "b", "c_v2", "sub__a"]
-    assert all(r["kind"] != "error" for r in rows) and [r["error_type"] for r in rows if r["kind"] == "end"] == ["complete", "complete"]
+    assert all(r["kind"] != "error" for r in rows) and [r["status"] for r in rows if r["kind"] == "end"] == [
+        "complete",
+        "complete",
+    ]
     assert json.loads(samples[0]["meta"]) == {"age": "31", "gender": "female"}
     assert json.loads(samples[3]["meta"]) == {"age": "40", "gender": "male"}
     assert samples[1]["meta"] is None
@@ -45,7 +48,21 @@ def test_shards_are_deterministic(folder, tmp_path):
 
 def test_json_metadata_and_cli(folder, tmp_path, capsys):
     (tmp_path / "meta.json").write_text(json.dumps({"b.png": {"ethnicity": "european"}}))
-    assert main(["shard", str(folder), "--out", str(tmp_path / "s"), "--shard-size", "2", "--metadata", str(tmp_path / "meta.json")]) == 0
+    assert (
+        main(
+            [
+                "shard",
+                str(folder),
+                "--out",
+                str(tmp_path / "s"),
+                "--shard-size",
+                "2",
+                "--metadata",
+                str(tmp_path / "meta.json"),
+            ]
+        )
+        == 0
+    )
     assert "wrote 2 shards" in capsys.readouterr().out
     assert main(["shard", str(tmp_path / "missing"), "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip() == f"emonet-batch: error: not a directory: {tmp_path / 'missing'}"

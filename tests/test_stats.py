@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from emonet_batch.analysis.stats import compute_stats
 from emonet_batch.errors import UsageError
-from emonet_batch.stats import compute_stats
 from emonet_batch.taxonomy import EMOTION_COLUMNS, EMOTIONS, HEAD_COLUMNS, family_of
 
 
@@ -19,7 +19,9 @@ def write_labels(output, shards: int, rows: int, seed: int = 0) -> pd.DataFrame:
     frames = []
     for s in range(shards):
         shard = f"shard-{s:05d}"
-        frame = pd.DataFrame(rng.normal(1.0, 1.5, size=(rows, len(HEAD_COLUMNS))).astype(np.float32), columns=list(HEAD_COLUMNS))
+        frame = pd.DataFrame(
+            rng.normal(1.0, 1.5, size=(rows, len(HEAD_COLUMNS))).astype(np.float32), columns=list(HEAD_COLUMNS)
+        )
         frame.insert(0, "key", [f"{shard}-{i}" for i in range(rows)])
         frame.insert(1, "shard", shard)
         frame["top_emotion"] = [EMOTIONS[i] for i in np.argmax(frame[list(EMOTION_COLUMNS)].to_numpy(), axis=1)]

@@ -45,43 +45,84 @@ def s3(monkeypatch):
 
 
 def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emonet_batch", *args], capture_output=True, text=True, env=env, timeout=300, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "emonet_batch", *args], capture_output=True, text=True, env=env, timeout=300, **kwargs
+    )
 
 
 def test_s3_in_and_out_and_no_secret_anywhere(s3, tiny_models, tmp_path):
     endpoint, client = s3
     for path in good_shards(tmp_path / "in", shards=2, per_shard=4):
         client.upload_file(str(path), "corpus", f"faces/{path.name}")
-    run = cli("score", "s3://corpus/faces/shard-{00000..00001}.tar", "s3://corpus/faces/missing.tar", "--output", "s3://results/run1",
-              "--model", str(tiny_models["small"]), "--endpoint-url", endpoint, "--meta-fields", "gender", "--progress", "log")  # fmt: skip
+    run = cli(
+        "score",
+        "s3://corpus/faces/shard-{00000..00001}.tar",
+        "s3://corpus/faces/missing.tar",
+        "--output",
+        "s3://results/run1",
+        "--model",
+        str(tiny_models["small"]),
+        "--endpoint-url",
+        endpoint,
+        "--meta-fields",
+        "gender",
+        "--progress",
+        "log",
+    )
     assert run.returncode == 1, run.stderr  # the missing shard fails; the others complete
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="results")["Contents"])
     assert [k for k in keys if not k.startswith("run1/stats/")] == [
-        "run1/_commits/shard-00000.json", "run1/_commits/shard-00001.json", "run1/labels/shard-00000.parquet",
-        "run1/labels/shard-00001.parquet", "run1/manifest.json",
-    ]  # fmt: skip
+        "run1/_commits/shard-00000.json",
+        "run1/_commits/shard-00001.json",
+        "run1/labels/shard-00000.parquet",
+        "run1/labels/shard-00001.parquet",
+        "run1/manifest.json",
+    ]
     assert {"run1/stats/stats.json", "run1/stats/report.html"} <= set(keys)
     manifest = json.loads(client.get_object(Bucket="results", Key="run1/manifest.json")["Body"].read())
-    assert manifest["shards"]["shard-00000"]["status"] == "complete" and manifest["shards"]["missing"]["status"] == "failed"
-    labels = pq.read_table(pa.BufferReader(client.get_object(Bucket="results", Key="run1/labels/shard-00001.parquet")["Body"].read()))
+    assert (
+        manifest["shards"]["shard-00000"]["status"] == "complete"
+        and manifest["shards"]["missing"]["status"] == "failed"
+    )
+    labels = pq.read_table(
+        pa.BufferReader(client.get_object(Bucket="results", Key="run1/labels/shard-00001.parquet")["Body"].read())
+    )
     assert labels.column("key").to_pylist() == [f"face-{i:05d}" for i in range(4, 8)]
 
-    everything = run.stdout + run.stderr + "".join(
-        client.get_object(Bucket="results", Key=key)["Body"].read().decode("latin-1") for key in keys
+    everything = (
+        run.stdout
+        + run.stderr
+        + "".join(client.get_object(Bucket="results", Key=key)["Body"].read().decode("latin-1") for key in keys)
     )
     assert CANARY not in everything and "emonet-test-key" not in everything
 
     # a second run commits nothing twice: the commit records are create-only on S3 too
-    again = cli("score", "s3://corpus/faces/shard-{00000..00001}.tar", "--output", "s3://results/run1",
-                "--model", str(tiny_models["small"]), "--endpoint-url", endpoint)  # fmt: skip
+    again = cli(
+        "score",
+        "s3://corpus/faces/shard-{00000..00001}.tar",
+        "--output",
+        "s3://results/run1",
+        "--model",
+        str(tiny_models["small"]),
+        "--endpoint-url",
+        endpoint,
+    )
     assert again.returncode == 0, again.stderr
     assert "skipped (committed earlier)  2" in again.stdout and CANARY not in again.stdout + again.stderr
 
 
 def test_storage_errors_do_not_leak_secrets(s3, tiny_models, tmp_path):
     endpoint, _ = s3
-    run = cli("score", "s3://no-such-bucket/x-{0..1}.tar", "--output", "s3://no-such-bucket/out", "--model", str(tiny_models["small"]),
-              "--endpoint-url", endpoint)  # fmt: skip
+    run = cli(
+        "score",
+        "s3://no-such-bucket/x-{0..1}.tar",
+        "--output",
+        "s3://no-such-bucket/out",
+        "--model",
+        str(tiny_models["small"]),
+        "--endpoint-url",
+        endpoint,
+    )
     assert run.returncode != 0
     assert CANARY not in run.stdout + run.stderr
     assert "Traceback" not in run.stderr
@@ -89,13 +130,26 @@ def test_storage_errors_do_not_leak_secrets(s3, tiny_models, tmp_path):
 
 def test_killed_driver_resumes_without_loss_or_duplicates(tiny_models, tmp_path):
     good_shards(tmp_path / "in", shards=10, per_shard=6)
-    args = ["score", str(tmp_path / "in"), "--model", str(tiny_models["small"]), "--batch-size", "4", "--progress", "off"]
+    args = [
+        "score",
+        str(tmp_path / "in"),
+        "--model",
+        str(tiny_models["small"]),
+        "--batch-size",
+        "4",
+        "--progress",
+        "off",
+    ]
     reference = cli(*args, "--output", str(tmp_path / "reference"), "--no-stats")
     assert reference.returncode == 0, reference.stderr
 
     commits = tmp_path / "out" / "_commits"
-    process = subprocess.Popen([sys.executable, "-m", "emonet_batch", *args, "--output", str(tmp_path / "out")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emonet_batch", *args, "--output", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and (not commits.exists() or len(list(commits.iterdir())) < 3):
         time.sleep(0.05)
@@ -119,12 +173,13 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tiny_models, tmp_path)
     want = pq.read_table(tmp_path / "reference" / "labels").sort_by("key")
     assert got.num_rows == 60 and len(set(got.column("key").to_pylist())) == 60
     assert got.equals(want)
-    print(f"resume: {len(committed_before)} shards committed before the kill and skipped, {got.num_rows} rows equal to the reference")
+    skipped, rows = len(committed_before), got.num_rows
+    print(f"resume: {skipped} shards committed before the kill and skipped, {rows} rows equal to the reference")
 
 
 def test_commit_records_are_create_only_on_s3(s3):
-    from emonet_batch.config import StorageOptions
-    from emonet_batch.storage import create_only, filesystem
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.storage import create_only, filesystem
 
     endpoint, client = s3
     fs, path = filesystem("s3://results/x/_commits/a.json", StorageOptions(endpoint_url=endpoint))

@@ -1,0 +1,99 @@
+"""Plain-text tables for the terminal (model info, demo results)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+from ..model.accuracy import accuracy_problems
+from ..model.record import ModelInfo
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], wrap: int = 88) -> str:
+    """Left-aligned columns separated by two spaces, a rule under the header; the last column is
+    wrapped at `wrap` characters onto continuation lines."""
+    head = [str(h) for h in headers]
+    body = [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head) - 1)]
+    last_width = min(wrap, max(len(row[-1]) for row in [head] + body))
+    widths.append(last_width)
+    lines = [_line(head, widths), "  ".join("-" * w for w in widths)]
+    for row in body:
+        pieces = textwrap.wrap(row[-1], wrap) or [""]
+        lines.append(_line(row[:-1] + [pieces[0]], widths))
+        lines.extend(_line([""] * (len(row) - 1) + [piece], widths) for piece in pieces[1:])
+    return "\n".join(lines)
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+
+def model_info_table(info: ModelInfo) -> str:
+    record = info.record
+    parity = record.get("parity", {})
+    sources = record.get("sources", {})
+    rows = [
+        ("directory", info.directory),
+        ("model id (sha256 of model.onnx)", info.model_id),
+        ("files", ", ".join(f"{name} ({digest[:12]})" for name, digest in info.files.items())),
+        ("heads", f"{len(info.heads)} ({info.head_size}): {', '.join(info.heads)}"),
+        ("image size", f"{info.image_size} px, resize filter {info.resize_filter}"),
+        ("embedding", f"{info.embedding_dim}-d, L2-normalised: {'yes' if info.normalize else 'no'}"),
+        (
+            "precision",
+            info.precision + (f" ({record['quantization']['weights']} weights)" if "quantization" in record else ""),
+        ),
+        ("opset", record.get("opset", "?")),
+        (
+            "parity vs PyTorch",
+            ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in parity.items()),
+        ),
+        ("accuracy limits", "; ".join(accuracy_problems(record)) or "within (score uses it)"),
+        ("encoder source", sources.get("encoder", "?")),
+        ("heads source", sources.get("heads", "?")),
+        ("source files hashed", len(sources.get("sha256", {}))),
+        ("versions", ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())),
+    ]
+    return format_table(("field", "value"), rows)
+
+
+def run_summary(result) -> str:
+    """The final table of a scoring run: one row per shard status, then the run's figures."""
+    by_status: dict[str, list] = {}
+    for outcome in result.outcomes.values():
+        by_status.setdefault("skipped (committed earlier)" if outcome.skipped else outcome.status, []).append(outcome)
+    rows = [
+        (status, len(group), sum(o.samples for o in group), sum(o.labels for o in group), sum(o.errors for o in group))
+        for status, group in sorted(by_status.items())
+    ]
+    figures = result.figures
+    problems = [f"  {o.shard}: {o.status}: {o.reason}" for o in result.outcomes.values() if o.status != "complete"]
+    lines = [
+        format_table(("shards", "count", "samples", "labels", "errors"), rows),
+        "",
+        f"this run: {figures['images']} images, {figures['errors']} errors, {figures['shards_scored']} shards scored, "
+        f"{figures['shards_skipped']} skipped, {figures['wall_s']:.1f} s, {figures['images_per_s']:.1f} images/s",
+    ]
+    if problems:
+        lines += ["not complete (rerun to retry):", *problems]
+    if result.report:
+        lines.append(f"stats and report: {result.report.rsplit('/', 1)[0]}/ (open report.html)")
+    lines.append(f"exit code {result.exit_code}")
+    return "\n".join(lines)
+
+
+def stats_summary(stats: dict, output: str, top: int = 5) -> str:
+    run = stats["run"]
+    rows = [
+        (emotion, value["count"], f"{value['share']:.1%}")
+        for emotion, value in list(stats["top_emotion"].items())[:top]
+    ]
+    return "\n".join(
+        [
+            f"stats of {run['label_rows']} label rows in {run['label_files']} shards ({run['stats_wall_s']:.2f} s)",
+            format_table(("top emotion", "images", "share"), rows),
+            f"written to {output.rstrip('/')}/stats/ "
+            "(stats.json, heads, histograms, top_emotions, correlation, groups)",
+        ]
+    )

@@ -1,0 +1,84 @@
+"""Model-only throughput and accuracy of inference paths, measured in one run on one image set.
+
+A path is a function uint8 pixels [N, S, S, 3] -> (scores, embedding). Each is timed over the same
+batches after one warm-up batch, and compared with the reference path (PyTorch eager fp32:
+`reference.reference_runner`) on the outputs of those same timed batches. Used by scripts/bench.py (CPU)
+and scripts/gpu_bench.py (GPU). No torch here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..job.infer import OnnxScorer, SessionOptions
+from ..model.accuracy import Parity, compare_outputs
+from ..model.record import ModelInfo, load_model_info
+
+Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class Measured:
+    images_per_s: float
+    scores: np.ndarray
+    embedding: np.ndarray
+
+
+def measure(run: Runner, pixels: np.ndarray, batch_size: int) -> Measured:
+    """images/s over every batch of `pixels` (after one warm-up batch), and the outputs of those batches."""
+    batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
+    run(batches[0])  # warm-up: allocations, kernel selection, lazy initialisation
+    started = time.perf_counter()
+    outputs = [run(batch) for batch in batches]
+    seconds = time.perf_counter() - started
+    return Measured(
+        len(pixels) / seconds, np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
+    )
+
+
+def accuracy(reference: Measured, got: Measured, info: ModelInfo) -> Parity:
+    return compare_outputs(
+        reference.scores, reference.embedding, got.scores, got.embedding, info.heads, info.neutral_means
+    )
+
+
+def ort_scorer(model_dir: Path, options: SessionOptions) -> OnnxScorer:
+    """An ONNX Runtime session on `options.device`; a provider that did not load is an error, not a quiet CPU run."""
+    scorer = OnnxScorer(load_model_info(model_dir), options)
+    scorer.check_provider()
+    return scorer
+
+
+def cpu_description() -> str:
+    """CPU model and the matrix extensions the int8/bf16 kernels can use (Linux; "unknown" elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown"
+    )
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+    return f"{name}; {' '.join(f for f in wanted if f in flags) or 'no AVX2'}"
+
+
+def path_figures(name: str, measured: Measured, reference: Measured | None, info: ModelInfo) -> dict[str, float]:
+    """`<name>_images_per_s` and, against the reference, `<name>_max_abs_err`, `_embedding_cos_min` and
+    `_top_agreement`."""
+    figures = {f"{name}_images_per_s": round(measured.images_per_s, 4)}
+    if reference is not None:
+        parity = accuracy(reference, measured, info)
+        figures.update(
+            {
+                f"{name}_max_abs_err": float(f"{parity.max_abs_score_diff:.3g}"),
+                f"{name}_embedding_cos_min": round(parity.embedding_cosine_min, 6),
+                f"{name}_top_agreement": round(parity.top_emotion_agreement, 4),
+            }
+        )
+    return figures

@@ -1,0 +1,179 @@
+"""Commit stage: one whole shard's rows -> labels/<id>.parquet, errors/<id>.parquet, then _commits/<id>.json.
+
+The commit record is written last and create-only: a shard is done exactly when its record exists, so
+a crash between files leaves a shard that the next run simply redoes. Files are deterministic (rows in
+read order, no timestamps), so the same inputs and model give byte-identical label files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..model.postprocess import derive, top_emotion
+from ..model.record import ModelInfo
+from .config import LabelOptions
+from .layout import (
+    EMBEDDING_COLUMN,
+    ERROR_COLUMNS,
+    KEY,
+    SHARD,
+    TOP_EMOTION,
+    TOP_PROB,
+    centered_column,
+    commit_file,
+    error_file,
+    label_file,
+    softmax_column,
+)
+from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd
+from .storage import create_only, join, write_bytes
+
+_STRING_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+@dataclass
+class ShardOutcome:
+    """What happened to one shard in a run (or in the run that committed it)."""
+
+    shard: str
+    input: str
+    status: str  # complete | incomplete | failed
+    samples: int = 0
+    labels: int = 0
+    errors: int = 0
+    reason: str | None = None
+    skipped: bool = False  # committed by an earlier run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "shard"}
+
+    def commit_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.as_dict().items() if k not in ("status", "skipped", "reason")}
+
+
+def label_table(rows: dict[str, np.ndarray], info: ModelInfo, options: LabelOptions) -> pa.Table:
+    """Label rows (kind == sample, in read order) -> the labels table of the output layout."""
+    count = len(rows[KEY])
+    scores = np.asarray(rows[SCORES], dtype=np.float32).reshape(count, len(info.heads))
+    derived = derive(scores, info.heads, info.neutral_means)
+    top, top_prob = top_emotion(derived["softmax"], info.heads) if count else ([], np.zeros(0))
+    columns: dict[str, pa.Array] = {
+        KEY: pa.array(rows[KEY].tolist(), pa.string()),
+        SHARD: pa.array(rows[SHARD].tolist(), pa.string()).dictionary_encode(),
+    }
+    for i, head in enumerate(info.heads):
+        columns[head] = pa.array(scores[:, i], pa.float32())
+    columns[TOP_EMOTION] = pa.array(list(top), pa.string()).cast(_STRING_DICT)
+    columns[TOP_PROB] = pa.array(np.asarray(top_prob, dtype=np.float32), pa.float32())
+    if options.centered:
+        for i, head in enumerate(info.heads):
+            columns[centered_column(head)] = pa.array(derived["centered"][:, i].astype(np.float32), pa.float32())
+    if options.softmax:
+        for i, head in enumerate(info.heads):
+            columns[softmax_column(head)] = pa.array(derived["softmax"][:, i].astype(np.float32), pa.float32())
+    if options.embedding:
+        embedding = np.asarray(rows[EMBEDDING], dtype=np.float32).reshape(count, info.embedding_dim)
+        flat = pa.array(embedding.reshape(-1), pa.float32())
+        columns[EMBEDDING_COLUMN] = pa.FixedSizeListArray.from_arrays(flat, info.embedding_dim)
+    for field, values in meta_columns(rows["meta"], options.meta_fields).items():
+        columns[field] = values
+    table = pa.table(columns)
+    return table.replace_schema_metadata(file_metadata(info))
+
+
+def meta_columns(meta: np.ndarray, fields: tuple[str, ...]) -> dict[str, pa.Array]:
+    """Promoted metadata fields as typed columns (strings when a field mixes types, nests or is all null)."""
+    parsed = [json.loads(m) if isinstance(m, str) else {} for m in meta]
+    out = {}
+    for field in fields:
+        values = [record.get(field) if isinstance(record, dict) else None for record in parsed]
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            array = _as_strings(values)
+        if pa.types.is_null(array.type) or pa.types.is_nested(array.type):
+            array = _as_strings(values)
+        out[field] = array.dictionary_encode() if pa.types.is_string(array.type) else array
+    return out
+
+
+def _as_strings(values: list[Any]) -> pa.Array:
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
+
+
+def error_table(rows: dict[str, np.ndarray], info: ModelInfo) -> pa.Table:
+    columns = {name: pa.array(rows[name].tolist(), pa.string()) for name in ERROR_COLUMNS}
+    for name in ("shard", "stage", "error_type"):
+        columns[name] = columns[name].dictionary_encode()
+    return pa.table(columns).replace_schema_metadata(file_metadata(info))
+
+
+def file_metadata(info: ModelInfo) -> dict[str, str]:
+    return {
+        "emonet_batch.version": __version__,
+        "emonet_batch.model_id": info.model_id,
+        "emonet_batch.heads": json.dumps(list(info.heads)),
+        "emonet_batch.precision": info.precision,
+    }
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
+    return buffer.getvalue()
+
+
+def select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: column[mask] for name, column in rows.items()}
+
+
+def commit_shard(
+    fs,
+    output: str,
+    shard_id: str,
+    rows: dict[str, np.ndarray],
+    end: ShardEnd,
+    info: ModelInfo,
+    options: LabelOptions,
+    display_url: str,
+) -> ShardOutcome:
+    """Write a shard's files, then (for a completely read shard) its create-only commit record."""
+    rows = select(rows, np.argsort(rows["seq"], kind="stable"))
+    labels = select(rows, rows["kind"] == SAMPLE)
+    errors = select(rows, rows["kind"] == ERROR)
+    outcome = ShardOutcome(shard_id, display_url, end.status, end.count, len(labels[KEY]), len(errors[KEY]), end.reason)
+    if outcome.labels + outcome.errors != outcome.samples:
+        raise AssertionError(
+            f"shard {shard_id}: {outcome.samples} samples read but {outcome.labels} labels + {outcome.errors} errors"
+        )
+    if end.status == FAILED:
+        return outcome
+    files = {label_file(shard_id): parquet_bytes(label_table(labels, info, options))}
+    if outcome.errors:
+        files[error_file(shard_id)] = parquet_bytes(error_table(errors, info))
+    elif fs.exists(stale := join(output, error_file(shard_id))):
+        fs.rm(stale)  # left by an earlier, incomplete attempt at this shard
+    for name, data in files.items():
+        write_bytes(fs, join(output, name), data)
+    if end.status == COMPLETE:
+        record = {
+            "shard": shard_id,
+            **outcome.commit_fields(),
+            "model_id": info.model_id,
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "emonet_batch": __version__,
+            "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if not create_only(fs, join(output, commit_file(shard_id)), json.dumps(record, indent=1).encode()):
+            outcome.reason = "already committed by another run; that run's commit record stands"
+    return outcome

@@ -1,0 +1,51 @@
+"""The settings of the scoring job, one typed group per concern:
+
+- LabelOptions: what shapes the label files (columns, values, which images decode);
+- EngineOptions: how the work is spread and run (actors, batches, devices, threads): never the labels;
+- StorageOptions: how storage is reached (never credentials).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .decode import DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """How to reach object storage. Only non-secret settings: credentials come from the environment
+    of whichever process touches storage (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...)."""
+
+    endpoint_url: str | None = None
+
+    def fsspec_options(self, protocol: str) -> dict:
+        if self.endpoint_url and protocol in ("s3", "s3a"):
+            return {"client_kwargs": {"endpoint_url": self.endpoint_url}}
+        return {}
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """What a label file holds and how its pixels are made, besides the model."""
+
+    meta_fields: tuple[str, ...] = ()  # fields of each sample's json copied into columns
+    centered: bool = False  # <head>_centered columns
+    softmax: bool = False  # <head>_softmax columns
+    embedding: bool = False  # the embedding column
+    fast_decode: bool = True  # DCT-domain downscaling of large JPEGs (see decode.decode_image)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images become error rows
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the work runs; no setting here changes a label."""
+
+    workers: int | None = None  # inference actors; None: one per GPU, or one on a CPU-only machine
+    batch_size: int = 32  # images per inference call
+    decode_batch_size: int = 16  # images per decode call
+    gpus_per_worker: float = 0.0
+    gpu_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
+    trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use
+    trt_cache_dir: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
+    threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers

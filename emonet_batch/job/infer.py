@@ -1,0 +1,178 @@
+"""ONNX Runtime inference over an exported model: uint8 pixels in, raw head scores and embeddings out."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, ModelInfo
+from .rows import EMBEDDING, PIXELS, SAMPLE, SCORES, WORKER
+
+#: ONNX Runtime provider names of the devices a session can run on.
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+TRT_PRECISIONS = ("fp16", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """ONNX Runtime session settings (README, "Performance and tuning", says how they were chosen).
+
+    device: cpu | cuda | tensorrt (TensorRT falls back to CUDA for what it cannot take).
+    intra_op_threads: 0 lets ORT use every core it sees; the pipeline gives each CPU actor its share.
+    trt_precision: the reduced precision TensorRT may choose kernels in: fp16 (meant for the fp16 export), bf16
+      (Ampere and newer; meant for the fp32 export: bf16 has fp32's range, so LayerNorm statistics cannot
+      overflow), or fp32 (none).
+    max_batch: the largest batch a TensorRT engine is built for (its dynamic-batch profile is 1..max_batch).
+    trt_cache_dir: where TensorRT engines and timing caches are kept between runs (built once per GPU
+      model and shape profile: minutes for the full tower, then seconds to load)."""
+
+    device: str = "cpu"
+    intra_op_threads: int = 0
+    trt_precision: str = "fp16"
+    max_batch: int = 32
+    trt_cache_dir: str | None = None
+
+    @property
+    def provider(self) -> str:
+        return PROVIDERS[self.device]
+
+
+def provider_list(options: SessionOptions, image_size: int) -> list[tuple[str, dict[str, Any]]]:
+    """The providers in priority order, each with its options; CPU always last (shape ops and fallbacks)."""
+    cuda = (
+        "CUDAExecutionProvider",
+        {"device_id": 0, "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": True},
+    )
+    cpu = ("CPUExecutionProvider", {})
+    if options.device == "cpu":
+        return [cpu]
+    if options.device == "cuda":
+        return [cuda, cpu]
+    if options.device == "tensorrt":
+        if options.trt_precision not in TRT_PRECISIONS:
+            raise ValueError(
+                f"unknown TensorRT precision {options.trt_precision!r}; choose from {', '.join(TRT_PRECISIONS)}"
+            )
+        shape = lambda batch: f"pixels:{batch}x{image_size}x{image_size}x3"  # noqa: E731
+        cache = options.trt_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
+        trt = {
+            "device_id": 0,
+            # fp16 lets TensorRT pick fp16 kernels for any layer: give it the fp16 export, whose LayerNorm and
+            # softmax run in fp32 between explicit casts; scripts/gpu_bench.py measures the accuracy of each
+            "trt_fp16_enable": options.trt_precision == "fp16",
+            "trt_bf16_enable": options.trt_precision == "bf16",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": cache,
+            "trt_profile_min_shapes": shape(1),
+            "trt_profile_opt_shapes": shape(options.max_batch),
+            "trt_profile_max_shapes": shape(options.max_batch),
+        }
+        return [("TensorrtExecutionProvider", trt), cuda, cpu]
+    raise ValueError(f"unknown device {options.device!r}; choose from {', '.join(PROVIDERS)}")
+
+
+def ort_session_options(options: SessionOptions):
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = options.intra_op_threads
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session_options.enable_cpu_mem_arena = True  # batches have one shape: the arena's blocks are reused as they are
+    # Idle intra-op threads spin instead of sleeping between operators (ORT's default, set to say so): with
+    # sleeping threads every one of the graph's thousands of operators waits for a wake-up, and under Ray's
+    # own background load the full tower scored 0.31 instead of 0.38 images/s per actor on 2 cores.
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    return session_options
+
+
+class OnnxScorer:
+    """One ORT session; `run` maps uint8 [N, S, S, 3] to (scores [N, H], embedding [N, D]) float32.
+
+    On a GPU the batch is bound with IOBinding: the pixels are copied to the device once, and only the
+    scores and embeddings come back to host memory."""
+
+    def __init__(self, info: ModelInfo, options: SessionOptions = SessionOptions()):
+        import onnxruntime as ort
+
+        self.info = info
+        self.options = options
+        providers = provider_list(options, info.image_size)
+        self.session = ort.InferenceSession(
+            str(info.onnx_path),
+            ort_session_options(options),
+            providers=[name for name, _ in providers],
+            provider_options=[opts for _, opts in providers],
+        )
+
+    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = self.info.image_size
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+            raise ValueError(f"pixels must be uint8 [N, {size}, {size}, 3], got {pixels.dtype} {pixels.shape}")
+        pixels = np.ascontiguousarray(pixels)
+        if self.options.device == "cpu":
+            scores, embedding = self.session.run(list(GRAPH_OUTPUTS), {GRAPH_INPUT: pixels})
+            return scores, embedding
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(GRAPH_INPUT, pixels)
+        for name in GRAPH_OUTPUTS:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        scores, embedding = binding.copy_outputs_to_cpu()
+        return scores, embedding
+
+    @property
+    def active_providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def check_provider(self) -> None:
+        """ORT quietly drops a provider it cannot load and runs everything on the CPU: a GPU job would crawl
+        unnoticed. Raise instead."""
+        if self.options.provider not in self.active_providers:
+            raise RuntimeError(
+                f"ONNX Runtime's {self.options.provider} is not active (active: {', '.join(self.active_providers)}); "
+                "install onnxruntime-gpu built for this machine's CUDA (and TensorRT for --execution-provider tensorrt)"
+            )
+
+
+class InferStage:
+    """Ray actor body: one ORT session per actor, scoring the `sample` rows of each batch.
+
+    Other rows pass through with NaN scores. A session whose intended provider did not load is an error
+    (OnnxScorer.check_provider) unless `check_provider` is off (tests with fake GPUs).
+    The model's files are hashed again only on a host other than the driver's, which has just done it."""
+
+    def __init__(
+        self, model_dir: str, options: SessionOptions, with_embedding: bool, check_provider: bool, verified_on: str
+    ):
+        from ..model.record import load_model_info
+
+        self.scorer = OnnxScorer(load_model_info(model_dir, verify=socket.gethostname() != verified_on), options)
+        self.with_embedding = with_embedding
+        # which actor scored a row: the driver sums images per worker into the manifest
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '-')}"
+        if check_provider:
+            self.scorer.check_provider()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = batch.pop(PIXELS)
+        count = len(pixels)
+        info = self.scorer.info
+        scores = np.full((count, len(info.heads)), np.nan, dtype=np.float32)
+        embedding = np.full((count, info.embedding_dim), np.nan, dtype=np.float32) if self.with_embedding else None
+        rows = np.flatnonzero(batch["kind"] == SAMPLE)
+        if rows.size:
+            got_scores, got_embedding = self.scorer.run(pixels[rows])
+            scores[rows] = got_scores
+            if embedding is not None:
+                embedding[rows] = got_embedding
+        batch[SCORES] = scores
+        batch[WORKER] = np.full(count, self.worker, dtype=object)
+        if embedding is not None:
+            batch[EMBEDDING] = embedding
+        return batch

@@ -1,0 +1,82 @@
+"""The output layout, a contract that users and every command read, defined once:
+
+    <output>/labels/<shard-id>.parquet    one file per committed input shard
+    <output>/errors/<shard-id>.parquet    its per-sample failures (only when there are any)
+    <output>/_commits/<shard-id>.json     written last, create-only: the shard is done when it exists
+    <output>/manifest.json                the last run's summary
+    <output>/stats/                       stats.json, Parquet tables, report.html, evaluate-<format>.json
+
+and the columns of a label file: the fixed ones, one float32 column per head, the optional derived groups
+and the promoted metadata fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+LABELS, ERRORS, COMMITS, STATS = "labels", "errors", "_commits", "stats"
+MANIFEST = "manifest.json"
+STATS_JSON, REPORT_HTML = "stats.json", "report.html"
+#: What a run writes, so what --overwrite removes (and nothing else).
+RUN_OUTPUTS = (LABELS, ERRORS, COMMITS, STATS, MANIFEST)
+
+#: Columns every label file has besides the heads: the sample key and shard id first, the best emotion last.
+KEY, SHARD, TOP_EMOTION, TOP_PROB = "key", "shard", "top_emotion", "top_prob"
+FIXED_LABEL_COLUMNS = (KEY, SHARD, TOP_EMOTION, TOP_PROB)
+EMBEDDING_COLUMN = "embedding"
+CENTERED_SUFFIX, SOFTMAX_SUFFIX = "_centered", "_softmax"
+#: Columns of an error file.
+ERROR_COLUMNS = (KEY, SHARD, "stage", "error_type", "message")
+
+
+def label_file(shard_id: str) -> str:
+    return f"{LABELS}/{shard_id}.parquet"
+
+
+def error_file(shard_id: str) -> str:
+    return f"{ERRORS}/{shard_id}.parquet"
+
+
+def commit_file(shard_id: str) -> str:
+    return f"{COMMITS}/{shard_id}.json"
+
+
+def stats_file(name: str) -> str:
+    return f"{STATS}/{name}"
+
+
+def shard_id_of(path: str) -> str:
+    """The shard id a label, error or commit file is named after."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0]
+
+
+def centered_column(head: str) -> str:
+    return f"{head}{CENTERED_SUFFIX}"
+
+
+def softmax_column(head: str) -> str:
+    return f"{head}{SOFTMAX_SUFFIX}"
+
+
+def label_columns(heads: Sequence[str], centered: bool, softmax: bool, embedding: bool) -> set[str]:
+    """Every column a label file of these options has, metadata fields aside."""
+    names = {*FIXED_LABEL_COLUMNS, *heads}
+    if centered:
+        names |= {centered_column(h) for h in heads}
+    if softmax:
+        names |= {softmax_column(h) for h in heads}
+    if embedding:
+        names.add(EMBEDDING_COLUMN)
+    return names
+
+
+def reserved_columns(heads: Sequence[str], centered: bool, softmax: bool) -> set[str]:
+    """Names a metadata field may not take: the label columns of these options, and the embedding's."""
+    return label_columns(heads, centered, softmax, embedding=True)
+
+
+def metadata_columns(names: Iterable[str], heads: Iterable[str]) -> list[str]:
+    """The promoted metadata fields among a label file's columns, in file order."""
+    own = {*FIXED_LABEL_COLUMNS, EMBEDDING_COLUMN, *heads}
+    return [n for n in names if n not in own and not n.endswith((CENTERED_SUFFIX, SOFTMAX_SUFFIX))]

@@ -1,0 +1,191 @@
+"""Read stage: shard -> rows of raw sample bytes (no decoding here), ending with one `end` row.
+
+Why our own datasource instead of `ray.data.read_webdataset`: that reader builds a DataFrame per
+sample, assumes a sample's members are contiguous, decodes images with PIL inside the read, and one bad
+member fails its whole block. Here the read only moves bytes, every odd member becomes an error row, and
+the final `end` row tells the committer how many samples the shard held and whether it was read to the
+end, which is what lets a shard be committed exactly once with nothing lost.
+
+The rows are those of the row protocol (rows.py); the Ray datasource over this stage is in the edge.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+
+from ..errors import first_line
+from .config import StorageOptions
+from .inputs import Shard
+from .rows import COMPLETE, FAILED, INCOMPLETE, READ_SCHEMA, end_row, error_row, sample_row
+from .storage import filesystem
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+# --- tar shards (WebDataset convention) --------------------------------------------------------
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """WebDataset key and extension: the key runs up to the first dot of the file's base name."""
+    directory, _, base = name.rpartition("/")
+    stem, _, extension = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), extension.lower()
+
+
+def tar_members(stream: BinaryIO, size: int | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {extension: bytes}) per run of contiguous members sharing a key, streaming.
+
+    tarfile's stream mode ends quietly where a truncated file ends, so truncation is checked here:
+    every member must be as long as its header says, and an uncompressed archive of `size` bytes must
+    still hold the two zero blocks that end a tar after its last member."""
+    with tarfile.open(fileobj=stream, mode="r|*") as archive:
+        key, members = None, {}
+        for member in archive:
+            if not member.isfile():
+                continue
+            member_key, extension = split_member_name(member.name)
+            data = archive.extractfile(member).read()
+            if len(data) != member.size:
+                raise tarfile.ReadError(f"member {member.name} ends after {len(data)} of {member.size} bytes")
+            if member_key != key:
+                if key is not None:
+                    yield key, members
+                key, members = member_key, {}
+            members[extension] = data
+        if size is not None and archive.offset + 2 * tarfile.BLOCKSIZE > size:
+            raise tarfile.ReadError("the end-of-archive marker is missing")
+        if key is not None:
+            yield key, members
+
+
+def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[dict[str, Any]]:
+    seen: set[str] = set()
+    seq = 0
+    try:
+        for key, members in tar_members(stream, size):
+            yield sample_from_members(shard, seq, key, members, seen)
+            seen.add(key)
+            seq += 1
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        reason = f"shard is truncated or unreadable after {seq} samples: {type(exc).__name__}: {exc}"
+        yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason)
+        return
+    yield end_row(shard, seq, COMPLETE)
+
+
+def sample_from_members(shard: str, seq: int, key: str, members: dict[str, bytes], seen: set[str]) -> dict[str, Any]:
+    if key in seen:
+        return error_row(
+            shard, seq, key, "read", "duplicate_key", f"members of {key!r} are not contiguous in the shard"
+        )
+    image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in members), None)
+    if image_ext is None:
+        return error_row(
+            shard,
+            seq,
+            key,
+            "read",
+            "missing_image",
+            f"no jpg/jpeg/png/webp member (has: {', '.join(sorted(members)) or 'nothing'})",
+        )
+    meta = members.get("json")
+    if meta is not None:
+        try:
+            meta_text = json.dumps(json.loads(meta), sort_keys=True)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error_row(shard, seq, key, "read", "bad_metadata", f"json member is not valid JSON: {exc}")
+    else:
+        meta_text = None
+    return sample_row(shard, seq, key, members[image_ext], meta_text)
+
+
+# --- Parquet shards (Hugging Face `Image` columns) -------------------------------------------------
+
+
+def image_column(schema: pa.Schema) -> str:
+    """The Hugging Face Image column: a struct with `bytes`; `image` is preferred when several."""
+    candidates = [f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0]
+    if not candidates:
+        raise ValueError("no image column (a struct with a `bytes` field, as Hugging Face `Image` writes)")
+    return "image" if "image" in candidates else candidates[0]
+
+
+def parquet_rows(stream: BinaryIO, shard: str) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    seq = 0
+    try:
+        parquet = pq.ParquetFile(stream)
+        column = image_column(parquet.schema_arrow)
+        key_column = next((c for c in ("__key__", "key") if c in parquet.schema_arrow.names), None)
+        meta_columns = [
+            f.name for f in parquet.schema_arrow if f.name not in (column, key_column) and _is_scalar(f.type)
+        ]
+        for batch in parquet.iter_batches(batch_size=256):
+            for record in batch.to_pylist():
+                image = record[column] or {}
+                key = _parquet_key(record, key_column, image.get("path"), seq)
+                meta = (
+                    json.dumps({c: record[c] for c in meta_columns}, sort_keys=True, default=str)
+                    if meta_columns
+                    else None
+                )
+                if image.get("bytes") is None:
+                    yield error_row(shard, seq, key, "read", "missing_image", f"row {seq} has no image bytes")
+                else:
+                    yield sample_row(shard, seq, key, image["bytes"], meta)
+                seq += 1
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        reason = f"shard is truncated or unreadable after {seq} samples: {type(exc).__name__}: {exc}"
+        yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason)
+        return
+    yield end_row(shard, seq, COMPLETE)
+
+
+def _is_scalar(kind: pa.DataType) -> bool:
+    return not (pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
+def _parquet_key(record: dict, key_column: str | None, path: str | None, seq: int) -> str:
+    if key_column and record.get(key_column) is not None:
+        return str(record[key_column])
+    if path:
+        return split_member_name(path)[0].rsplit("/", 1)[-1]
+    return f"{seq:06d}"
+
+
+# --- the shard as a whole ------------------------------------------------------------------------
+
+
+def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]]:
+    """Every row of one shard, `end` last. Opening failures give a failed `end` row, never an exception."""
+    try:
+        fs, path = filesystem(shard.url, storage)
+        stream = fs.open(path, "rb")
+        # the size of a plain tar lets the reader notice a file cut at a member boundary
+        size = fs.size(path) if shard.url.lower().endswith(".tar") else None
+    except Exception as exc:  # any backend error at open means the same: the shard could not be read
+        yield end_row(shard.shard_id, 0, FAILED, f"cannot open shard: {type(exc).__name__}: {first_line(exc)}")
+        return
+    with stream:
+        if shard.format == "parquet":
+            yield from parquet_rows(stream, shard.shard_id)
+        else:
+            yield from tar_rows(stream, shard.shard_id, size)
+
+
+def row_blocks(shard: Shard, storage: StorageOptions, rows_per_block: int) -> Iterator[pa.Table]:
+    """The rows of a shard as Arrow blocks of at most `rows_per_block` rows."""
+    block: list[dict[str, Any]] = []
+    for row in shard_rows(shard, storage):
+        block.append(row)
+        if len(block) >= rows_per_block:
+            yield pa.Table.from_pylist(block, schema=READ_SCHEMA)
+            block = []
+    if block:
+        yield pa.Table.from_pylist(block, schema=READ_SCHEMA)

@@ -1,0 +1,93 @@
+"""The row protocol: what flows from stage to stage, declared once.
+
+A shard becomes a stream of rows, each of one kind, each carrying `kind`, `shard` (the shard id) and `seq`:
+
+    sample  read a sample's bytes:        key, image (bytes), meta (JSON text or null)
+    error   a sample that failed a stage: key, stage, error_type, message
+    end     the shard's last row:         count (samples read), status (complete | incomplete | failed),
+                                          reason (why not complete; null when it is); seq is -1
+
+The stages add and drop columns (see STAGE_COLUMNS):
+
+    read    every column of READ_SCHEMA
+    decode  + pixels (uint8 [N, S, S, 3], zeros where there is no image), - image; a sample that cannot be
+            decoded becomes an error row (stage "decode")
+    infer   + scores (float32 [N, heads], NaN on other rows), + embedding (float32 [N, D], only when the
+            labels keep it), + worker (which actor scored the batch), - pixels
+
+The collector keeps COLLECTED_COLUMNS (plus `embedding` when asked) until a shard's `end` row and all of
+its `count` samples have arrived; the commit step turns them into label and error files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+SAMPLE, ERROR, END = "sample", "error", "end"
+#: The status an `end` row gives its shard.
+COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
+
+#: Rows as the read stage writes them (null where a kind has no value).
+READ_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("shard", pa.string()),
+        ("seq", pa.int64()),
+        ("key", pa.string()),
+        ("image", pa.binary()),
+        ("meta", pa.string()),
+        ("stage", pa.string()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("count", pa.int64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+#: Columns each stage adds and drops.
+PIXELS, SCORES, EMBEDDING, WORKER = "pixels", "scores", "embedding", "worker"
+STAGE_COLUMNS = {
+    "read": {"adds": tuple(READ_SCHEMA.names), "drops": ()},
+    "decode": {"adds": (PIXELS,), "drops": ("image",)},
+    "infer": {"adds": (SCORES, EMBEDDING, WORKER), "drops": (PIXELS,)},
+}
+
+#: What the collector keeps of each row for the commit step (the embedding only when the labels keep it).
+COLLECTED_COLUMNS = ("kind", "shard", "seq", "key", "meta", "stage", "error_type", "message", SCORES)
+
+
+def collected_columns(with_embedding: bool) -> list[str]:
+    return [*COLLECTED_COLUMNS, *((EMBEDDING,) if with_embedding else ())]
+
+
+def sample_row(shard: str, seq: int, key: str, image: bytes, meta: str | None) -> dict[str, Any]:
+    return {"kind": SAMPLE, "shard": shard, "seq": seq, "key": key, "image": image, "meta": meta}
+
+
+def error_row(shard: str, seq: int, key: str, stage: str, error_type: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": ERROR,
+        "shard": shard,
+        "seq": seq,
+        "key": key,
+        "stage": stage,
+        "error_type": error_type,
+        "message": message,
+    }
+
+
+def end_row(shard: str, count: int, status: str, reason: str | None = None) -> dict[str, Any]:
+    return {"kind": END, "shard": shard, "seq": -1, "count": count, "status": status, "reason": reason}
+
+
+@dataclass(frozen=True)
+class ShardEnd:
+    """What a shard's `end` row says."""
+
+    count: int
+    status: str
+    reason: str | None = None

@@ -1,0 +1,118 @@
+"""Object storage through fsspec: local paths, s3://, gs:// and any fsspec URL.
+
+Credentials are never passed here: s3fs/gcsfs read them from the environment of the process that
+touches storage. URLs are shown to people only through `redact_url`, which drops any user:password@.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from ..errors import EmonetError, UsageError, first_line
+from .config import StorageOptions
+
+
+class StorageError(EmonetError):
+    """Reading or writing the output failed (permissions, missing bucket, network)."""
+
+
+_USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
+
+
+def redact_url(url: str) -> str:
+    """The URL without any credentials written into it (s3://KEY:SECRET@bucket/... -> s3://bucket/...)."""
+    return _USERINFO.sub(r"\1", url)
+
+
+def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for a URL or local path."""
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    fs, path = fsspec.core.url_to_fs(url, **storage.fsspec_options(protocol))
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def check_output(fs: fsspec.AbstractFileSystem, output: str, display: str) -> None:
+    """Fail before any work when the output cannot exist: a missing bucket, a file in the way."""
+    if is_local(fs):
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise UsageError(f"output is a file, not a directory: {display}")
+        return
+    bucket = output.split("/", 1)[0]
+    try:
+        found = fs.exists(bucket)
+    except OSError as exc:
+        raise StorageError(f"cannot reach the output {display}: {type(exc).__name__}") from None
+    if not found:
+        raise UsageError(f"output bucket not found: {display}")
+
+
+def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a whole file. Local files go through a temporary name and a rename, so a reader never
+    sees half a file; object stores publish a PUT atomically anyway."""
+    try:
+        _write(fs, path, data)
+    except OSError as exc:
+        raise write_error(fs, path, exc) from None
+
+
+def write_error(fs: fsspec.AbstractFileSystem, path: str, exc: OSError) -> StorageError:
+    return StorageError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {first_line(exc)}")
+
+
+def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = f"{path}.tmp-{os.getpid()}"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write a file only if it does not exist; False when it already did.
+
+    Local: O_EXCL. Object stores: a conditional PUT (If-None-Match: *), which S3 and compatible
+    servers apply atomically, so two runs racing on one shard cannot both commit it."""
+    if is_local(fs):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            with open(path, "xb") as handle:
+                handle.write(data)
+        except FileExistsError:
+            return False
+        return True
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except OSError as exc:  # some backends report the failed precondition as a generic error
+        if "PreconditionFailed" in str(exc) or "412" in str(exc):
+            return False
+        raise write_error(fs, path, exc) from None
+    return True
+
+
+def read_json_files(fs: fsspec.AbstractFileSystem, directory: str) -> dict[str, Any]:
+    """name (without .json) -> parsed content, for every .json file directly in a directory."""
+    try:
+        paths = [p for p in fs.ls(directory, detail=False) if p.endswith(".json")]
+    except FileNotFoundError:
+        return {}
+    contents = fs.cat(paths) if paths else {}
+    return {p.rsplit("/", 1)[-1][: -len(".json")]: json.loads(contents[p]) for p in paths}

@@ -1,0 +1,101 @@
+"""Nightly incremental scoring: each day's new shards into <root>/dt=YYYY-MM-DD/, then stats and report.
+
+A shard counts as done when any earlier (or today's) partition holds its commit record, so a night scores
+only what arrived since, and rerunning the same day does no work (not even starting Ray).
+
+Config (YAML):
+    inputs: ["s3://corpus/incoming/shard-*.tar"]   # anything `score` takes as INPUT
+    output_root: s3://results/emonet/nightly
+    model: /models/empathic-large                  # an exported model directory
+    options:                                       # optional; the run's option names (run/config.py)
+      meta_fields: [gender, age, ethnicity]
+      batch_size: 32
+      gpus_per_worker: 1
+      endpoint_url: http://minio:9000              # non-secret; credentials come from the environment
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..job.config import StorageOptions
+from ..job.inputs import Shard, expand_inputs
+from ..job.layout import COMMITS, shard_id_of
+from ..job.storage import filesystem, join
+from ..run.config import OPTION_GROUPS, score_config
+
+_PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
+_OPTIONS = set(OPTION_GROUPS)
+
+
+@dataclass(frozen=True)
+class NightlyConfig:
+    inputs: tuple[str, ...]
+    output_root: str
+    model: str
+    options: dict[str, Any]
+    storage: StorageOptions
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> NightlyConfig:
+        import yaml
+
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise UsageError(f"nightly config not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{path}: not valid YAML: {exc}") from None
+        missing = [k for k in ("inputs", "output_root", "model") if not raw.get(k)]
+        if missing:
+            raise UsageError(f"{path}: missing {', '.join(missing)}")
+        options = dict(raw.get("options") or {})
+        unknown = sorted(set(options) - _OPTIONS - {"endpoint_url"})
+        if unknown:
+            raise UsageError(
+                f"{path}: unknown options {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS | {'endpoint_url'}))}"
+            )
+        storage = StorageOptions(endpoint_url=options.pop("endpoint_url", None))
+        inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]
+        return cls(tuple(inputs), raw["output_root"], str(raw["model"]), options, storage)
+
+
+def committed_everywhere(fs, root: str) -> set[str]:
+    """Shard ids with a commit record in any dt= partition under root."""
+    try:
+        partitions = [p for p in fs.ls(root, detail=False) if _PARTITION.search(p.rstrip("/"))]
+    except FileNotFoundError:
+        return set()
+    done = set()
+    for partition in partitions:
+        try:
+            records = fs.ls(join(partition, COMMITS), detail=False)
+        except FileNotFoundError:
+            continue
+        done |= {shard_id_of(p) for p in records if p.endswith(".json")}
+    return done
+
+
+def new_shards(shards: list[Shard], done: set[str]) -> list[Shard]:
+    """The shards no partition has committed, in input order."""
+    return [shard for shard in shards if shard.shard_id not in done]
+
+
+def run_nightly(config: NightlyConfig, day: dt.date | None = None, progress: str = "auto"):
+    """Score the shards no partition has committed into dt=<day>; None when there is nothing to do."""
+    from ..run.score import run_score
+
+    day = day or dt.datetime.now(dt.timezone.utc).date()
+    fs, root = filesystem(config.output_root, config.storage)
+    done = committed_everywhere(fs, root)
+    new = new_shards(expand_inputs(config.inputs, config.storage), done)
+    if not new:
+        return None
+    output = join(config.output_root, f"dt={day.isoformat()}")
+    options = {**config.options, "progress": progress}
+    return run_score(score_config([s.url for s in new], output, config.model, config.storage, **options))

@@ -1,0 +1,154 @@
+"""The run: plan -> skip committed shards -> stream through the Ray edge -> collect and commit -> manifest.
+
+    read (CPU tasks, one per shard) -> decode (CPU tasks) -> infer (actor pool) -> driver: collect, commit
+
+The driver consumes the stream and commits a shard as soon as all of its rows (known from the shard's
+`end` row) have arrived, so shards land while the run goes on and a crash loses only shards in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import EmonetError, PipelineError, UsageError
+from ..job.collect import ShardCollector
+from ..job.commit import ShardOutcome, commit_shard
+from ..job.inputs import Shard, expand_inputs
+from ..job.layout import COMMITS, MANIFEST, reserved_columns
+from ..job.rows import collected_columns
+from ..job.storage import check_output, filesystem, join, read_json_files, redact_url, write_bytes
+from ..model.accuracy import accuracy_problems
+from ..model.record import ModelInfo, load_model_info
+from .config import ScoreConfig
+from .manifest import build_manifest, exit_code, run_figures
+from .progress import Counters, Progress
+from .resume import check_same_model, clear_output, split_committed
+
+
+@dataclass
+class RunResult:
+    outcomes: dict[str, ShardOutcome]
+    figures: dict[str, Any]
+    manifest: dict[str, Any]
+    exit_code: int
+    stats: dict[str, Any] = field(default_factory=dict)
+    report: str | None = None  # where report.html was written
+
+
+def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
+    """Score every shard of `config.inputs` not yet committed under `config.output`.
+
+    require_provider=False only where GPUs are simulated (tests): see edge.plan.build_dataset."""
+    check_config(config)
+    started = time.perf_counter()
+    info = load_model_info(config.model)
+    check_accuracy(info, config)
+    clash = sorted(
+        set(config.labels.meta_fields) & reserved_columns(info.heads, config.labels.centered, config.labels.softmax)
+    )
+    if clash:
+        raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
+    shards = expand_inputs(config.inputs, config.storage)
+    fs, output = filesystem(config.output, config.storage)
+    check_output(fs, output, redact_url(config.output))
+    if config.overwrite:
+        clear_output(fs, output)
+    committed = read_json_files(fs, join(output, COMMITS))
+    check_same_model(fs, output, committed, info)
+
+    outcomes, todo = split_committed(shards, committed)
+    counters = Counters(total_shards=len(shards), skipped=len(outcomes))
+    stage_stats = ""
+    if todo:
+        progress = Progress(counters, config.presentation.progress)
+        try:
+            stage_stats = stream_and_commit(
+                todo, info, config, fs, output, outcomes, counters, progress, require_provider
+            )
+        except PipelineError as exc:
+            # committed shards stay committed; the rest is recorded as failed and retried by the next run
+            for shard in todo:
+                outcomes.setdefault(
+                    shard.shard_id, ShardOutcome(shard.shard_id, shard.display_url, "failed", reason=str(exc))
+                )
+        finally:
+            progress.close()
+    figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
+    manifest = build_manifest(config, info, shards, outcomes, figures)
+    write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
+    result = RunResult(outcomes, figures, manifest, exit_code(outcomes, config.max_error_rate))
+    if config.presentation.stats and any(o.status == "complete" for o in outcomes.values()):
+        analyse(config, result)
+    return result
+
+
+def analyse(config: ScoreConfig, result: RunResult) -> None:
+    """Stats (and the report) of the output after the run."""
+    from ..analysis.stats import compute_stats
+
+    result.stats = compute_stats(config.output, config.storage)
+    if config.presentation.report:
+        from ..analysis.report import build_report
+
+        result.report = build_report(config.output, config.storage, config.presentation.gallery, result.stats)
+
+
+def check_config(config: ScoreConfig) -> None:
+    engine = config.engine
+    if engine.batch_size < 1 or engine.decode_batch_size < 1:
+        raise UsageError("batch sizes must be at least 1")
+    if engine.workers is not None and engine.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if engine.gpus_per_worker < 0:
+        raise UsageError("--gpus-per-worker cannot be negative")
+    if not 0 <= config.max_error_rate <= 1:
+        raise UsageError("--max-error-rate must be between 0 and 1")
+
+
+def check_accuracy(info: ModelInfo, config: ScoreConfig) -> None:
+    """Refuse a reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
+    problems = accuracy_problems(info.record)
+    if problems and not config.allow_inaccurate_model:
+        raise UsageError(
+            f"model {config.model} ({info.precision}) records {'; '.join(problems)} against fp32; "
+            "re-export it at a higher precision, or pass --allow-inaccurate-model to score with it anyway"
+        )
+
+
+def stream_and_commit(
+    todo: list[Shard],
+    info: ModelInfo,
+    config: ScoreConfig,
+    fs,
+    output: str,
+    outcomes: dict[str, ShardOutcome],
+    counters: Counters,
+    progress: Progress,
+    require_provider: bool,
+) -> str:
+    """Run the plan over `todo`, committing each shard as it becomes whole; Ray Data's stage figures."""
+    from ..edge.plan import build_dataset
+    from ..edge.runtime import ensure_ray
+    from ..edge.stream import result_batches, stage_stats
+
+    ensure_ray()
+    dataset = build_dataset(todo, info, config.labels, config.engine, config.storage, require_provider)
+    by_id = {s.shard_id: s for s in todo}
+    collector = ShardCollector(collected_columns(config.labels.embedding))
+    for batch in result_batches(dataset):
+        for shard_id in collector.add(batch):
+            rows, end = collector.pop(shard_id)
+            outcome = commit_shard(fs, output, shard_id, rows, end, info, config.labels, by_id[shard_id].display_url)
+            outcomes[shard_id] = outcome
+            counters.shards_done += 1
+            counters.images += outcome.samples
+            counters.errors += outcome.errors
+        progress.update()
+    missing = [s.shard_id for s in todo if s.shard_id not in outcomes]
+    if missing:  # the stream ended without a shard's end row: a bug, never a silent loss
+        raise EmonetError(f"the pipeline ended without finishing shards: {', '.join(missing)}")
+    counters.images_by_worker = dict(collector.images_by_worker)
+    return stage_stats(dataset)
