@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # instead of backtracking for many minutes. setup.cfg keeps the open ranges users install with.
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(STAMP)
 
@@ -23,8 +23,13 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 demo: $(STAMP)
 	$(BIN)/emonet-batch demo
 
-test: $(STAMP)
+# The linter and formatter check first: they take a second, the tests a few minutes.
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) emonet-demo .pytest_cache
