@@ -11,7 +11,7 @@ from emonet_batch.export import ExportConfig, export_model
 from emonet_batch.export.graph import save_onnx
 from emonet_batch.export.synthetic import write_synthetic_checkpoint
 from emonet_batch.job.infer import OnnxScorer
-from emonet_batch.model.record import load_model_info
+from emonet_batch.model.record import FORMAT_VERSION, load_model_info
 from emonet_batch.postprocess import packaged_neutral_means
 from emonet_batch.taxonomy import HEAD_COLUMNS
 
@@ -88,6 +88,16 @@ def test_loading_verifies_sha256(tiny_models, tmp_path):
     (copy / "model.onnx").unlink()
     with pytest.raises(ModelError, match="missing"):
         load_model_info(copy)
+
+
+def test_a_newer_record_format_is_refused(tiny_models, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_models["small"], copy, ignore=shutil.ignore_patterns("checkpoint"))
+    record = json.loads((copy / "model.json").read_text())
+    assert record["format_version"] == FORMAT_VERSION
+    (copy / "model.json").write_text(json.dumps({**record, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(ModelError, match="is newer than this emonet-batch reads"):
+        load_model_info(copy, verify=False)
 
 
 def test_external_data_when_large(tiny_models, tmp_path):

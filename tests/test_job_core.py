@@ -1,0 +1,169 @@
+"""The job core and the run's pure steps without Ray: the shard collector, the commit step, the skip logic,
+nightly's shard selection and the grouped config."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from emonet_batch.errors import UsageError
+from emonet_batch.job.collect import ShardCollector
+from emonet_batch.job.commit import commit_shard
+from emonet_batch.job.config import LabelOptions, StorageOptions
+from emonet_batch.job.inputs import Shard
+from emonet_batch.job.layout import ERROR_COLUMNS, FIXED_LABEL_COLUMNS, commit_file, error_file, label_file
+from emonet_batch.job.rows import COLLECTED_COLUMNS, COMPLETE, END, ERROR, INCOMPLETE, SAMPLE, ShardEnd
+from emonet_batch.job.storage import filesystem
+from emonet_batch.model.record import load_model_info
+from emonet_batch.ops.nightly import committed_everywhere, new_shards
+from emonet_batch.run.config import OPTION_GROUPS, score_config
+from emonet_batch.run.resume import check_same_model, split_committed
+
+HEADS = 3
+
+
+def batch(rows: list[tuple], heads: int = HEADS) -> dict[str, np.ndarray]:
+    """A result batch as the edge streams it; rows are (kind, shard, seq) with an `end` row's seq its count."""
+    count = len(rows)
+    columns = {name: np.full(count, None, dtype=object) for name in (*COLLECTED_COLUMNS, "count", "status", "reason")}
+    columns["seq"] = np.array([-1 if kind == END else seq for kind, _, seq in rows], dtype=np.int64)
+    columns["kind"] = np.array([kind for kind, _, _ in rows], dtype=object)
+    columns["shard"] = np.array([shard for _, shard, _ in rows], dtype=object)
+    columns["key"] = np.array([f"k{seq}" for _, _, seq in rows], dtype=object)
+    columns["count"] = np.array([seq if kind == END else 0 for kind, _, seq in rows], dtype=np.int64)
+    columns["status"] = np.array([COMPLETE if kind == END else None for kind, _, _ in rows], dtype=object)
+    columns["scores"] = np.arange(count * heads, dtype=np.float32).reshape(count, heads)
+    columns["worker"] = np.full(count, "host:1:gpu=-", dtype=object)
+    return columns
+
+
+def collector() -> ShardCollector:
+    return ShardCollector(list(COLLECTED_COLUMNS))
+
+
+def test_a_shard_is_whole_when_its_end_and_all_its_samples_arrived():
+    c = collector()
+    assert c.add(batch([(SAMPLE, "a", 0), (SAMPLE, "b", 0)])) == []
+    assert c.add(batch([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]
+    rows, end = c.pop("a")
+    assert end == ShardEnd(2, COMPLETE) and sorted(rows["seq"]) == [0, 1]
+    assert c.unfinished() == ["b"]  # b never got its end row
+    assert c.images_by_worker == {"host:1:gpu=-": 3}
+
+
+def test_the_end_row_may_arrive_before_the_samples():
+    c = collector()
+    assert c.add(batch([(END, "a", 2)])) == []
+    assert c.add(batch([(SAMPLE, "a", 1)])) == []
+    assert c.add(batch([(ERROR, "a", 0)])) == ["a"]
+    rows, _ = c.pop("a")
+    assert list(rows["kind"]) == [SAMPLE, ERROR] and c.unfinished() == []
+
+
+def test_a_row_delivered_twice_is_kept_once():
+    c = collector()
+    c.add(batch([(SAMPLE, "a", 0), (SAMPLE, "a", 1)]))
+    assert c.add(batch([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]  # a re-run task sent seq 1 again
+    rows, _ = c.pop("a")
+    assert sorted(rows["seq"]) == [0, 1] and c.images_by_worker["host:1:gpu=-"] == 2
+
+
+def test_a_count_that_never_matches_never_commits():
+    c = collector()
+    assert c.add(batch([(SAMPLE, "a", 0), (END, "a", 3)])) == []
+    assert c.add(batch([(SAMPLE, "a", 0)])) == []  # the same row again does not make up the count
+    assert c.unfinished() == ["a"]
+
+
+@pytest.fixture
+def model(tiny_models):
+    return load_model_info(tiny_models["small"])
+
+
+def shard_rows(model, kinds: list[str]) -> dict[str, np.ndarray]:
+    rows = batch([(kind, "s", seq) for seq, kind in enumerate(kinds)], heads=len(model.heads))
+    rows["meta"] = np.array([json.dumps({"age": 30 + i}) for i in range(len(kinds))], dtype=object)
+    for name in ("stage", "error_type", "message"):
+        rows[name] = np.array(["decode" if k == ERROR else None for k in kinds], dtype=object)
+    order = np.array([2, 0, 1])  # arrival order differs from read order
+    return {name: rows[name][order] for name in COLLECTED_COLUMNS}
+
+
+def test_commit_writes_labels_errors_then_the_create_only_record(model, tmp_path):
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    rows = shard_rows(model, [SAMPLE, ERROR, SAMPLE])
+    options = LabelOptions(meta_fields=("age",))
+    outcome = commit_shard(fs, output, "s", rows, ShardEnd(3, COMPLETE), model, options, "in/s.tar")
+    assert (outcome.samples, outcome.labels, outcome.errors, outcome.status) == (3, 2, 1, COMPLETE)
+    labels = pq.read_table(tmp_path / label_file("s"))
+    assert labels.column_names[:2] == list(FIXED_LABEL_COLUMNS[:2]) and labels.column("key").to_pylist() == ["k0", "k2"]
+    assert labels.column("age").to_pylist() == [30, 32]
+    assert pq.read_table(tmp_path / error_file("s")).column_names == list(ERROR_COLUMNS)
+    record = json.loads((tmp_path / commit_file("s")).read_text())
+    assert record["model_id"] == model.model_id and set(record["files"]) == {label_file("s"), error_file("s")}
+    again = commit_shard(fs, output, "s", rows, ShardEnd(3, COMPLETE), model, options, "in/s.tar")
+    assert again.reason.startswith("already committed by another run")
+
+
+def test_an_incomplete_shard_writes_files_but_no_record(model, tmp_path):
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    rows = shard_rows(model, [SAMPLE, SAMPLE, SAMPLE])
+    outcome = commit_shard(fs, output, "s", rows, ShardEnd(3, INCOMPLETE, "cut"), model, LabelOptions(), "in/s.tar")
+    assert outcome.status == INCOMPLETE and outcome.reason == "cut"
+    assert (tmp_path / label_file("s")).exists() and not (tmp_path / commit_file("s")).exists()
+
+
+def test_commit_refuses_rows_that_do_not_add_up(model, tmp_path):
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    with pytest.raises(AssertionError, match="4 samples read but 3 labels"):
+        commit_shard(fs, output, "s", shard_rows(model, [SAMPLE] * 3), ShardEnd(4, COMPLETE), model, LabelOptions(), "")
+
+
+def shards(*ids: str) -> list[Shard]:
+    return [Shard(f"in/{i}.tar", i, "tar") for i in ids]
+
+
+def test_committed_shards_are_skipped_in_input_order():
+    record = {"samples": 5, "labels": 4, "errors": 1}
+    done, todo = split_committed(shards("a", "b", "c"), {"b": record})
+    assert [s.shard_id for s in todo] == ["a", "c"]
+    assert done["b"].skipped and (done["b"].samples, done["b"].errors) == (5, 1)
+
+
+def test_another_models_records_are_refused(model, tmp_path):
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    check_same_model(fs, output, {"a": {"model_id": model.model_id}}, model)
+    with pytest.raises(UsageError, match="holds labels from another model"):
+        check_same_model(fs, output, {"a": {"model_id": "0" * 64}}, model)
+
+
+def test_nightly_scores_only_what_no_partition_committed(tmp_path):
+    for day, shard in (("2026-11-24", "a"), ("2026-11-25", "b")):
+        (tmp_path / f"dt={day}" / "_commits").mkdir(parents=True)
+        (tmp_path / f"dt={day}" / commit_file(shard)).write_text("{}")
+    (tmp_path / "not-a-partition" / "_commits").mkdir(parents=True)
+    (tmp_path / "not-a-partition" / commit_file("c")).write_text("{}")
+    fs, root = filesystem(str(tmp_path), StorageOptions())
+    done = committed_everywhere(fs, root)
+    assert done == {"a", "b"}
+    assert [s.shard_id for s in new_shards(shards("a", "b", "c", "d"), done)] == ["c", "d"]
+    assert committed_everywhere(fs, root + "/missing") == set()
+
+
+def test_flat_option_names_land_in_their_groups():
+    config = score_config(["x.tar"], "out", "m", batch_size=8, meta_fields=["age"], progress="off", overwrite=True)
+    assert config.engine.batch_size == 8 and config.labels.meta_fields == ("age",)
+    assert config.presentation.progress == "off" and config.overwrite
+    with pytest.raises(UsageError, match="unknown options batchsize"):
+        score_config(["x.tar"], "out", "m", batchsize=8)
+
+
+def test_every_option_name_is_defined_once():
+    from dataclasses import fields
+
+    from emonet_batch.job.config import EngineOptions
+    from emonet_batch.run.config import Presentation
+
+    names = [f.name for kind in (LabelOptions, EngineOptions, Presentation) for f in fields(kind)]
+    assert len(names) == len(set(names)) and set(names) <= set(OPTION_GROUPS)
