@@ -1,8 +1,13 @@
 """Shared fixtures: tiny synthetic models exported once per test session, and one embedded Ray runtime."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Tests never reach the Hugging Face hub: hub ids must fail as offline, at once. Set before any test imports
+# huggingface_hub or datasets, which read it once at import (a later monkeypatch.setenv would not count).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,12 @@
 """The package's layering, checked on the source: every import, including those inside functions.
 
-model   the model record              imports: model, errors
-job     the scoring job's core        imports: job, model, errors; never ray, never torch
-edge    the Ray edge                  imports: edge, job, model, errors; never the run above it
-run     the run                       imports: run, edge, job, model, analysis, errors
-export  torch and transformers live here and nowhere else
-ray     only in edge/ and ops/submit.py (job submission)
+model     the model record         imports: model, errors
+job       the scoring job's core   imports: job, model, errors; never ray, never torch
+edge      the Ray edge             imports: edge, job, model, errors; never the run above it
+run       the run                  imports: run, edge, job, model, analysis, errors
+analysis  stats, report, evaluate  imports: analysis, job, model, errors
+export    torch and transformers live here and nowhere else; imports: export, job, model, errors
+ray       only in edge/ and ops/submit.py (job submission)
 """
 
 import ast
@@ -23,6 +24,7 @@ ALLOWED = {
     "edge": {"edge", "job", "model", "errors"},
     "run": {"run", "edge", "job", "model", "analysis", "errors"},
     "analysis": {"analysis", "job", "model", "errors"},
+    "export": {"export", "job", "model", "errors"},
 }
 
 

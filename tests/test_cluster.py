@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from emonet_batch.cli import main
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 
@@ -59,6 +60,11 @@ def ray_head():
         timeout=120,
     )
     yield f"http://127.0.0.1:{dashboard}", env
+    # `ray stop` stops every Ray process on the machine: the shared in-process runtime goes first, or its
+    # driver (this pytest process) would exit when its GCS is killed under it
+    import ray
+
+    ray.shutdown()
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
@@ -236,28 +242,27 @@ def nightly_config(tmp_path, model) -> Path:
     return path
 
 
-def test_nightly_scores_only_new_shards(tiny_models, tmp_path):
+def test_nightly_scores_only_new_shards(ray_runtime, tiny_models, tmp_path, capsys):
     good_shards(tmp_path / "incoming", shards=2, per_shard=3)
     config = nightly_config(tmp_path, tiny_models["small"])
-    env = {**os.environ}
-    first = cli("nightly", str(config), "--date", "2026-11-24", "--progress", "off", env=env)
-    assert first.returncode == 0, first.stderr
+    assert main(["nightly", str(config), "--date", "2026-11-24", "--progress", "off"]) == 0
     day1 = tmp_path / "nightly" / "dt=2026-11-24"
     assert sorted(p.name for p in (day1 / "_commits").iterdir()) == ["shard-00000.json", "shard-00001.json"]
     assert (day1 / "stats" / "stats.json").exists() and not (day1 / "stats" / "report.html").exists()
-    again = cli("nightly", str(config), "--date", "2026-11-24", env=env)
-    assert again.returncode == 0 and "nothing to do" in again.stdout
+    capsys.readouterr()
+    assert main(["nightly", str(config), "--date", "2026-11-24"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
     from emonet_batch.devtools.samples import demo_samples
     from emonet_batch.devtools.shards import write_shards
 
     write_shards(demo_samples(3, size=64), tmp_path / "new", 3, prefix="late")[0].rename(
         tmp_path / "incoming" / "late-00000.tar"
     )
+    # the job entrypoint, as a Ray job runs it: its own process
     second = subprocess.run(
         [sys.executable, str(ROOT / "jobs" / "nightly.py"), str(config), "--date", "2026-11-25", "--progress", "off"],
         capture_output=True,
         text=True,
-        env=env,
         timeout=300,
     )
     assert second.returncode == 0, second.stderr
@@ -266,10 +271,10 @@ def test_nightly_scores_only_new_shards(tiny_models, tmp_path):
     assert json.loads((day2 / "manifest.json").read_text())["totals"]["samples"] == 3
 
 
-def test_nightly_config_errors(tmp_path):
+def test_nightly_config_errors(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("inputs: [x]\noptions: {colour: red}\n")
-    run = cli("nightly", str(tmp_path / "bad.yaml"), env=dict(os.environ))
-    assert run.returncode == 2 and "missing output_root, model" in run.stderr
+    assert main(["nightly", str(tmp_path / "bad.yaml")]) == 2
+    assert "missing output_root, model" in capsys.readouterr().err
 
 
 def test_cluster_files_parse_and_reference_real_entrypoints():
