@@ -167,3 +167,28 @@ def test_every_option_name_is_defined_once():
 
     names = [f.name for kind in (LabelOptions, EngineOptions, Presentation) for f in fields(kind)]
     assert len(names) == len(set(names)) and set(names) <= set(OPTION_GROUPS)
+
+
+def test_each_stage_adds_and_drops_the_columns_the_protocol_declares(model, tmp_path):
+    """read -> decode -> infer on one shard without Ray, checked against rows.STAGE_COLUMNS."""
+    import socket
+
+    from emonet_batch.devtools.shards import write_shards
+    from emonet_batch.job.decode import decode_batch
+    from emonet_batch.job.infer import InferStage, SessionOptions
+    from emonet_batch.job.read import row_blocks
+    from emonet_batch.job.rows import STAGE_COLUMNS
+
+    from .shardkit import odd_samples
+
+    (path,) = write_shards(odd_samples()[:3], tmp_path, 3)
+    block = next(row_blocks(Shard(str(path), "s", "tar"), StorageOptions(), rows_per_block=64))
+    assert block.column_names == list(STAGE_COLUMNS["read"]["adds"])
+    read = {name: block.column(name).to_numpy(zero_copy_only=False) for name in block.column_names}
+    decoded = decode_batch(dict(read), model.image_size, model.resize_filter, 10**8, True)
+    assert set(decoded) == set(read) - set(STAGE_COLUMNS["decode"]["drops"]) | set(STAGE_COLUMNS["decode"]["adds"])
+    stage = InferStage(str(model.directory), SessionOptions(), True, True, socket.gethostname())
+    inferred = stage(dict(decoded))
+    assert set(inferred) == set(decoded) - set(STAGE_COLUMNS["infer"]["drops"]) | set(STAGE_COLUMNS["infer"]["adds"])
+    assert list(inferred["kind"]) == [SAMPLE, ERROR, ERROR, END]  # good, corrupt (decode), zero bytes (decode), end
+    assert np.isfinite(inferred["scores"][0]).all() and np.isnan(inferred["scores"][1:]).all()

@@ -59,21 +59,14 @@ def softmax_column(head: str) -> str:
     return f"{head}{SOFTMAX_SUFFIX}"
 
 
-def label_columns(heads: Sequence[str], centered: bool, softmax: bool, embedding: bool) -> set[str]:
-    """Every column a label file of these options has, metadata fields aside."""
-    names = {*FIXED_LABEL_COLUMNS, *heads}
+def reserved_columns(heads: Sequence[str], centered: bool, softmax: bool) -> set[str]:
+    """Names a metadata field may not take: every label column of these options, and the embedding's."""
+    names = {*FIXED_LABEL_COLUMNS, EMBEDDING_COLUMN, *heads}
     if centered:
         names |= {centered_column(h) for h in heads}
     if softmax:
         names |= {softmax_column(h) for h in heads}
-    if embedding:
-        names.add(EMBEDDING_COLUMN)
     return names
-
-
-def reserved_columns(heads: Sequence[str], centered: bool, softmax: bool) -> set[str]:
-    """Names a metadata field may not take: the label columns of these options, and the embedding's."""
-    return label_columns(heads, centered, softmax, embedding=True)
 
 
 def metadata_columns(names: Iterable[str], heads: Iterable[str]) -> list[str]:
