@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from emonet_batch.cli import main
+from emonet_batch.job.inputs import shard_id
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 
@@ -243,11 +244,13 @@ def nightly_config(tmp_path, model) -> Path:
 
 
 def test_nightly_scores_only_new_shards(ray_runtime, tiny_models, tmp_path, capsys):
-    good_shards(tmp_path / "incoming", shards=2, per_shard=3)
+    first_shards = good_shards(tmp_path / "incoming", shards=2, per_shard=3)
     config = nightly_config(tmp_path, tiny_models["small"])
     assert main(["nightly", str(config), "--date", "2026-11-24", "--progress", "off"]) == 0
     day1 = tmp_path / "nightly" / "dt=2026-11-24"
-    assert sorted(p.name for p in (day1 / "_commits").iterdir()) == ["shard-00000.json", "shard-00001.json"]
+    assert sorted(p.name for p in (day1 / "_commits").iterdir()) == sorted(
+        f"{shard_id(str(p))}.json" for p in first_shards
+    )
     assert (day1 / "stats" / "stats.json").exists() and not (day1 / "stats" / "report.html").exists()
     capsys.readouterr()
     assert main(["nightly", str(config), "--date", "2026-11-24"]) == 0
@@ -267,7 +270,8 @@ def test_nightly_scores_only_new_shards(ray_runtime, tiny_models, tmp_path, caps
     )
     assert second.returncode == 0, second.stderr
     day2 = tmp_path / "nightly" / "dt=2026-11-25"
-    assert [p.name for p in (day2 / "_commits").iterdir()] == ["late-00000.json"]
+    late = shard_id(str(tmp_path / "incoming" / "late-00000.tar"))
+    assert [p.name for p in (day2 / "_commits").iterdir()] == [f"{late}.json"]
     assert json.loads((day2 / "manifest.json").read_text())["totals"]["samples"] == 3
 
 

@@ -2,6 +2,7 @@
 nightly's shard selection and the grouped config."""
 
 import json
+import os
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ from emonet_batch.errors import UsageError
 from emonet_batch.job.collect import ShardCollector
 from emonet_batch.job.commit import commit_shard
 from emonet_batch.job.config import LabelOptions, StorageOptions
-from emonet_batch.job.inputs import Shard
+from emonet_batch.job.inputs import Shard, normalised_location, shard_id
 from emonet_batch.job.layout import ERROR_COLUMNS, FIXED_LABEL_COLUMNS, commit_file, error_file, label_file
 from emonet_batch.job.rows import COLLECTED_COLUMNS, COMPLETE, END, ERROR, INCOMPLETE, SAMPLE, ShardEnd
 from emonet_batch.job.storage import filesystem
@@ -21,6 +22,7 @@ from emonet_batch.run.config import OPTION_GROUPS, score_config
 from emonet_batch.run.resume import check_same_model, split_committed
 
 HEADS = 3
+SHARD = Shard("in/s.tar", "s", "tar")
 
 
 def batch(rows: list[tuple], heads: int = HEADS) -> dict[str, np.ndarray]:
@@ -94,7 +96,7 @@ def test_commit_writes_labels_errors_then_the_create_only_record(model, tmp_path
     fs, output = filesystem(str(tmp_path), StorageOptions())
     rows = shard_rows(model, [SAMPLE, ERROR, SAMPLE])
     options = LabelOptions(meta_fields=("age",))
-    outcome = commit_shard(fs, output, "s", rows, ShardEnd(3, COMPLETE), model, options, "in/s.tar")
+    outcome = commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, options)
     assert (outcome.samples, outcome.labels, outcome.errors, outcome.status) == (3, 2, 1, COMPLETE)
     labels = pq.read_table(tmp_path / label_file("s"))
     assert labels.column_names[:2] == list(FIXED_LABEL_COLUMNS[:2]) and labels.column("key").to_pylist() == ["k0", "k2"]
@@ -102,14 +104,14 @@ def test_commit_writes_labels_errors_then_the_create_only_record(model, tmp_path
     assert pq.read_table(tmp_path / error_file("s")).column_names == list(ERROR_COLUMNS)
     record = json.loads((tmp_path / commit_file("s")).read_text())
     assert record["model_id"] == model.model_id and set(record["files"]) == {label_file("s"), error_file("s")}
-    again = commit_shard(fs, output, "s", rows, ShardEnd(3, COMPLETE), model, options, "in/s.tar")
+    again = commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, options)
     assert again.reason.startswith("already committed by another run")
 
 
 def test_an_incomplete_shard_writes_files_but_no_record(model, tmp_path):
     fs, output = filesystem(str(tmp_path), StorageOptions())
     rows = shard_rows(model, [SAMPLE, SAMPLE, SAMPLE])
-    outcome = commit_shard(fs, output, "s", rows, ShardEnd(3, INCOMPLETE, "cut"), model, LabelOptions(), "in/s.tar")
+    outcome = commit_shard(fs, output, SHARD, rows, ShardEnd(3, INCOMPLETE, "cut"), model, LabelOptions())
     assert outcome.status == INCOMPLETE and outcome.reason == "cut"
     assert (tmp_path / label_file("s")).exists() and not (tmp_path / commit_file("s")).exists()
 
@@ -117,7 +119,7 @@ def test_an_incomplete_shard_writes_files_but_no_record(model, tmp_path):
 def test_commit_refuses_rows_that_do_not_add_up(model, tmp_path):
     fs, output = filesystem(str(tmp_path), StorageOptions())
     with pytest.raises(AssertionError, match="4 samples read but 3 labels"):
-        commit_shard(fs, output, "s", shard_rows(model, [SAMPLE] * 3), ShardEnd(4, COMPLETE), model, LabelOptions(), "")
+        commit_shard(fs, output, SHARD, shard_rows(model, [SAMPLE] * 3), ShardEnd(4, COMPLETE), model, LabelOptions())
 
 
 def shards(*ids: str) -> list[Shard]:
@@ -125,10 +127,25 @@ def shards(*ids: str) -> list[Shard]:
 
 
 def test_committed_shards_are_skipped_in_input_order():
-    record = {"samples": 5, "labels": 4, "errors": 1}
+    record = {"samples": 5, "labels": 4, "errors": 1, "location": normalised_location("in/b.tar")}
     done, todo = split_committed(shards("a", "b", "c"), {"b": record})
     assert [s.shard_id for s in todo] == ["a", "c"]
     assert done["b"].skipped and (done["b"].samples, done["b"].errors) == (5, 1)
+
+
+def test_a_record_of_another_input_under_the_same_id_is_never_skipped():
+    record = {"samples": 5, "labels": 5, "errors": 0, "location": normalised_location("elsewhere/b.tar")}
+    with pytest.raises(UsageError, match="committed in this output for another input"):
+        split_committed(shards("b"), {"b": record})
+
+
+def test_shard_ids_depend_on_the_one_input_location_only(tmp_path):
+    a, b = "a/shard-00000.tar", "b/shard-00000.tar"
+    assert shard_id(a).startswith("shard-00000-") and shard_id(a) != shard_id(b)
+    assert shard_id(a) == shard_id(os.path.abspath(a)) == shard_id(f"file://{os.path.abspath(a)}")
+    signed = "https://host/bucket/s.tar?X-Amz-Signature=CANARY&X-Amz-Expires=60"
+    assert shard_id(signed) == shard_id("https://host/bucket/s.tar") and "CANARY" not in normalised_location(signed)
+    assert shard_id("s3://KEY:SECRET@bucket/s.tar") == shard_id("s3://bucket/s.tar")
 
 
 def test_another_models_records_are_refused(model, tmp_path):

@@ -7,7 +7,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from emonet_batch.devtools.samples import demo_samples
 from emonet_batch.errors import UsageError
+from emonet_batch.job.inputs import shard_id
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
@@ -49,10 +51,12 @@ def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_
     )
     assert result.exit_code == 0
     out = tmp_path / "out"
-    assert sorted(p.name for p in (out / "labels").iterdir()) == [f"{s.stem}.parquet" for s in shards]
-    assert sorted(p.name for p in (out / "_commits").iterdir()) == [f"{s.stem}.json" for s in shards]
+    ids = [shard_id(str(s)) for s in shards]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [f"{i}.parquet" for i in ids]
+    assert sorted(p.name for p in (out / "_commits").iterdir()) == [f"{i}.json" for i in ids]
+    assert all(i.startswith(s.stem + "-") for i, s in zip(ids, shards))
     assert not (out / "errors").exists()
-    table = pq.read_table(out / "labels" / "shard-00001.parquet")
+    table = pq.read_table(out / "labels" / f"{ids[1]}.parquet")
     assert table.column_names[:2] == ["key", "shard"] and table.column_names[2:46] == list(HEAD_COLUMNS)
     assert table.num_rows == 7 and table.column("key").to_pylist() == [f"face-{i:05d}" for i in range(7, 14)]
     schema = table.schema
@@ -67,9 +71,10 @@ def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_
     np.testing.assert_allclose(rows.filter(like="_softmax").iloc[:, :40].sum(axis=1), 1.0, atol=1e-5)
     assert rows["valence_softmax"].isna().all()
     assert rows["age"].dtype.kind == "i" and set(rows["gender"]) <= {"female", "male"}
-    record = json.loads((out / "_commits" / "shard-00001.json").read_text())
+    record = json.loads((out / "_commits" / f"{ids[1]}.json").read_text())
     assert (record["samples"], record["labels"], record["errors"]) == (7, 7, 0)
-    assert manifest(out)["shards"]["shard-00001"]["status"] == "complete"
+    assert record["location"] == f"file://{shards[1]}"
+    assert manifest(out)["shards"][ids[1]]["status"] == "complete"
     assert result.figures["images"] == 21 and result.figures["images_per_s"] > 0
 
 
@@ -120,19 +125,20 @@ def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
     result = score(tmp_path, tiny_models["small"], [odd, truncated, missing], max_pixels=MAX_PIXELS)
     assert result.exit_code == 1  # an incomplete and a failed shard
     shards = manifest(tmp_path / "out")["shards"]
+    odd_id, cut_id, missing_id = shard_id(str(odd)), shard_id(str(truncated)), shard_id(str(missing))
 
-    assert shards["odd-00000"] == {**shards["odd-00000"], "status": "complete", "samples": 13, "labels": 7, "errors": 6}
-    errors = pq.read_table(tmp_path / "out" / "errors" / "odd-00000.parquet").to_pylist()
+    assert shards[odd_id] == {**shards[odd_id], "status": "complete", "samples": 13, "labels": 7, "errors": 6}
+    errors = pq.read_table(tmp_path / "out" / "errors" / f"{odd_id}.parquet").to_pylist()
     assert {e["key"]: (e["stage"], e["error_type"]) for e in errors} == EXPECTED_ERRORS
-    assert all(e["message"] and e["shard"] == "odd-00000" for e in errors)
-    labelled = pq.read_table(tmp_path / "out" / "labels" / "odd-00000.parquet").column("key").to_pylist()
+    assert all(e["message"] and e["shard"] == odd_id for e in errors)
+    labelled = pq.read_table(tmp_path / "out" / "labels" / f"{odd_id}.parquet").column("key").to_pylist()
     assert labelled == ["good", "grey", "cmyk", "rgba", "sixteen", "rotated", "webp"]
 
-    cut = shards["cut"]
+    cut = shards[cut_id]
     assert cut["status"] == "incomplete" and "truncated" in cut["reason"]
     assert 0 < cut["samples"] < 6 and cut["labels"] + cut["errors"] == cut["samples"]
-    assert not (tmp_path / "out" / "_commits" / "cut.json").exists()
-    assert shards["missing"]["status"] == "failed" and "cannot open shard" in shards["missing"]["reason"]
+    assert not (tmp_path / "out" / "_commits" / f"{cut_id}.json").exists()
+    assert shards[missing_id]["status"] == "failed" and "cannot open shard" in shards[missing_id]["reason"]
 
     # the incomplete and failed shards are retried; the complete one is not read again
     again = score(tmp_path, tiny_models["small"], [odd, truncated, missing], max_pixels=MAX_PIXELS)
@@ -154,14 +160,12 @@ def test_parquet_shards_with_image_columns(ray_runtime, tiny_models, tmp_path):
     (tmp_path / "in").mkdir()
     shard = parquet_shard(tmp_path / "in" / "hq-0000.parquet", 5)
     result = score(tmp_path, tiny_models["small"], [shard], meta_fields=("emotion", "age"))
-    assert (
-        result.manifest["shards"]["hq-0000"] | {"samples": 5, "labels": 4, "errors": 1}
-        == result.manifest["shards"]["hq-0000"]
-    )
+    outcome = result.manifest["shards"][shard_id(str(shard))]
+    assert outcome | {"samples": 5, "labels": 4, "errors": 1} == outcome
     labels = read_labels(tmp_path / "out").to_pydict()
     assert labels["key"] == ["img_0000", "img_0002", "img_0003", "img_0004"]
     assert labels["age"] == [20, 22, 23, 24]
-    errors = pq.read_table(tmp_path / "out" / "errors" / "hq-0000.parquet").to_pylist()
+    errors = pq.read_table(tmp_path / "out" / "errors" / f"{shard_id(str(shard))}.parquet").to_pylist()
     assert [(e["key"], e["error_type"]) for e in errors] == [("img_0001", "missing_image")]
 
 
@@ -229,3 +233,22 @@ def test_an_inaccurate_model_scores_only_when_allowed(ray_runtime, tiny_models, 
     with pytest.raises(UsageError, match="--allow-inaccurate-model"):
         score(tmp_path, loose.directory, [tmp_path / "in"])
     assert score(tmp_path, loose.directory, [tmp_path / "in"], allow_inaccurate_model=True).exit_code == 0
+
+
+def test_two_folders_with_equal_shard_names_are_two_shards(ray_runtime, tiny_models, tmp_path):
+    """The second folder's shard-00000.tar is scored, not skipped as the first one's."""
+    first = good_shards(tmp_path / "a", shards=1, per_shard=3)[0]
+    second = write_shards_of(tmp_path / "b", keys=["other-0", "other-1"])
+    assert first.name == second.name
+    score(tmp_path, tiny_models["small"], [first])
+    result = score(tmp_path, tiny_models["small"], [second])
+    assert result.figures["shards_scored"] == 1 and result.figures["shards_skipped"] == 0
+    keys = sorted(read_labels(tmp_path / "out").column("key").to_pylist())
+    assert keys == ["face-00000", "face-00001", "face-00002", "other-0", "other-1"]
+
+
+def write_shards_of(directory, keys):
+    from emonet_batch.devtools.shards import write_shards
+
+    samples = [(key, members) for key, (_, members) in zip(keys, demo_samples(len(keys), size=64))]
+    return write_shards(samples, directory, len(keys))[0]

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from emonet_batch.cli import main
+from emonet_batch.job.inputs import shard_id
 
 from .shardkit import good_shards
 
@@ -73,21 +74,22 @@ def test_s3_in_and_out_and_no_secret_anywhere(s3, tiny_models, tmp_path):
     )
     assert run.returncode == 1, run.stderr  # the missing shard fails; the others complete
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="results")["Contents"])
+    first, second = (shard_id(f"s3://corpus/faces/shard-0000{i}.tar") for i in (0, 1))
     assert [k for k in keys if not k.startswith("run1/stats/")] == [
-        "run1/_commits/shard-00000.json",
-        "run1/_commits/shard-00001.json",
-        "run1/labels/shard-00000.parquet",
-        "run1/labels/shard-00001.parquet",
+        f"run1/_commits/{first}.json",
+        f"run1/_commits/{second}.json",
+        f"run1/labels/{first}.parquet",
+        f"run1/labels/{second}.parquet",
         "run1/manifest.json",
     ]
     assert {"run1/stats/stats.json", "run1/stats/report.html"} <= set(keys)
     manifest = json.loads(client.get_object(Bucket="results", Key="run1/manifest.json")["Body"].read())
     assert (
-        manifest["shards"]["shard-00000"]["status"] == "complete"
-        and manifest["shards"]["missing"]["status"] == "failed"
+        manifest["shards"][first]["status"] == "complete"
+        and manifest["shards"][shard_id("s3://corpus/faces/missing.tar")]["status"] == "failed"
     )
     labels = pq.read_table(
-        pa.BufferReader(client.get_object(Bucket="results", Key="run1/labels/shard-00001.parquet")["Body"].read())
+        pa.BufferReader(client.get_object(Bucket="results", Key=f"run1/labels/{second}.parquet")["Body"].read())
     )
     assert labels.column("key").to_pylist() == [f"face-{i:05d}" for i in range(4, 8)]
 

@@ -22,6 +22,7 @@ from .. import __version__
 from ..model.postprocess import derive, top_emotion
 from ..model.record import ModelInfo
 from .config import LabelOptions
+from .inputs import Shard, normalised_location
 from .layout import (
     EMBEDDING_COLUMN,
     ERROR_COLUMNS,
@@ -138,20 +139,17 @@ def select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarra
 
 
 def commit_shard(
-    fs,
-    output: str,
-    shard_id: str,
-    rows: dict[str, np.ndarray],
-    end: ShardEnd,
-    info: ModelInfo,
-    options: LabelOptions,
-    display_url: str,
+    fs, output: str, shard: Shard, rows: dict[str, np.ndarray], end: ShardEnd, info: ModelInfo, options: LabelOptions
 ) -> ShardOutcome:
-    """Write a shard's files, then (for a completely read shard) its create-only commit record."""
+    """Write a shard's files, then (for a completely read shard) its create-only commit record, which names
+    the input it came from."""
+    shard_id = shard.shard_id
     rows = select(rows, np.argsort(rows["seq"], kind="stable"))
     labels = select(rows, rows["kind"] == SAMPLE)
     errors = select(rows, rows["kind"] == ERROR)
-    outcome = ShardOutcome(shard_id, display_url, end.status, end.count, len(labels[KEY]), len(errors[KEY]), end.reason)
+    outcome = ShardOutcome(
+        shard_id, shard.display_url, end.status, end.count, len(labels[KEY]), len(errors[KEY]), end.reason
+    )
     if outcome.labels + outcome.errors != outcome.samples:
         raise AssertionError(
             f"shard {shard_id}: {outcome.samples} samples read but {outcome.labels} labels + {outcome.errors} errors"
@@ -169,6 +167,7 @@ def commit_shard(
         record = {
             "shard": shard_id,
             **outcome.commit_fields(),
+            "location": normalised_location(shard.url),
             "model_id": info.model_id,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "emonet_batch": __version__,

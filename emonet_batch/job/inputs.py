@@ -1,15 +1,24 @@
-"""Expand INPUT arguments into a list of shards: brace ranges, globs, directories, @list files."""
+"""Expand INPUT arguments into a list of shards: brace ranges, globs, directories, @list files.
+
+A shard's id names its output files: the file's stem, then 8 hex digits of the sha256 of its normalised
+location (the URL without credentials, query or fragment; a local path made absolute), e.g.
+`shard-00000-3f9a1c2e`. It depends on that one input alone, so it is the same in every run and every
+command (score, nightly) whatever other inputs they list, and two shards with one file name in different
+folders or buckets get different ids. An output therefore moves with its inputs: scored again from the same
+URLs it resumes; from moved inputs, every shard counts as new.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 from braceexpand import braceexpand
 
 from ..errors import UsageError
 from .config import StorageOptions
-from .storage import filesystem, redact_url
+from .storage import filesystem, redact_url, split_query, without_credentials
 
 #: Shard formats by file name ending.
 FORMATS = {".tar": "tar", ".tar.gz": "tar", ".tgz": "tar", ".parquet": "parquet"}
@@ -18,8 +27,8 @@ _GLOB_CHARS = set("*?[")
 
 @dataclass(frozen=True)
 class Shard:
-    url: str  # as given (may carry a protocol); never logged unredacted
-    shard_id: str  # output file stem, unique within a run
+    url: str  # as given (may carry a protocol and a query); never shown unredacted
+    shard_id: str  # output file stem: see the module docstring
     format: str  # "tar" | "parquet"
 
     @property
@@ -28,7 +37,7 @@ class Shard:
 
 
 def shard_format(url: str) -> str | None:
-    name = url.rsplit("/", 1)[-1].lower()
+    name = split_query(url)[0].rsplit("/", 1)[-1].lower()
     for ending, fmt in FORMATS.items():
         if name.endswith(ending):
             return fmt
@@ -36,33 +45,41 @@ def shard_format(url: str) -> str | None:
 
 
 def shard_stem(url: str) -> str:
-    name = url.rsplit("/", 1)[-1]
+    name = split_query(url)[0].rsplit("/", 1)[-1]
     for ending in sorted(FORMATS, key=len, reverse=True):
         if name.lower().endswith(ending):
             return name[: -len(ending)]
     return name
 
 
+def normalised_location(url: str) -> str:
+    """Where a shard is, as its id is computed from: no credentials, query or fragment; local paths absolute."""
+    base = without_credentials(split_query(url)[0])
+    scheme, sep, path = base.partition("://")
+    if not sep or scheme.lower() in ("file", "local"):
+        return "file://" + os.path.abspath(os.path.expanduser(path if sep else base))
+    return f"{scheme.lower()}://{path}"  # object keys are literal: `a//b` and `a/b` are two objects
+
+
+def shard_id(url: str) -> str:
+    digest = hashlib.sha256(normalised_location(url).encode()).hexdigest()[:8]
+    return f"{shard_stem(url)}-{digest}"
+
+
+def make_shard(url: str) -> Shard:
+    return Shard(url, shard_id(url), shard_format(url) or "tar")
+
+
 def expand_inputs(specs: tuple[str, ...] | list[str], storage: StorageOptions) -> list[Shard]:
-    """Every shard the INPUT arguments name, in the order given, each once, with unique ids."""
-    urls: list[str] = []
+    """Every shard the INPUT arguments name, in the order given, each location once."""
+    shards: dict[str, Shard] = {}
     for spec in specs:
-        urls.extend(_expand_one(spec, storage))
-    unique = list(dict.fromkeys(urls))
-    if not unique:
+        for url in _expand_one(spec, storage):
+            shard = make_shard(url)
+            shards.setdefault(shard.shard_id, shard)
+    if not shards:
         raise UsageError("no input shards given")
-    return assign_ids(unique)
-
-
-def assign_ids(urls: list[str]) -> list[Shard]:
-    """Shard id = file name without its extension; names that collide get a short hash of the URL."""
-    stems = [shard_stem(url) for url in urls]
-    shards = []
-    for url, stem in zip(urls, stems):
-        if stems.count(stem) > 1:
-            stem = f"{stem}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
-        shards.append(Shard(url, stem, shard_format(url) or "tar"))
-    return shards
+    return list(shards.values())
 
 
 def _expand_one(spec: str, storage: StorageOptions) -> list[str]:
@@ -70,7 +87,7 @@ def _expand_one(spec: str, storage: StorageOptions) -> list[str]:
         return _read_list(spec[1:], storage)
     urls = []
     for item in braceexpand(spec):
-        if _GLOB_CHARS & set(item.split("://", 1)[-1]):
+        if _GLOB_CHARS & set(split_query(item)[0].split("://", 1)[-1]):
             urls.extend(_glob(item, storage))
         else:
             urls.extend(_file_or_directory(item, storage))

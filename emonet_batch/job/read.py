@@ -22,7 +22,7 @@ from ..errors import first_line
 from .config import StorageOptions
 from .inputs import Shard
 from .rows import COMPLETE, FAILED, INCOMPLETE, READ_SCHEMA, end_row, error_row, sample_row
-from .storage import filesystem
+from .storage import filesystem, split_query
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -168,7 +168,7 @@ def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]
         fs, path = filesystem(shard.url, storage)
         stream = fs.open(path, "rb")
         # the size of a plain tar lets the reader notice a file cut at a member boundary
-        size = fs.size(path) if shard.url.lower().endswith(".tar") else None
+        size = fs.size(path) if split_query(shard.url)[0].lower().endswith(".tar") else None
     except Exception as exc:  # any backend error at open means the same: the shard could not be read
         yield end_row(shard.shard_id, 0, FAILED, f"cannot open shard: {type(exc).__name__}: {first_line(exc)}")
         return

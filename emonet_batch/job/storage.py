@@ -1,7 +1,8 @@
 """Object storage through fsspec: local paths, s3://, gs:// and any fsspec URL.
 
 Credentials are never passed here: s3fs/gcsfs read them from the environment of the process that
-touches storage. URLs are shown to people only through `redact_url`, which drops any user:password@.
+touches storage. URLs are shown to people only through `redact_url`, which drops any user:password@ and
+hides query values (presigned URLs carry their signature there).
 """
 
 from __future__ import annotations
@@ -25,9 +26,30 @@ class StorageError(EmonetError):
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
 
 
-def redact_url(url: str) -> str:
-    """The URL without any credentials written into it (s3://KEY:SECRET@bucket/... -> s3://bucket/...)."""
+def split_query(url: str) -> tuple[str, str]:
+    """(the URL up to its query, the query and fragment after it). Only a URL with a scheme has a query: in a
+    local path `?` is a glob character."""
+    if "://" not in url:
+        return url, ""
+    base, mark, rest = url.partition("?")
+    if not mark:
+        base, mark, rest = url.partition("#")
+    return base, mark + rest
+
+
+def without_credentials(url: str) -> str:
+    """The URL without user:password@."""
     return _USERINFO.sub(r"\1", url)
+
+
+def redact_url(url: str) -> str:
+    """The URL without the secrets it may carry: user:password@ is dropped (s3://KEY:SECRET@bucket/... ->
+    s3://bucket/...) and every query value is hidden (a presigned URL's signature, a token), keys kept."""
+    base, query = split_query(without_credentials(url))
+    if not query:
+        return base
+    pairs = query[1:].split("#", 1)[0].split("&")
+    return base + "?" + "&".join(f"{pair.split('=', 1)[0]}=REDACTED" if "=" in pair else "REDACTED" for pair in pairs)
 
 
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:

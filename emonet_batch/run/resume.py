@@ -10,16 +10,29 @@ from typing import Any
 
 from ..errors import UsageError
 from ..job.commit import ShardOutcome
-from ..job.inputs import Shard
+from ..job.inputs import Shard, normalised_location
 from ..job.layout import MANIFEST, RUN_OUTPUTS
 from ..job.storage import join, redact_url
 from ..model.record import ModelInfo
 
 
 def split_committed(shards: list[Shard], committed: dict[str, Any]) -> tuple[dict[str, ShardOutcome], list[Shard]]:
-    """(outcomes of the shards an earlier run committed, the shards still to score), in input order."""
-    done = {s.shard_id: skipped_outcome(s, committed[s.shard_id]) for s in shards if s.shard_id in committed}
-    return done, [s for s in shards if s.shard_id not in committed]
+    """(outcomes of the shards an earlier run committed, the shards still to score), in input order.
+
+    A shard is skipped only when its record names this very input; a record of another input under the
+    same id (a collision of the id's short hash) is refused rather than taken for this shard's."""
+    done = {}
+    for shard in shards:
+        record = committed.get(shard.shard_id)
+        if record is None:
+            continue
+        if record.get("location") != normalised_location(shard.url):
+            raise UsageError(
+                f"shard id {shard.shard_id} is committed in this output for another input "
+                f"({redact_url(str(record.get('location')))}), not {shard.display_url}; use another --output"
+            )
+        done[shard.shard_id] = skipped_outcome(shard, record)
+    return done, [s for s in shards if s.shard_id not in done]
 
 
 def skipped_outcome(shard: Shard, record: dict[str, Any]) -> ShardOutcome:

@@ -141,7 +141,7 @@ def stream_and_commit(
     for batch in result_batches(dataset):
         for shard_id in collector.add(batch):
             rows, end = collector.pop(shard_id)
-            outcome = commit_shard(fs, output, shard_id, rows, end, info, config.labels, by_id[shard_id].display_url)
+            outcome = commit_shard(fs, output, by_id[shard_id], rows, end, info, config.labels)
             outcomes[shard_id] = outcome
             counters.shards_done += 1
             counters.images += outcome.samples
