@@ -80,7 +80,7 @@ def test_loading_verifies_sha256(tiny_models, tmp_path):
     copy = tmp_path / "model"
     shutil.copytree(tiny_models["small"], copy, ignore=shutil.ignore_patterns("checkpoint"))
     data = bytearray((copy / "model.onnx").read_bytes())
-    data[-10] ^= 0xFF
+    data[len(data) // 2] ^= 0xFF  # in the weights
     (copy / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match the recorded"):
         load_model_info(copy)
@@ -88,6 +88,52 @@ def test_loading_verifies_sha256(tiny_models, tmp_path):
     (copy / "model.onnx").unlink()
     with pytest.raises(ModelError, match="missing"):
         load_model_info(copy)
+
+
+def copy_model(source, target):
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("checkpoint"))
+    return target
+
+
+def edit_record(directory, **changes):
+    record = json.loads((directory / "model.json").read_text())
+    (directory / "model.json").write_text(json.dumps({**record, **changes}))
+
+
+def test_onnx_metadata_is_read_without_the_onnx_package(tiny_models):
+    from emonet_batch.model.record import onnx_metadata
+
+    graph = onnx.load(str(tiny_models["small"] / "model.onnx"))
+    assert onnx_metadata(tiny_models["small"] / "model.onnx") == {p.key: p.value for p in graph.metadata_props}
+
+
+def test_heads_reordered_in_model_json_are_refused(tiny_models, tmp_path):
+    model = copy_model(tiny_models["small"], tmp_path / "model")
+    heads = list(HEAD_COLUMNS)
+    edit_record(model, heads=[heads[1], heads[0], *heads[2:]])
+    with pytest.raises(ModelError, match="model.json and model.onnx disagree on heads"):
+        load_model_info(model)
+
+
+def test_the_model_id_covers_external_weights_and_label_facts(tiny_models, tmp_path):
+    """Two exports differing only in model.onnx.data, or only in a neutral mean, have different ids."""
+    base = load_model_info(tiny_models["small"])
+    external = copy_model(tiny_models["small"], tmp_path / "external")
+    graph = onnx.load(str(external / "model.onnx"))
+    (external / "model.onnx").unlink()
+    files = save_onnx(graph, external / "model.onnx", external_data_bytes=0)
+    from emonet_batch.model.record import sha256_file
+
+    edit_record(external, files={path.name: sha256_file(path) for path in files})
+    first = load_model_info(external).model_id
+    data = bytearray((external / "model.onnx.data").read_bytes())
+    data[100] ^= 0xFF  # other weights, same graph file
+    (external / "model.onnx.data").write_bytes(bytes(data))
+    edit_record(external, files={path.name: sha256_file(path) for path in files})
+    assert load_model_info(external).model_id != first
+    shifted = copy_model(tiny_models["small"], tmp_path / "shifted")
+    edit_record(shifted, neutral_means={**base.neutral_means, "amusement": base.neutral_means["amusement"] + 0.5})
+    assert load_model_info(shifted).model_id != base.model_id
 
 
 def test_a_newer_record_format_is_refused(tiny_models, tmp_path):
@@ -196,7 +242,7 @@ def test_cli_export_and_info(tmp_path, capsys):
     assert "parity vs PyTorch on 4 images: max |Δ score|" in out
     assert main(["info", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    assert "model id (sha256 of model.onnx)" in table and "44 (small)" in table and "max_abs_score_diff" in table
+    assert "model id (graph files + label facts)" in table and "44 (small)" in table and "max_abs_score_diff" in table
 
 
 def test_cli_export_offline_hub_ids_fail_in_one_line(tmp_path, capsys, monkeypatch):

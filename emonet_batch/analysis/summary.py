@@ -35,7 +35,7 @@ def model_info_table(info: ModelInfo) -> str:
     sources = record.get("sources", {})
     rows = [
         ("directory", info.directory),
-        ("model id (sha256 of model.onnx)", info.model_id),
+        ("model id (graph files + label facts)", info.model_id),
         ("files", ", ".join(f"{name} ({digest[:12]})" for name, digest in info.files.items())),
         ("heads", f"{len(info.heads)} ({info.head_size}): {', '.join(info.heads)}"),
         ("image size", f"{info.image_size} px, resize filter {info.resize_filter}"),

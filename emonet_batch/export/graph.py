@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, MODEL_ONNX
+from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, METADATA_PREFIX, MODEL_ONNX
 from .checkpoint import Encoder, HeadSet
 from .quantize import quantize_int8
 from .reference import embed
@@ -99,7 +99,7 @@ def write_onnx(model: FusedModel, out: Path, image_size: int, opset: int, metada
     graph.producer_name = "emonet-batch"
     graph.producer_version = __version__
     graph.doc_string = "Empathic Insight Face (SigLIP2 tower + emotion heads), fused by emonet-batch"
-    onnx.helper.set_model_props(graph, {f"emonet_batch.{k}": json.dumps(v) for k, v in metadata.items()})
+    onnx.helper.set_model_props(graph, {METADATA_PREFIX + k: json.dumps(v) for k, v in metadata.items()})
     return save_onnx(graph, out / MODEL_ONNX)
 
 

@@ -8,10 +8,12 @@ was changed or half-copied is refused instead of silently writing wrong labels. 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..errors import ModelError
 
@@ -19,6 +21,11 @@ MODEL_JSON = "model.json"
 MODEL_ONNX = "model.onnx"
 #: The version of model.json's layout this code reads and the export writes; a newer record is refused.
 FORMAT_VERSION = 1
+#: model.json facts that change a label's values or columns; with the files' hashes they make the model id.
+LABEL_FACTS = ("heads", "image_size", "embedding_dim", "resize_filter", "normalize", "precision", "neutral_means")
+#: model.json facts the export also writes into the ONNX file's metadata (as `emonet_batch.<fact>`, JSON).
+MIRRORED_FACTS = ("heads", "head_size", "image_size", "embedding_dim", "normalize", "resize_filter", "precision")
+METADATA_PREFIX = "emonet_batch."
 #: The fused graph's interface: uint8 pixels in, raw head scores and the embedding out.
 GRAPH_INPUT = "pixels"
 GRAPH_OUTPUTS = ("scores", "embedding")
@@ -46,8 +53,14 @@ class ModelInfo:
 
     @property
     def model_id(self) -> str:
-        """sha256 of model.onnx: identifies the exact graph that produced a label."""
-        return self.files[MODEL_ONNX]
+        """Identifies what produced a label: the sha256 over every file of the graph (model.onnx and its
+        external weights) and every recorded fact that changes scores or their columns (LABEL_FACTS)."""
+        return model_id(self.record)
+
+
+def model_id(record: dict[str, Any]) -> str:
+    identity = {"files": record["files"], **{fact: record[fact] for fact in LABEL_FACTS}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -90,6 +103,7 @@ def load_model_info(directory: str | Path, verify: bool = True) -> ModelInfo:
         raise ModelError(f"{path}: malformed model record ({type(exc).__name__}: {exc})") from None
     if verify:
         verify_files(info)
+    check_mirror(info)
     return info
 
 
@@ -113,3 +127,80 @@ def verify_files(info: ModelInfo) -> None:
                 f"{file}: sha256 {actual[:12]}... does not match the recorded {expected[:12]}... "
                 "(modified or incomplete copy)"
             )
+
+
+def check_mirror(info: ModelInfo) -> None:
+    """model.json and the metadata inside model.onnx must agree: a record edited or copied beside another
+    graph (heads reordered, another precision) would put scores under the wrong columns."""
+    path = info.onnx_path
+    if not path.is_file():
+        raise ModelError(f"{path}: recorded in {MODEL_JSON} but missing")
+    mirror = onnx_metadata(path)
+    for fact in MIRRORED_FACTS:
+        key = METADATA_PREFIX + fact
+        if key not in mirror:
+            raise ModelError(f"{path} does not carry the {fact} its {MODEL_JSON} records; re-export the model")
+        if json.loads(mirror[key]) != info.record.get(fact):
+            raise ModelError(
+                f"{info.directory}: {MODEL_JSON} and {MODEL_ONNX} disagree on {fact} "
+                f"({json.dumps(info.record.get(fact))[:80]} vs {mirror[key][:80]}); re-export the model"
+            )
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file, read without loading its graph.
+
+    Written here instead of calling the onnx package: onnx is an export-only dependency, and parsing the
+    model would read the whole graph (up to 1.5 GiB) for a few strings. A ModelProto is a sequence of
+    protobuf fields; every one but metadata_props (field 14) is skipped by its length."""
+    props = {}
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        while handle.tell() < size:
+            number, wire = _field_key(handle)
+            if wire == _LENGTH_DELIMITED:
+                length = _varint(handle)
+                if number == _METADATA_PROPS:
+                    key, value = _string_pair(handle.read(length))
+                    props[key] = value
+                else:
+                    handle.seek(length, io.SEEK_CUR)
+            elif wire == _VARINT:
+                _varint(handle)
+            elif wire in _FIXED_WIDTHS:
+                handle.seek(_FIXED_WIDTHS[wire], io.SEEK_CUR)
+            else:
+                raise ModelError(f"{path}: not an ONNX file (protobuf wire type {wire})")
+    return props
+
+
+_VARINT, _LENGTH_DELIMITED, _FIXED_WIDTHS, _METADATA_PROPS = 0, 2, {1: 8, 5: 4}, 14
+
+
+def _varint(stream: BinaryIO) -> int:
+    value, shift = 0, 0
+    while byte := stream.read(1):
+        value |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return value
+        shift += 7
+    raise ModelError("truncated ONNX file")
+
+
+def _field_key(stream: BinaryIO) -> tuple[int, int]:
+    key = _varint(stream)
+    return key >> 3, key & 7
+
+
+def _string_pair(data: bytes) -> tuple[str, str]:
+    """A StringStringEntryProto: key (field 1) and value (field 2)."""
+    stream, found = io.BytesIO(data), {1: "", 2: ""}
+    while stream.tell() < len(data):
+        number, wire = _field_key(stream)
+        if wire != _LENGTH_DELIMITED:
+            raise ModelError("malformed ONNX metadata entry")
+        try:
+            found[number] = stream.read(_varint(stream)).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelError("malformed ONNX metadata entry (not UTF-8)") from None
+    return found[1], found[2]
