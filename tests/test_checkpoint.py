@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +126,35 @@ def test_encoder_errors(tmp_path):
     with pytest.raises(ModelError, match="NaFlex"):
         load_encoder(tmp_path)
     assert read_resize_filter(tmp_path) == "bilinear"
+
+
+class _Payload:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "code ran"))
+
+
+def plant_pickle(path, marker):
+    import pickle
+
+    path.write_bytes(pickle.dumps({"layers.0.weight": _Payload(marker)}))
+
+
+def test_planted_pickles_never_run(small_heads, tmp_path):
+    marker = tmp_path / "marker"
+    plant_pickle(small_heads / "model_amusement_best.pth", marker)
+    with pytest.raises(ModelError, match="not a readable head checkpoint") as refused:
+        load_heads(small_heads)
+    assert "weights_only" not in str(refused.value) and not marker.exists()
+    encoder = tmp_path / "encoder"
+    write_encoder(encoder, TOWERS["tiny"], False)
+    for weights in encoder.glob("*.safetensors"):
+        weights.unlink()
+    plant_pickle(encoder / "pytorch_model.bin", marker)
+    with pytest.raises(ModelError, match="no .safetensors weights") as refused:
+        load_encoder(encoder)
+    assert "weights_only" not in str(refused.value) and not marker.exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +94,11 @@ def read_head_state(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a head file; weights_only so a checkpoint cannot run code on load."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # corrupt, or objects other than tensors: torch's text advises unsafe loading
+        raise ModelError(
+            f"{path}: not a readable head checkpoint: corrupt, or it pickles objects other than tensors, "
+            "which are refused since unpickling them could run code"
+        ) from None
     except Exception as exc:  # torch raises many types for corrupt files; all mean the same here
         raise ModelError(f"{path}: not a readable head checkpoint ({type(exc).__name__}: {first_line(exc)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -178,12 +184,17 @@ def load_encoder(directory: str | os.PathLike) -> Encoder:
         )
     if not vision_config.vision_use_head:
         raise ModelError(f"{config_path}: the tower has no attention-pool head, so it has no pooled embedding")
+    if not any(directory.glob("*.safetensors")):
+        raise ModelError(
+            f"{directory}: no .safetensors weights; pickled weights (pytorch_model.bin) are never loaded, since "
+            "unpickling can run code: use the checkpoint's safetensors release"
+        )
     try:
         with _quiet_transformers():
-            model = SiglipVisionModel.from_pretrained(directory, config=vision_config)
+            model = SiglipVisionModel.from_pretrained(directory, config=vision_config, use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelError(f"{directory}: cannot load the encoder weights: {first_line(exc)}") from None
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors", ".bin"})
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors"})
     return Encoder(
         model.eval(), vision_config.image_size, vision_config.hidden_size, read_resize_filter(directory), files
     )
