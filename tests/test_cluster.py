@@ -41,6 +41,9 @@ def ray_head():
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
     }
+    import ray
+
+    ray.shutdown()  # the shared in-process runtime, if a test started it: one Ray on the machine at a time here
     port, dashboard = free_port(), free_port()
     subprocess.run(
         [
@@ -63,8 +66,6 @@ def ray_head():
     yield f"http://127.0.0.1:{dashboard}", env
     # `ray stop` stops every Ray process on the machine: the shared in-process runtime goes first, or its
     # driver (this pytest process) would exit when its GCS is killed under it
-    import ray
-
     ray.shutdown()
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 

@@ -13,15 +13,23 @@ from emonet_batch.job.collect import ShardCollector
 from emonet_batch.job.commit import commit_shard
 from emonet_batch.job.config import LabelOptions, StorageOptions
 from emonet_batch.job.inputs import Shard, normalised_location, shard_id
-from emonet_batch.job.layout import ERROR_COLUMNS, FIXED_LABEL_COLUMNS, commit_file, error_file, label_file
+from emonet_batch.job.layout import (
+    ERROR_COLUMNS,
+    FIXED_LABEL_COLUMNS,
+    commit_file,
+    error_file,
+    incomplete_file,
+    label_file,
+)
 from emonet_batch.job.rows import COLLECTED_COLUMNS, COMPLETE, END, ERROR, INCOMPLETE, SAMPLE, ShardEnd
 from emonet_batch.job.storage import filesystem
 from emonet_batch.model.record import load_model_info
 from emonet_batch.ops.nightly import committed_everywhere, new_shards
 from emonet_batch.run.config import OPTION_GROUPS, score_config
-from emonet_batch.run.resume import check_same_model, split_committed
+from emonet_batch.run.resume import claim_label_options, label_options, load_commits, split_committed
 
 HEADS = 3
+ATTEMPT = "attempt-1"
 SHARD = Shard("in/s.tar", "s", "tar")
 
 
@@ -96,7 +104,7 @@ def test_commit_writes_labels_errors_then_the_create_only_record(model, tmp_path
     fs, output = filesystem(str(tmp_path), StorageOptions())
     rows = shard_rows(model, [SAMPLE, ERROR, SAMPLE])
     options = LabelOptions(meta_fields=("age",))
-    outcome = commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, options)
+    outcome = commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, options, ATTEMPT)
     assert (outcome.samples, outcome.labels, outcome.errors, outcome.status) == (3, 2, 1, COMPLETE)
     labels = pq.read_table(tmp_path / label_file("s"))
     assert labels.column_names[:2] == list(FIXED_LABEL_COLUMNS[:2]) and labels.column("key").to_pylist() == ["k0", "k2"]
@@ -104,22 +112,24 @@ def test_commit_writes_labels_errors_then_the_create_only_record(model, tmp_path
     assert pq.read_table(tmp_path / error_file("s")).column_names == list(ERROR_COLUMNS)
     record = json.loads((tmp_path / commit_file("s")).read_text())
     assert record["model_id"] == model.model_id and set(record["files"]) == {label_file("s"), error_file("s")}
-    again = commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, options)
+    again = commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, options, ATTEMPT)
     assert again.reason.startswith("already committed by another run")
 
 
 def test_an_incomplete_shard_writes_files_but_no_record(model, tmp_path):
     fs, output = filesystem(str(tmp_path), StorageOptions())
     rows = shard_rows(model, [SAMPLE, SAMPLE, SAMPLE])
-    outcome = commit_shard(fs, output, SHARD, rows, ShardEnd(3, INCOMPLETE, "cut"), model, LabelOptions())
+    outcome = commit_shard(fs, output, SHARD, rows, ShardEnd(3, INCOMPLETE, "cut"), model, LabelOptions(), ATTEMPT)
     assert outcome.status == INCOMPLETE and outcome.reason == "cut"
-    assert (tmp_path / label_file("s")).exists() and not (tmp_path / commit_file("s")).exists()
+    assert (tmp_path / incomplete_file(label_file("s"))).exists()  # kept for inspection, where readers don't look
+    assert not (tmp_path / label_file("s")).exists() and not (tmp_path / commit_file("s")).exists()
 
 
 def test_commit_refuses_rows_that_do_not_add_up(model, tmp_path):
     fs, output = filesystem(str(tmp_path), StorageOptions())
     with pytest.raises(AssertionError, match="4 samples read but 3 labels"):
-        commit_shard(fs, output, SHARD, shard_rows(model, [SAMPLE] * 3), ShardEnd(4, COMPLETE), model, LabelOptions())
+        rows = shard_rows(model, [SAMPLE] * 3)
+        commit_shard(fs, output, SHARD, rows, ShardEnd(4, COMPLETE), model, LabelOptions(), ATTEMPT)
 
 
 def shards(*ids: str) -> list[Shard]:
@@ -148,11 +158,40 @@ def test_shard_ids_depend_on_the_one_input_location_only(tmp_path):
     assert shard_id("s3://KEY:SECRET@bucket/s.tar") == shard_id("s3://bucket/s.tar")
 
 
-def test_another_models_records_are_refused(model, tmp_path):
+def test_the_first_run_claims_the_label_options_and_later_runs_must_keep_them(model, tmp_path):
     fs, output = filesystem(str(tmp_path), StorageOptions())
-    check_same_model(fs, output, {"a": {"model_id": model.model_id}}, model)
-    with pytest.raises(UsageError, match="holds labels from another model"):
-        check_same_model(fs, output, {"a": {"model_id": "0" * 64}}, model)
+    first = label_options(model, LabelOptions(meta_fields=("age",)))
+    claim_label_options(fs, output, first, {})
+    claim_label_options(fs, output, first, {"a": {}})  # the same options: fine
+    with pytest.raises(UsageError, match=r"was scored with --softmax off, this run would give on"):
+        claim_label_options(fs, output, label_options(model, LabelOptions(meta_fields=("age",), softmax=True)), {})
+    with pytest.raises(UsageError, match=r'--meta-fields \["age"\], this run would give \[\]'):
+        claim_label_options(fs, output, label_options(model, LabelOptions()), {})
+    with pytest.raises(UsageError, match=r"holds labels from another model \([0-9a-f]{12}\.\.\.\)"):
+        claim_label_options(fs, output, {**first, "model_id": "0" * 64}, {})
+
+
+def test_labels_without_an_options_record_are_not_added_to(model, tmp_path):
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    with pytest.raises(UsageError, match="without a record of their options"):
+        claim_label_options(fs, output, label_options(model, LabelOptions()), {"a": {}})
+    assert not (tmp_path / "_label_options.json").exists()
+
+
+def test_an_unreadable_record_is_redone_and_a_stopped_publish_is_finished(model, tmp_path):
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    (tmp_path / "_commits").mkdir()
+    (tmp_path / commit_file("empty")).write_text("")
+    rows = shard_rows(model, [SAMPLE, SAMPLE, SAMPLE])
+    commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, LabelOptions(), ATTEMPT)
+    published = (tmp_path / label_file("s")).read_bytes()
+    # as if the run had stopped between its record and the move into labels/
+    staged = tmp_path / "_staging" / ATTEMPT / label_file("s")
+    (tmp_path / label_file("s")).rename(staged)
+    records, warnings = load_commits(fs, output)
+    assert set(records) == {"s"} and not (tmp_path / commit_file("empty")).exists()
+    assert (tmp_path / label_file("s")).read_bytes() == published and not staged.exists()
+    assert [w.split(":")[0] for w in warnings] == ["empty", "s"]
 
 
 def test_nightly_scores_only_what_no_partition_committed(tmp_path):

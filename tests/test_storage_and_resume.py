@@ -78,6 +78,7 @@ def test_s3_in_and_out_and_no_secret_anywhere(s3, tiny_models, tmp_path):
     assert [k for k in keys if not k.startswith("run1/stats/")] == [
         f"run1/_commits/{first}.json",
         f"run1/_commits/{second}.json",
+        "run1/_label_options.json",
         f"run1/labels/{first}.parquet",
         f"run1/labels/{second}.parquet",
         "run1/manifest.json",
@@ -100,7 +101,7 @@ def test_s3_in_and_out_and_no_secret_anywhere(s3, tiny_models, tmp_path):
     )
     assert CANARY not in everything and "emonet-test-key" not in everything
 
-    # a second run commits nothing twice: the commit records are create-only on S3 too
+    # a second run (same options: the output records them) commits nothing twice
     again = cli(
         "score",
         "s3://corpus/faces/shard-{00000..00001}.tar",
@@ -110,6 +111,8 @@ def test_s3_in_and_out_and_no_secret_anywhere(s3, tiny_models, tmp_path):
         str(tiny_models["small"]),
         "--endpoint-url",
         endpoint,
+        "--meta-fields",
+        "gender",
     )
     assert again.returncode == 0, again.stderr
     assert "skipped (committed earlier)  2" in again.stdout and CANARY not in again.stdout + again.stderr

@@ -168,7 +168,7 @@ def group_labels(values: list[Any]) -> list[str]:
 
 def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
     """Shard id -> its commit record; a usage error when nothing was committed yet."""
-    commits = read_json_files(fs, join(output, COMMITS))
+    commits, _ = read_json_files(fs, join(output, COMMITS))  # an unreadable record is not a committed shard
     if not commits:
         raise UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
     return commits

@@ -77,6 +77,8 @@ def run_summary(result) -> str:
     ]
     if problems:
         lines += ["not complete (rerun to retry):", *problems]
+    if result.warnings:
+        lines += ["warnings:", *(f"  {warning}" for warning in result.warnings)]
     if result.report:
         lines.append(f"stats and report: {result.report.rsplit('/', 1)[0]}/ (open report.html)")
     lines.append(f"exit code {result.exit_code}")

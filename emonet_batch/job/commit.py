@@ -1,8 +1,11 @@
-"""Commit stage: one whole shard's rows -> labels/<id>.parquet, errors/<id>.parquet, then _commits/<id>.json.
+"""Commit stage: one whole shard's rows -> its create-only _commits/<id>.json, labels/<id>.parquet and
+errors/<id>.parquet.
 
-The commit record is written last and create-only: a shard is done exactly when its record exists, so
-a crash between files leaves a shard that the next run simply redoes. Files are deterministic (rows in
-read order, no timestamps), so the same inputs and model give byte-identical label files.
+A shard is done exactly when its record exists. The files are staged under a name of this attempt's own,
+the record (with their sha256) is created only if none exists, and the files are then moved into place,
+so a crash before the record leaves a shard that the next run simply redoes, and a crash after it leaves
+staged files the next run publishes (run/resume.py). Files are deterministic (rows in read order, no
+timestamps), so the same inputs, model and options give byte-identical label files.
 """
 
 from __future__ import annotations
@@ -28,16 +31,19 @@ from .layout import (
     ERROR_COLUMNS,
     KEY,
     SHARD,
+    STAGING,
     TOP_EMOTION,
     TOP_PROB,
     centered_column,
     commit_file,
     error_file,
+    incomplete_file,
     label_file,
     softmax_column,
+    staged_file,
 )
 from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd
-from .storage import create_only, join, write_bytes
+from .storage import StorageError, create_only, join, move, write_bytes
 
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -138,11 +144,24 @@ def select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarra
     return {name: column[mask] for name, column in rows.items()}
 
 
+ALREADY_COMMITTED = "already committed by another run; its files stand"
+
+
 def commit_shard(
-    fs, output: str, shard: Shard, rows: dict[str, np.ndarray], end: ShardEnd, info: ModelInfo, options: LabelOptions
+    fs,
+    output: str,
+    shard: Shard,
+    rows: dict[str, np.ndarray],
+    end: ShardEnd,
+    info: ModelInfo,
+    options: LabelOptions,
+    attempt: str,
 ) -> ShardOutcome:
-    """Write a shard's files, then (for a completely read shard) its create-only commit record, which names
-    the input it came from."""
+    """Commit a whole shard: its files are written under this attempt's own staging name, then its commit
+    record is created (create-only), and only the run that created the record moves the files into
+    labels/ and errors/. So no run ever writes over a shard another run committed, and every record's
+    hashes describe the bytes that are published. A shard read only in part gets no record: its rows go
+    to _incomplete/ for inspection."""
     shard_id = shard.shard_id
     rows = select(rows, np.argsort(rows["seq"], kind="stable"))
     labels = select(rows, rows["kind"] == SAMPLE)
@@ -159,20 +178,53 @@ def commit_shard(
     files = {label_file(shard_id): parquet_bytes(label_table(labels, info, options))}
     if outcome.errors:
         files[error_file(shard_id)] = parquet_bytes(error_table(errors, info))
-    elif fs.exists(stale := join(output, error_file(shard_id))):
-        fs.rm(stale)  # left by an earlier, incomplete attempt at this shard
+    if end.status != COMPLETE:
+        for name, data in files.items():
+            write_bytes(fs, join(output, incomplete_file(name)), data)
+        return outcome
+    record_path = join(output, commit_file(shard_id))
+    if fs.exists(record_path):  # committed by another run since this one started
+        outcome.reason = ALREADY_COMMITTED
+        return outcome
     for name, data in files.items():
-        write_bytes(fs, join(output, name), data)
-    if end.status == COMPLETE:
-        record = {
-            "shard": shard_id,
-            **outcome.commit_fields(),
-            "location": normalised_location(shard.url),
-            "model_id": info.model_id,
-            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-            "emonet_batch": __version__,
-            "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        if not create_only(fs, join(output, commit_file(shard_id)), json.dumps(record, indent=1).encode()):
-            outcome.reason = "already committed by another run; that run's commit record stands"
+        write_bytes(fs, join(output, staged_file(attempt, name)), data)
+    record = {
+        "shard": shard_id,
+        **outcome.commit_fields(),
+        "location": normalised_location(shard.url),
+        "model_id": info.model_id,
+        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        "attempt": attempt,
+        "emonet_batch": __version__,
+        "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if not create_only(fs, record_path, json.dumps(record, indent=1).encode()):
+        for name in files:
+            fs.rm(join(output, staged_file(attempt, name)))
+        outcome.reason = ALREADY_COMMITTED
+        return outcome
+    publish(fs, output, shard_id, record)
     return outcome
+
+
+def publish(fs, output: str, shard_id: str, record: dict[str, Any]) -> None:
+    """Move a committed attempt's staged files into labels/ and errors/ (and drop an error file of an
+    earlier attempt that this commit does not name)."""
+    for name in record["files"]:
+        staged = join(output, staged_file(record["attempt"], name))
+        try:
+            move(fs, staged, join(output, name))
+        except StorageError:
+            # a run that found this record unpublished (run/resume.py) may have moved the file first
+            if fs.exists(staged) or not fs.exists(join(output, name)):
+                raise
+    stale = join(output, error_file(shard_id))
+    if error_file(shard_id) not in record["files"] and fs.exists(stale):
+        fs.rm(stale)
+
+
+def discard_attempt(fs, output: str, attempt: str) -> None:
+    """Remove what is left of an attempt's staging once its run has committed and published all it could."""
+    path = join(output, STAGING, attempt)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

@@ -4,7 +4,11 @@
     <output>/errors/<shard-id>.parquet    its per-sample failures (only when there are any)
     <output>/_commits/<shard-id>.json     written last, create-only: the shard is done when it exists
     <output>/manifest.json                the last run's summary
+    <output>/_label_options.json          what shapes every label file here (model, heads, options)
     <output>/stats/                       stats.json, Parquet tables, report.html, evaluate-<format>.json
+    <output>/_staging/<attempt>/          a commit's files before its record exists (then moved into place)
+    <output>/_incomplete/labels|errors/   the rows of a shard read only in part (a truncated tar): kept for
+                                          inspection, never committed, never under labels/
 
 and the columns of a label file: the fixed ones, one float32 column per head, the optional derived groups
 and the promoted metadata fields.
@@ -15,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 LABELS, ERRORS, COMMITS, STATS = "labels", "errors", "_commits", "stats"
-MANIFEST = "manifest.json"
+STAGING, INCOMPLETE = "_staging", "_incomplete"
+MANIFEST, LABEL_OPTIONS = "manifest.json", "_label_options.json"
 STATS_JSON, REPORT_HTML = "stats.json", "report.html"
 #: What a run writes, so what --overwrite removes (and nothing else).
-RUN_OUTPUTS = (LABELS, ERRORS, COMMITS, STATS, MANIFEST)
+RUN_OUTPUTS = (LABELS, ERRORS, COMMITS, STATS, STAGING, INCOMPLETE, MANIFEST, LABEL_OPTIONS)
 
 #: Columns every label file has besides the heads: the sample key and shard id first, the best emotion last.
 KEY, SHARD, TOP_EMOTION, TOP_PROB = "key", "shard", "top_emotion", "top_prob"
@@ -39,6 +44,15 @@ def error_file(shard_id: str) -> str:
 
 def commit_file(shard_id: str) -> str:
     return f"{COMMITS}/{shard_id}.json"
+
+
+def staged_file(attempt: str, name: str) -> str:
+    """Where an attempt writes `name` (a label or error file) before its commit record exists."""
+    return f"{STAGING}/{attempt}/{name}"
+
+
+def incomplete_file(name: str) -> str:
+    return f"{INCOMPLETE}/{name}"
 
 
 def stats_file(name: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from typing import Any
 
 import fsspec
@@ -97,27 +98,40 @@ def write_error(fs: fsspec.AbstractFileSystem, path: str, exc: OSError) -> Stora
 
 def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     if is_local(fs):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
+        temporary = _local_temporary(path, data)
         os.replace(temporary, path)
     else:
         fs.pipe_file(path, data)
 
 
-def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
-    """Write a file only if it does not exist; False when it already did.
+def _local_temporary(path: str, data: bytes) -> str:
+    """`data` written and synced under a hidden temporary name beside `path` (readers that list a folder,
+    pyarrow and duckdb among them, skip names starting with a dot)."""
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return temporary
 
-    Local: O_EXCL. Object stores: a conditional PUT (If-None-Match: *), which S3 and compatible
-    servers apply atomically, so two runs racing on one shard cannot both commit it."""
+
+def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write a file only if it does not exist, all at once; False when it already did.
+
+    Local: the bytes go to a temporary file first, which is then hard-linked to `path` (link never replaces
+    a file), so no reader ever sees an empty or partial file. Object stores: a conditional PUT
+    (If-None-Match: *), which S3 and compatible servers apply atomically. Two runs racing on one name
+    cannot both create it."""
     if is_local(fs):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = _local_temporary(path, data)
         try:
-            with open(path, "xb") as handle:
-                handle.write(data)
+            os.link(temporary, path)
         except FileExistsError:
             return False
+        finally:
+            os.unlink(temporary)
         return True
     try:
         fs.pipe_file(path, data, mode="create")
@@ -130,11 +144,36 @@ def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
     return True
 
 
-def read_json_files(fs: fsspec.AbstractFileSystem, directory: str) -> dict[str, Any]:
-    """name (without .json) -> parsed content, for every .json file directly in a directory."""
+def move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """Move a file, replacing `target`: a rename on local disks (atomic), a copy then a delete on object
+    stores (a reader sees the old or the new object, never half of one)."""
+    try:
+        if is_local(fs):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(source, target)
+        else:
+            fs.mv(source, target)
+    except OSError as exc:
+        raise write_error(fs, target, exc) from None
+
+
+def read_json_files(fs: fsspec.AbstractFileSystem, directory: str) -> tuple[dict[str, Any], list[str]]:
+    """(name without .json -> parsed content, the names whose file is not a JSON object), for every .json
+    file directly in a directory. A file that cannot be parsed is reported, never raised."""
     try:
         paths = [p for p in fs.ls(directory, detail=False) if p.endswith(".json")]
     except FileNotFoundError:
-        return {}
+        return {}, []
     contents = fs.cat(paths) if paths else {}
-    return {p.rsplit("/", 1)[-1][: -len(".json")]: json.loads(contents[p]) for p in paths}
+    parsed, unreadable = {}, []
+    for path in paths:
+        name = path.rsplit("/", 1)[-1][: -len(".json")]
+        try:
+            value = json.loads(contents[path])
+        except (ValueError, UnicodeDecodeError):
+            value = None
+        if isinstance(value, dict):
+            parsed[name] = value
+        else:
+            unreadable.append(name)
+    return parsed, sorted(unreadable)

@@ -40,7 +40,9 @@ def exit_code(outcomes: dict[str, ShardOutcome], max_error_rate: float) -> int:
     return EXIT_TOO_MANY_ERRORS if samples and errors / samples > max_error_rate else EXIT_CLEAN
 
 
-def build_manifest(config: ScoreConfig, info: ModelInfo, shards: list[Shard], outcomes, figures) -> dict[str, Any]:
+def build_manifest(
+    config: ScoreConfig, info: ModelInfo, shards: list[Shard], outcomes, figures, warnings: list[str]
+) -> dict[str, Any]:
     totals = {k: sum(getattr(o, k) for o in outcomes.values()) for k in ("samples", "labels", "errors")}
     labels, engine = config.labels, config.engine
     return {
@@ -69,4 +71,5 @@ def build_manifest(config: ScoreConfig, info: ModelInfo, shards: list[Shard], ou
         "totals": totals,
         "shards": {s.shard_id: outcomes[s.shard_id].as_dict() for s in shards},
         "figures": figures,
+        "warnings": warnings,
     }

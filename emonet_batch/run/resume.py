@@ -1,18 +1,20 @@
 """Resume: which shards an earlier run committed, and whether this run may add to its output.
 
-Pure functions over the commit records (no Ray), so the skip logic is tested on its own.
+Functions over the output's records (no Ray), so the skip logic is tested on its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 from ..errors import UsageError
-from ..job.commit import ShardOutcome
+from ..job.commit import ShardOutcome, publish
+from ..job.config import LabelOptions
 from ..job.inputs import Shard, normalised_location
-from ..job.layout import MANIFEST, RUN_OUTPUTS
-from ..job.storage import join, redact_url
+from ..job.layout import COMMITS, LABEL_OPTIONS, LABELS, RUN_OUTPUTS, commit_file, shard_id_of, staged_file
+from ..job.storage import create_only, join, read_json_files, redact_url
 from ..model.record import ModelInfo
 
 
@@ -55,16 +57,103 @@ def clear_output(fs, output: str) -> None:
             fs.rm(path, recursive=fs.isdir(path))
 
 
-def check_same_model(fs, output: str, committed: dict[str, Any], info: ModelInfo) -> None:
-    """Refuse to mix labels of two models in one output."""
-    ids = {record.get("model_id") for record in committed.values()}
+def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
+    """What shapes an output's label files: recorded by its first run, required of every later one."""
+    return {
+        "model_id": info.model_id,
+        "heads": list(info.heads),
+        "meta_fields": list(labels.meta_fields),
+        "centered": labels.centered,
+        "softmax": labels.softmax,
+        "embedding": labels.embedding,
+        "decode": "fast" if labels.fast_decode else "exact",
+    }
+
+
+#: How the operator sets each recorded option, for the refusal's one line.
+_FLAGS = {
+    "heads": "--model (its heads)",
+    "meta_fields": "--meta-fields",
+    "centered": "--centered",
+    "softmax": "--softmax",
+    "embedding": "--embedding",
+    "decode": "--exact-decode",
+}
+
+
+def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict[str, Any]) -> None:
+    """Record what shapes this output's labels (create-only, so of two runs starting at once on an empty
+    output one claims it and the other compares), or refuse a run that would change it."""
+    path, display = join(output, LABEL_OPTIONS), redact_url(output)
+    if create_only(fs, path, json.dumps(wanted, indent=1).encode()):
+        if committed:
+            fs.rm(path)
+            raise UsageError(
+                f"{display} holds labels without a record of their options (an older emonet-batch wrote them); "
+                "pass --overwrite to start afresh"
+            )
+        return
     try:
-        ids.add(json.loads(fs.cat_file(join(output, MANIFEST)))["model"]["id"])
-    except (FileNotFoundError, KeyError, ValueError):
-        pass
-    other = sorted(i for i in ids if i and i != info.model_id)
-    if other:
+        recorded = json.loads(fs.cat_file(path))
+    except (ValueError, UnicodeDecodeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read; pass --overwrite to start afresh")
+    if recorded.get("model_id") != wanted["model_id"]:
         raise UsageError(
-            f"{redact_url(output)} holds labels from another model ({other[0][:12]}...); "
-            f"this model is {info.model_id[:12]}...; pass --overwrite to start afresh"
+            f"{display} holds labels from another model ({_shown(recorded.get('model_id'))}), this model is "
+            f"{_shown(wanted['model_id'])}; pass --overwrite to start afresh, or use another --output"
         )
+    for name, value in wanted.items():
+        if recorded.get(name) != value:
+            raise UsageError(
+                f"{display} was scored with {_FLAGS[name]} {_shown(recorded.get(name))}, this run would give "
+                f"{_shown(value)}; keep the option, pass --overwrite to start afresh, or use another --output"
+            )
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str) and len(value) == 64:  # a model id
+        return value[:12] + "..."
+    return json.dumps(value)[:80]
+
+
+def load_commits(fs, output: str) -> tuple[dict[str, Any], list[str]]:
+    """(shard id -> commit record, warnings). A record that cannot be read counts as not committed: it is
+    removed so the shard is scored again. A record whose files never reached labels/ (the run stopped between
+    its record and the move) gets them published from its staging, when their hashes still match."""
+    records, unreadable = read_json_files(fs, join(output, COMMITS))
+    warnings = []
+    for shard_id in unreadable:
+        fs.rm(join(output, commit_file(shard_id)))
+        warnings.append(f"{shard_id}: its commit record could not be read; the shard is scored again")
+    published = {shard_id_of(p) for p in _listing(fs, join(output, LABELS))}
+    for shard_id, record in records.items():
+        if shard_id in published:
+            continue
+        if staged_intact(fs, output, record):
+            publish(fs, output, shard_id, record)
+            warnings.append(f"{shard_id}: published the files its commit record names (a run stopped before)")
+        else:
+            warnings.append(f"{shard_id}: committed, but its label file is missing; `score --repair` redoes it")
+    return records, warnings
+
+
+def staged_intact(fs, output: str, record: dict[str, Any]) -> bool:
+    for name, digest in record.get("files", {}).items():
+        try:
+            data = fs.cat_file(join(output, staged_file(str(record.get("attempt")), name)))
+        except FileNotFoundError:
+            return False
+        if hashlib.sha256(data).hexdigest() != digest:
+            return False
+    return bool(record.get("files"))
+
+
+def _listing(fs, directory: str) -> list[str]:
+    try:
+        return fs.ls(directory, detail=False)
+    except FileNotFoundError:
+        return []

@@ -9,23 +9,24 @@ The driver consumes the stream and commits a shard as soon as all of its rows (k
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
-from ..job.commit import ShardOutcome, commit_shard
+from ..job.commit import ShardOutcome, commit_shard, discard_attempt
 from ..job.inputs import Shard, expand_inputs
-from ..job.layout import COMMITS, MANIFEST, reserved_columns
+from ..job.layout import MANIFEST, reserved_columns
 from ..job.rows import collected_columns
-from ..job.storage import check_output, filesystem, join, read_json_files, redact_url, write_bytes
+from ..job.storage import check_output, filesystem, join, redact_url, write_bytes
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
 from .manifest import build_manifest, exit_code, run_figures
 from .progress import Counters, Progress
-from .resume import check_same_model, clear_output, split_committed
+from .resume import claim_label_options, clear_output, label_options, load_commits, split_committed
 
 
 @dataclass
@@ -34,6 +35,7 @@ class RunResult:
     figures: dict[str, Any]
     manifest: dict[str, Any]
     exit_code: int
+    warnings: list[str] = field(default_factory=list)  # what the operator should know (records redone, ...)
     stats: dict[str, Any] = field(default_factory=dict)
     report: str | None = None  # where report.html was written
 
@@ -56,8 +58,8 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
     check_output(fs, output, redact_url(config.output))
     if config.overwrite:
         clear_output(fs, output)
-    committed = read_json_files(fs, join(output, COMMITS))
-    check_same_model(fs, output, committed, info)
+    committed, warnings = load_commits(fs, output)
+    claim_label_options(fs, output, label_options(info, config.labels), committed)
 
     outcomes, todo = split_committed(shards, committed)
     counters = Counters(total_shards=len(shards), skipped=len(outcomes))
@@ -77,9 +79,9 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
         finally:
             progress.close()
     figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
-    manifest = build_manifest(config, info, shards, outcomes, figures)
+    manifest = build_manifest(config, info, shards, outcomes, figures, warnings)
     write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
-    result = RunResult(outcomes, figures, manifest, exit_code(outcomes, config.max_error_rate))
+    result = RunResult(outcomes, figures, manifest, exit_code(outcomes, config.max_error_rate), warnings)
     if config.presentation.stats and any(o.status == "complete" for o in outcomes.values()):
         analyse(config, result)
     return result
@@ -137,16 +139,18 @@ def stream_and_commit(
     ensure_ray()
     dataset = build_dataset(todo, info, config.labels, config.engine, config.storage, require_provider)
     by_id = {s.shard_id: s for s in todo}
+    attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
     collector = ShardCollector(collected_columns(config.labels.embedding))
     for batch in result_batches(dataset):
         for shard_id in collector.add(batch):
             rows, end = collector.pop(shard_id)
-            outcome = commit_shard(fs, output, by_id[shard_id], rows, end, info, config.labels)
+            outcome = commit_shard(fs, output, by_id[shard_id], rows, end, info, config.labels, attempt)
             outcomes[shard_id] = outcome
             counters.shards_done += 1
             counters.images += outcome.samples
             counters.errors += outcome.errors
         progress.update()
+    discard_attempt(fs, output, attempt)
     missing = [s.shard_id for s in todo if s.shard_id not in outcomes]
     if missing:  # the stream ended without a shard's end row: a bug, never a silent loss
         raise EmonetError(f"the pipeline ended without finishing shards: {', '.join(missing)}")
