@@ -189,6 +189,9 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32).")
 @click.option("--overwrite", is_flag=True, help="Start afresh: remove labels, errors, commits and manifest first.")
 @click.option(
+    "--repair", is_flag=True, help="Redo the shards whose files differ from their commit records (see verify)."
+)
+@click.option(
     "--max-error-rate",
     type=click.FloatRange(0, 1),
     default=0.01,
@@ -237,6 +240,7 @@ def score(
     softmax,
     embedding,
     overwrite,
+    repair,
     max_error_rate,
     max_pixels,
     exact_decode,
@@ -274,6 +278,7 @@ def score(
         softmax=softmax,
         embedding=embedding,
         overwrite=overwrite,
+        repair=repair,
         max_error_rate=max_error_rate,
         max_pixels=max_pixels,
         fast_decode=not exact_decode,
@@ -297,6 +302,26 @@ def stats(output: str, endpoint_url: str | None) -> None:
     from .job.config import StorageOptions
 
     click.echo(stats_summary(compute_stats(output, StorageOptions(endpoint_url=endpoint_url)), output))
+
+
+@cli.command()
+@click.argument("output")
+@endpoint_url_option
+def verify(output: str, endpoint_url: str | None) -> int:
+    """Check every commit record of OUTPUT against the bytes of its files; exit 1 naming the shards that differ."""
+    from .job.config import StorageOptions
+    from .job.storage import filesystem, redact_url
+    from .job.verify import verify_output
+
+    fs, path = filesystem(output, StorageOptions(endpoint_url=endpoint_url))
+    problems = verify_output(fs, path)
+    for shard_id, problem in problems.items():
+        click.echo(f"{shard_id}: {problem}")
+    if problems:
+        click.echo(f"{len(problems)} shards differ from their commit records; `score --repair` redoes them", err=True)
+        return 1
+    click.echo(f"{redact_url(output)}: every commit record matches its files")
+    return 0
 
 
 @cli.command()

@@ -7,23 +7,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from emonet_batch.analysis.evaluate import EvaluateConfig, annotation_ids, majority_votes, run_evaluate
 from emonet_batch.cli import main
 from emonet_batch.taxonomy import EMOTION_COLUMNS, EMOTIONS
 
+from .shardkit import commit_by_hand
+
 BINARY = Path(__file__).parent / "data" / "binary_slice.csv"
 
 
 def write_labels(output: Path, keys: list[str], scores: dict[str, np.ndarray]) -> None:
     """One committed label shard with the given keys and emotion scores."""
-    (output / "labels").mkdir(parents=True)
-    (output / "_commits").mkdir()
     columns = {"key": keys, **{c: scores.get(c, np.zeros(len(keys))).astype(np.float32) for c in EMOTION_COLUMNS}}
-    pq.write_table(pa.table(columns), output / "labels" / "s.parquet")
-    (output / "_commits" / "s.json").write_text("{}")
+    commit_by_hand(output, "s", pa.table(columns))
 
 
 def binary_labels(output: Path, reverse: bool) -> pd.DataFrame:

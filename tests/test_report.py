@@ -2,6 +2,7 @@
 
 import base64
 import io
+import json
 from html.parser import HTMLParser
 
 from PIL import Image
@@ -49,7 +50,8 @@ def test_report_sections_images_and_gallery(tmp_path):
             samples_per_shard=100,
             prefix=shard,
         )
-        (tmp_path / "_commits" / f"{shard}.json").write_text(f'{{"input": "{paths[0]}"}}')
+        record = json.loads((tmp_path / "_commits" / f"{shard}.json").read_text())
+        (tmp_path / "_commits" / f"{shard}.json").write_text(json.dumps({**record, "input": str(paths[0])}))
     location = build_report(str(tmp_path), gallery=3)
     page = Page()
     page.feed(open(location, encoding="utf-8").read())

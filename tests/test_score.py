@@ -252,3 +252,31 @@ def write_shards_of(directory, keys):
 
     samples = [(key, members) for key, (_, members) in zip(keys, demo_samples(len(keys), size=64))]
     return write_shards(samples, directory, len(keys))[0]
+
+
+def test_unreadable_and_tampered_records_are_found_and_redone(ray_runtime, tiny_models, tmp_path, capsys):
+    from emonet_batch.cli import main
+
+    shards = good_shards(tmp_path / "in", shards=3, per_shard=3)
+    out = tmp_path / "out"
+    args = ["score", str(tmp_path / "in"), "--output", str(out), "--model", str(tiny_models["small"])]
+    args += ["--progress", "off", "--no-stats"]
+    assert main(args) == 0
+    empty, tampered = shard_id(str(shards[0])), shard_id(str(shards[1]))
+    (out / "_commits" / f"{empty}.json").write_text("")  # as a crash between create and write once left it
+    assert main(args) == 0
+    summary = capsys.readouterr().out
+    assert f"{empty}: its commit record could not be read; the shard is scored again" in summary
+    assert json.loads((out / "_commits" / f"{empty}.json").read_text())["samples"] == 3
+    assert manifest(out)["figures"]["shards_scored"] == 1 and len(manifest(out)["warnings"]) == 1
+
+    label = out / "labels" / f"{tampered}.parquet"
+    label.write_bytes(label.read_bytes() + b"\0")
+    assert main(["verify", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"{tampered}: labels/{tampered}.parquet differs from its recorded sha256\n"
+    assert main(["stats", str(out)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main([*args, "--repair"]) == 0
+    assert f"{tampered}: labels/{tampered}.parquet differs" in capsys.readouterr().out
+    assert main(["verify", str(out)]) == 0 and "every commit record matches" in capsys.readouterr().out

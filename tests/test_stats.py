@@ -12,6 +12,8 @@ from emonet_batch.analysis.stats import compute_stats
 from emonet_batch.errors import UsageError
 from emonet_batch.taxonomy import EMOTION_COLUMNS, EMOTIONS, HEAD_COLUMNS, family_of
 
+from .shardkit import commit_by_hand
+
 
 def write_labels(output, shards: int, rows: int, seed: int = 0) -> pd.DataFrame:
     """Label files in the job's layout with random scores, plus commit records for all but none."""
@@ -29,10 +31,7 @@ def write_labels(output, shards: int, rows: int, seed: int = 0) -> pd.DataFrame:
         frame["gender"] = rng.choice(["female", "male"], size=rows)
         frame["age"] = rng.integers(18, 80, size=rows)
         frames.append(frame)
-        (output / "labels").mkdir(parents=True, exist_ok=True)
-        (output / "_commits").mkdir(exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), output / "labels" / f"{shard}.parquet")
-        (output / "_commits" / f"{shard}.json").write_text(json.dumps({"shard": shard, "samples": rows}))
+        commit_by_hand(output, shard, pa.Table.from_pandas(frame, preserve_index=False), samples=rows)
     return pd.concat(frames, ignore_index=True)
 
 
@@ -82,4 +81,11 @@ def test_stats_match_pandas(tmp_path):
 
 def test_stats_need_committed_shards(tmp_path):
     with pytest.raises(UsageError, match="no committed shards"):
+        compute_stats(str(tmp_path))
+
+
+def test_label_files_that_disagree_are_refused(tmp_path):
+    frame = write_labels(tmp_path, shards=1, rows=10)
+    commit_by_hand(tmp_path, "shard-00001", pa.Table.from_pandas(frame.drop(columns=["age"]), preserve_index=False))
+    with pytest.raises(UsageError, match=r"label files disagree: .* differ in columns \(age\)"):
         compute_stats(str(tmp_path))

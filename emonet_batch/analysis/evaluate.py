@@ -29,8 +29,9 @@ from ..errors import DownloadError, UsageError
 from ..job.config import StorageOptions
 from ..job.layout import KEY, stats_file
 from ..job.storage import filesystem, join, write_bytes
+from ..job.verify import committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, canonical_label, column_name
-from .stats import committed_label_files, json_ready, label_batches
+from .stats import json_ready, label_batches
 
 RATING_MAX = 7
 
@@ -86,7 +87,7 @@ def load_predictions(labels_url: str, storage: StorageOptions):
     """Committed label rows: key and every emotion column present (one DataFrame)."""
     fs, output = filesystem(labels_url, storage)
     frames = []
-    for batch in label_batches(fs, committed_label_files(fs, output)):
+    for batch in label_batches(fs, output, committed_shards(fs, output)):
         columns = [KEY] + [c for c in EMOTION_COLUMNS if c in batch.schema.names]
         frames.append(batch.select(columns).to_pandas())
     return pd.concat(frames, ignore_index=True)

@@ -25,8 +25,9 @@ from ..job.layout import KEY, REPORT_HTML, SHARD, STATS_JSON, stats_file
 from ..job.read import shard_rows
 from ..job.rows import SAMPLE
 from ..job.storage import filesystem, join, redact_url, write_bytes
+from ..job.verify import committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, FAMILIES, family_of, label_of
-from .stats import committed_shards, compute_stats, label_batches, label_files
+from .stats import compute_stats, label_batches
 
 _FAMILY_COLOURS = dict(zip(FAMILIES, ["#e4572e", "#f3a712", "#669bbc", "#29335c", "#8cb369", "#a8a8a8", "#b56576"]))
 THUMBNAIL_PX = 112
@@ -133,10 +134,10 @@ def group_charts(stats: dict[str, Any]) -> list[tuple[str, str]]:
     return charts
 
 
-def top_keys(fs, files: list[str], per_emotion: int) -> dict[str, list[tuple[float, str, str]]]:
+def top_keys(fs, output: str, commits: dict[str, Any], per_emotion: int) -> dict[str, list[tuple[float, str, str]]]:
     """Per emotion the `per_emotion` highest-scoring (score, shard, key), streamed over the label files."""
     best: dict[str, list[tuple[float, str, str]]] = {e: [] for e in EMOTION_COLUMNS}
-    for batch in label_batches(fs, files):
+    for batch in label_batches(fs, output, commits):
         keys = batch.column(KEY).to_pylist()
         shards = [str(s) for s in batch.column(SHARD).to_pylist()]
         for emotion in EMOTION_COLUMNS:
@@ -179,7 +180,7 @@ def thumbnails(
 def gallery_html(fs, output: str, commits: dict[str, Any], per_emotion: int, storage: StorageOptions) -> str:
     if per_emotion <= 0:
         return "<p>Gallery disabled.</p>"
-    best = top_keys(fs, label_files(output, commits), per_emotion)
+    best = top_keys(fs, output, commits, per_emotion)
     wanted: dict[str, set[str]] = {}
     for items in best.values():
         for _, shard, key in items:

@@ -19,11 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import UsageError
 from ..job.commit import parquet_bytes
 from ..job.config import StorageOptions
-from ..job.layout import COMMITS, MANIFEST, STATS_JSON, TOP_EMOTION, label_file, metadata_columns, stats_file
-from ..job.storage import filesystem, join, read_json_files, redact_url, write_bytes
+from ..job.layout import MANIFEST, STATS_JSON, TOP_EMOTION, label_file, metadata_columns, stats_file
+from ..job.storage import filesystem, join, write_bytes
+from ..job.verify import checked_label_files, committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, HEAD_COLUMNS, family_of
 
 QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
@@ -166,34 +166,18 @@ def group_labels(values: list[Any]) -> list[str]:
     return out
 
 
-def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
-    """Shard id -> its commit record; a usage error when nothing was committed yet."""
-    commits, _ = read_json_files(fs, join(output, COMMITS))  # an unreadable record is not a committed shard
-    if not commits:
-        raise UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
-    return commits
-
-
-def label_files(output: str, commits: dict[str, Any]) -> list[str]:
-    return [join(output, label_file(shard)) for shard in sorted(commits)]
-
-
-def committed_label_files(fs, output: str) -> list[str]:
-    return label_files(output, committed_shards(fs, output))
-
-
-def label_batches(fs, files: list[str]) -> Iterator[pa.RecordBatch]:
-    for path in files:
-        with fs.open(path, "rb") as handle:
-            yield from pq.ParquetFile(handle).iter_batches(batch_size=16_384)
+def label_batches(fs, output: str, commits: dict[str, Any]) -> Iterator[pa.RecordBatch]:
+    """The committed label files' record batches, each file checked against its record first."""
+    for _, parquet in checked_label_files(fs, output, commits):
+        yield from parquet.iter_batches(batch_size=16_384)
 
 
 def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -> dict[str, Any]:
     """Compute and write <output>/stats/: stats.json plus Parquet tables. Returns the stats.json content."""
     started = time.perf_counter()
     fs, output = filesystem(output_url, storage)
-    files = committed_label_files(fs, output)
-    with fs.open(files[0], "rb") as handle:
+    commits = committed_shards(fs, output)
+    with fs.open(join(output, label_file(min(commits))), "rb") as handle:
         schema = pq.ParquetFile(handle).schema_arrow
     heads = [h for h in HEAD_COLUMNS if h in schema.names]
     emotions = [h for h in EMOTION_COLUMNS if h in heads]
@@ -201,7 +185,7 @@ def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -
     head_stats, correlation, groups = HeadStats(heads), Correlation(emotions), GroupStats(heads)
     top_counts: dict[str, int] = {}
     rows = 0
-    for batch in label_batches(fs, files):
+    for batch in label_batches(fs, output, commits):
         scores = np.column_stack([batch.column(h).to_numpy(zero_copy_only=False) for h in heads]).astype(np.float64)
         top = [str(v) for v in batch.column(TOP_EMOTION).to_pylist()]
         rows += batch.num_rows
@@ -211,7 +195,7 @@ def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -
             top_counts[emotion] = top_counts.get(emotion, 0) + 1
         for name in metadata:
             groups.add(name, group_labels(batch.column(name).to_pylist()), scores, top)
-    result = assemble(head_stats, correlation, groups, top_counts, rows, len(files), metadata, fs, output)
+    result = assemble(head_stats, correlation, groups, top_counts, rows, len(commits), metadata, fs, output)
     result["run"]["stats_wall_s"] = round(time.perf_counter() - started, 3)
     return write_stats(fs, output, result, head_stats)
 

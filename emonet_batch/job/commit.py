@@ -30,6 +30,7 @@ from .layout import (
     EMBEDDING_COLUMN,
     ERROR_COLUMNS,
     KEY,
+    MODEL_ID_METADATA,
     SHARD,
     STAGING,
     TOP_EMOTION,
@@ -128,7 +129,7 @@ def error_table(rows: dict[str, np.ndarray], info: ModelInfo) -> pa.Table:
 def file_metadata(info: ModelInfo) -> dict[str, str]:
     return {
         "emonet_batch.version": __version__,
-        "emonet_batch.model_id": info.model_id,
+        MODEL_ID_METADATA: info.model_id,
         "emonet_batch.heads": json.dumps(list(info.heads)),
         "emonet_batch.precision": info.precision,
     }

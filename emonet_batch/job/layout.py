@@ -30,6 +30,8 @@ KEY, SHARD, TOP_EMOTION, TOP_PROB = "key", "shard", "top_emotion", "top_prob"
 FIXED_LABEL_COLUMNS = (KEY, SHARD, TOP_EMOTION, TOP_PROB)
 EMBEDDING_COLUMN = "embedding"
 CENTERED_SUFFIX, SOFTMAX_SUFFIX = "_centered", "_softmax"
+#: The Parquet key-value metadata of label and error files that names the model which produced them.
+MODEL_ID_METADATA = "emonet_batch.model_id"
 #: Columns of an error file.
 ERROR_COLUMNS = (KEY, SHARD, "stage", "error_type", "message")
 

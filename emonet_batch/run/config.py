@@ -33,12 +33,13 @@ class ScoreConfig:
     presentation: Presentation = field(default_factory=Presentation)
     storage: StorageOptions = field(default_factory=StorageOptions)
     overwrite: bool = False  # start afresh: remove what earlier runs wrote first
+    repair: bool = False  # redo the shards whose files differ from their commit records
     max_error_rate: float = 0.01  # exit 3 above this share of error rows
     allow_inaccurate_model: bool = False  # score with a model whose recorded error exceeds the limits
 
 
 _GROUPS = {"labels": LabelOptions, "engine": EngineOptions, "presentation": Presentation}
-_RUN_OPTIONS = ("overwrite", "max_error_rate", "allow_inaccurate_model")
+_RUN_OPTIONS = ("overwrite", "repair", "max_error_rate", "allow_inaccurate_model")
 #: Flat option name -> the group that defines it (None: ScoreConfig itself).
 OPTION_GROUPS: dict[str, str | None] = {
     **{f.name: group for group, kind in _GROUPS.items() for f in fields(kind)},

@@ -13,8 +13,19 @@ from ..errors import UsageError
 from ..job.commit import ShardOutcome, publish
 from ..job.config import LabelOptions
 from ..job.inputs import Shard, normalised_location
-from ..job.layout import COMMITS, LABEL_OPTIONS, LABELS, RUN_OUTPUTS, commit_file, shard_id_of, staged_file
+from ..job.layout import (
+    COMMITS,
+    LABEL_OPTIONS,
+    LABELS,
+    RUN_OUTPUTS,
+    commit_file,
+    error_file,
+    label_file,
+    shard_id_of,
+    staged_file,
+)
 from ..job.storage import create_only, join, read_json_files, redact_url
+from ..job.verify import verify_output
 from ..model.record import ModelInfo
 
 
@@ -157,3 +168,15 @@ def _listing(fs, directory: str) -> list[str]:
         return fs.ls(directory, detail=False)
     except FileNotFoundError:
         return []
+
+
+def repair(fs, output: str) -> list[str]:
+    """--repair: every shard whose record cannot be read or whose files differ from it loses its record and
+    files, so this run scores it again (when it is among the inputs); one warning per shard."""
+    warnings = []
+    for shard_id, problem in verify_output(fs, output).items():
+        for name in (commit_file(shard_id), label_file(shard_id), error_file(shard_id)):
+            if fs.exists(join(output, name)):
+                fs.rm(join(output, name))
+        warnings.append(f"{shard_id}: {problem}; its record and files were removed to score it again")
+    return warnings

@@ -26,7 +26,7 @@ from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
 from .manifest import build_manifest, exit_code, run_figures
 from .progress import Counters, Progress
-from .resume import claim_label_options, clear_output, label_options, load_commits, split_committed
+from .resume import claim_label_options, clear_output, label_options, load_commits, repair, split_committed
 
 
 @dataclass
@@ -58,7 +58,9 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
     check_output(fs, output, redact_url(config.output))
     if config.overwrite:
         clear_output(fs, output)
+    repaired = repair(fs, output) if config.repair else []
     committed, warnings = load_commits(fs, output)
+    warnings = repaired + warnings
     claim_label_options(fs, output, label_options(info, config.labels), committed)
 
     outcomes, todo = split_committed(shards, committed)

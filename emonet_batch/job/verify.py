@@ -1,0 +1,96 @@
+"""Verify an output against its commit records, and read its committed label files checked.
+
+A record names every file of its shard with its sha256. Verification reads the bytes and compares; the
+analysis stages read label files through `checked_label_files`, so a tampered or half-copied file stops
+them instead of entering the statistics, and label files that disagree on their columns or model (which
+a run refuses to write, but a hand-made copy could hold) are refused in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import UsageError
+from .layout import COMMITS, MODEL_ID_METADATA, label_file
+from .storage import join, read_json_files, redact_url
+
+
+def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
+    """Shard id -> its commit record (an unreadable record is not a committed shard); a usage error when
+    nothing was committed yet."""
+    commits, _ = read_json_files(fs, join(output, COMMITS))
+    if not commits:
+        raise UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
+    return commits
+
+
+def file_problem(fs, output: str, name: str, digest: str) -> str | None:
+    """Why a committed file does not hold the bytes its record names (None when it does)."""
+    try:
+        data = fs.cat_file(join(output, name))
+    except FileNotFoundError:
+        return f"{name} is missing"
+    return None if hashlib.sha256(data).hexdigest() == digest else f"{name} differs from its recorded sha256"
+
+
+def verify_output(fs, output: str) -> dict[str, str]:
+    """Shard id -> what is wrong with it, for every shard whose record cannot be read or whose files do not
+    hold the recorded bytes; empty when the output is sound."""
+    records, unreadable = read_json_files(fs, join(output, COMMITS))
+    problems = {shard_id: "its commit record cannot be read" for shard_id in unreadable}
+    for shard_id, record in sorted(records.items()):
+        files = record.get("files")
+        if not isinstance(files, dict) or label_file(shard_id) not in files:
+            problems[shard_id] = "its commit record names no label file"
+            continue
+        found = [p for name, digest in files.items() if (p := file_problem(fs, output, name, digest))]
+        if found:
+            problems[shard_id] = "; ".join(found)
+    return problems
+
+
+def checked_label_files(fs, output: str, commits: dict[str, Any]) -> Iterator[tuple[str, pq.ParquetFile]]:
+    """(shard id, its label file) in shard order, each read whole and checked against its record, and
+    against the first file's columns and model."""
+    first: tuple[str, pa.Schema] | None = None
+    for shard_id in sorted(commits):
+        name = label_file(shard_id)
+        try:
+            data = fs.cat_file(join(output, name))
+        except FileNotFoundError:
+            raise UsageError(f"{name} is committed but missing; `emonet-batch score --repair` redoes it") from None
+        if hashlib.sha256(data).hexdigest() != commits[shard_id].get("files", {}).get(name):
+            raise UsageError(
+                f"{name} differs from its commit record; `emonet-batch verify` lists every such shard, "
+                "`emonet-batch score --repair` redoes them"
+            )
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        schema = parquet.schema_arrow
+        if first is None:
+            first = (name, schema)
+        elif not _same_labels(first[1], schema):
+            raise UsageError(
+                f"label files disagree: {first[0]} and {name} differ in {_difference(first[1], schema)}; "
+                "an output holds the labels of one model and one set of options"
+            )
+        yield shard_id, parquet
+
+
+def _same_labels(a: pa.Schema, b: pa.Schema) -> bool:
+    return a.names == b.names and a.types == b.types and _model_id(a) == _model_id(b)
+
+
+def _difference(a: pa.Schema, b: pa.Schema) -> str:
+    if _model_id(a) != _model_id(b):
+        return "model"
+    only = sorted(set(a.names) ^ set(b.names))
+    return f"columns ({', '.join(only[:5])})" if only else "column types or order"
+
+
+def _model_id(schema: pa.Schema) -> bytes | None:
+    return (schema.metadata or {}).get(MODEL_ID_METADATA.encode())
