@@ -248,3 +248,36 @@ def test_each_stage_adds_and_drops_the_columns_the_protocol_declares(model, tmp_
     assert set(inferred) == set(decoded) - set(STAGE_COLUMNS["infer"]["drops"]) | set(STAGE_COLUMNS["infer"]["adds"])
     assert list(inferred["kind"]) == [SAMPLE, ERROR, ERROR, END]  # good, corrupt (decode), zero bytes (decode), end
     assert np.isfinite(inferred["scores"][0]).all() and np.isnan(inferred["scores"][1:]).all()
+
+
+def race(model, directory, contenders: dict[str, LabelOptions]) -> dict:
+    """Commit one shard from several attempts at once (threads released together); their outcomes."""
+    import threading
+
+    fs, output = filesystem(str(directory), StorageOptions())
+    start, outcomes = threading.Barrier(len(contenders)), {}
+
+    def attempt(name, options):
+        rows = shard_rows(model, [SAMPLE, ERROR, SAMPLE])
+        start.wait()
+        outcomes[name] = commit_shard(fs, output, SHARD, rows, ShardEnd(3, COMPLETE), model, options, name)
+
+    threads = [threading.Thread(target=attempt, args=item) for item in contenders.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_two_attempts_racing_on_one_shard_leave_one_commit_whose_hashes_hold(model, tmp_path):
+    """Any interleaving: one record, and the published bytes are the ones it names (the attempts' bytes differ)."""
+    from emonet_batch.job.verify import verify_output
+
+    for round_ in range(12):
+        directory = tmp_path / str(round_)
+        outcomes = race(model, directory, {"plain": LabelOptions(), "centered": LabelOptions(centered=True)})
+        assert sorted(o.reason is None for o in outcomes.values()) == [False, True]
+        assert verify_output(*filesystem(str(directory), StorageOptions())) == {}
+        winner = json.loads((directory / commit_file("s")).read_text())["attempt"]
+        assert outcomes[winner].reason is None
