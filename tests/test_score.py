@@ -280,3 +280,38 @@ def test_unreadable_and_tampered_records_are_found_and_redone(ray_runtime, tiny_
     assert main([*args, "--repair"]) == 0
     assert f"{tampered}: labels/{tampered}.parquet differs" in capsys.readouterr().out
     assert main(["verify", str(out)]) == 0 and "every commit record matches" in capsys.readouterr().out
+
+
+def test_a_presigned_url_is_read_and_its_query_written_nowhere(ray_runtime, tiny_models, tmp_path, capsys):
+    """The query reaches the server (it carries the signature) and nothing else: names, records, manifest,
+    stats, report and the terminal."""
+    import functools
+    import http.server
+    import threading
+
+    from emonet_batch.cli import main
+
+    good_shards(tmp_path / "in", shards=1, per_shard=3)
+    queries = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            queries.append(self.path.partition("?")[2])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=tmp_path / "in"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    canary = "Canary-Signature-5d1e"
+    url = f"http://127.0.0.1:{server.server_port}/shard-00000.tar?X-Amz-Signature={canary}&X-Amz-Expires=600"
+    try:
+        code = main(["score", url, "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"])])
+    finally:
+        server.shutdown()
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert any(canary in query for query in queries)
+    written = [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert {p.parent.name for p in written} >= {"labels", "_commits", "stats"}
+    assert not any(canary in str(p) or canary.encode() in p.read_bytes() for p in written)
+    assert canary not in captured.out + captured.err
+    (label,) = (tmp_path / "out" / "labels").iterdir()
+    assert label.name.startswith("shard-00000-") and pq.read_table(label).num_rows == 3
