@@ -18,11 +18,18 @@ class StorageOptions:
     of whichever process touches storage (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...)."""
 
     endpoint_url: str | None = None
+    #: Attempts per S3 request. botocore's "standard" retry mode retries throttling (503 SlowDown), 5xx and
+    #: connection errors with exponential backoff and jitter; set here rather than left to whatever the
+    #: environment's AWS config says.
+    s3_attempts: int = 5
 
     def fsspec_options(self, protocol: str) -> dict:
-        if self.endpoint_url and protocol in ("s3", "s3a"):
-            return {"client_kwargs": {"endpoint_url": self.endpoint_url}}
-        return {}
+        if protocol not in ("s3", "s3a"):
+            return {}
+        options: dict = {"config_kwargs": {"retries": {"max_attempts": self.s3_attempts, "mode": "standard"}}}
+        if self.endpoint_url:
+            options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
+        return options
 
 
 @dataclass(frozen=True)

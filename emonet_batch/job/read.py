@@ -12,7 +12,9 @@ The rows are those of the row protocol (rows.py); the Ray datasource over this s
 from __future__ import annotations
 
 import json
+import logging
 import tarfile
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -64,6 +66,8 @@ def tar_members(stream: BinaryIO, size: int | None = None) -> Iterator[tuple[str
 
 
 def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[dict[str, Any]]:
+    """A tar shard's rows; a shard that ends early gives an incomplete (or failed) `end` row. An OSError of
+    the stream itself (a storage fault, not the file's content) is raised, for shard_rows to retry."""
     seen: set[str] = set()
     seq = 0
     try:
@@ -71,7 +75,7 @@ def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[
             yield sample_from_members(shard, seq, key, members, seen)
             seen.add(key)
             seq += 1
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, EOFError) as exc:
         reason = f"shard is truncated or unreadable after {seq} samples: {type(exc).__name__}: {exc}"
         yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason)
         return
@@ -140,7 +144,9 @@ def parquet_rows(stream: BinaryIO, shard: str) -> Iterator[dict[str, Any]]:
                 else:
                     yield sample_row(shard, seq, key, image["bytes"], meta)
                 seq += 1
-    except (OSError, ValueError, pa.ArrowException) as exc:
+    except OSError:
+        raise  # a storage fault (pyarrow's IO errors are OSErrors too): shard_rows retries
+    except (ValueError, pa.ArrowException) as exc:
         reason = f"shard is truncated or unreadable after {seq} samples: {type(exc).__name__}: {exc}"
         yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason)
         return
@@ -162,16 +168,52 @@ def _parquet_key(record: dict, key_column: str | None, path: str | None, seq: in
 # --- the shard as a whole ------------------------------------------------------------------------
 
 
+#: Reads of one shard before a storage fault makes it incomplete, and the pause before the first retry
+#: (doubled each time). The object-store clients retry each request on their own first (config.py).
+READ_ATTEMPTS, READ_RETRY_DELAY_S = 3, 1.0
+log = logging.getLogger(__name__)
+
+
 def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]]:
-    """Every row of one shard, `end` last. Opening failures give a failed `end` row, never an exception."""
+    """Every row of one shard, `end` last; never an exception. A storage fault while reading starts the read
+    over (up to READ_ATTEMPTS times), skipping the rows already given, so each row is given once."""
+    given = 0
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            for index, row in enumerate(_read_once(shard, storage)):
+                if index >= given:
+                    given += 1
+                    yield row
+            return
+        except _CannotOpen as exc:
+            yield end_row(shard.shard_id, given, INCOMPLETE if given else FAILED, f"cannot open shard: {exc}")
+            return
+        except OSError as exc:
+            problem = f"{type(exc).__name__}: {first_line(exc)}"
+            if attempt == READ_ATTEMPTS:
+                reason = f"reading failed {READ_ATTEMPTS} times, the last after {given} samples: {problem}"
+                yield end_row(shard.shard_id, given, INCOMPLETE if given else FAILED, reason)
+                return
+            log.warning("shard %s: read %d failed (%s); reading it again", shard.shard_id, attempt, problem)
+            time.sleep(READ_RETRY_DELAY_S * 2 ** (attempt - 1))
+
+
+class _CannotOpen(Exception):
+    """Opening a shard failed for good (missing, forbidden, no credentials): no retry."""
+
+
+def _read_once(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]]:
     try:
         fs, path = filesystem(shard.url, storage)
         stream = fs.open(path, "rb")
         # the size of a plain tar lets the reader notice a file cut at a member boundary
         size = fs.size(path) if split_query(shard.url)[0].lower().endswith(".tar") else None
-    except Exception as exc:  # any backend error at open means the same: the shard could not be read
-        yield end_row(shard.shard_id, 0, FAILED, f"cannot open shard: {type(exc).__name__}: {first_line(exc)}")
-        return
+    except (FileNotFoundError, PermissionError) as exc:
+        raise _CannotOpen(f"{type(exc).__name__}: {first_line(exc)}") from None
+    except OSError:
+        raise  # a storage fault: retried
+    except Exception as exc:  # any other backend error at open (credentials, bad URL) will not go away
+        raise _CannotOpen(f"{type(exc).__name__}: {first_line(exc)}") from None
     with stream:
         if shard.format == "parquet":
             yield from parquet_rows(stream, shard.shard_id)
