@@ -27,6 +27,67 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class FaultyProxy:
+    """An HTTP proxy on loopback in front of the S3 server that answers the first GET or PUT of every object
+    whose key has one of `prefixes` in it with 503 SlowDown, as S3 does under load, and forwards the rest."""
+
+    def __init__(self, upstream: str, prefixes: tuple[str, ...]):
+        import http.server
+        import threading
+
+        self.injected: list[str] = []
+        proxy = self
+        host, port = upstream.removeprefix("http://").split(":")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                import http.client
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                request = f"{self.command} {self.path.partition('?')[0]}"
+                faulty = self.command in ("GET", "PUT") and any(p in request for p in prefixes)
+                if faulty and request not in proxy.injected:
+                    proxy.injected.append(request)
+                    error = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error)
+                    return
+                upstream_connection = http.client.HTTPConnection(host, int(port), timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
+                upstream_connection.request(self.command, self.path, body=body or None, headers=headers)
+                response = upstream_connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                # a HEAD answer has no body but the object's length
+                self.send_header(
+                    "Content-Length",
+                    response.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(data)),
+                )
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
 @pytest.fixture
 def s3(monkeypatch):
     """A moto S3 server on a random loopback port, with credentials only in the environment."""
@@ -53,26 +114,27 @@ def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def test_s3_in_and_out_and_no_secret_anywhere(s3, tiny_models, tmp_path):
+def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models, tmp_path):
+    """Through a proxy that answers 503 SlowDown to the first read of every shard and the first write of every
+    staged, published and commit file: every row still arrives, once."""
     endpoint, client = s3
     for path in good_shards(tmp_path / "in", shards=2, per_shard=4):
         client.upload_file(str(path), "corpus", f"faces/{path.name}")
-    run = cli(
-        "score",
-        "s3://corpus/faces/shard-{00000..00001}.tar",
-        "s3://corpus/faces/missing.tar",
-        "--output",
-        "s3://results/run1",
-        "--model",
-        str(tiny_models["small"]),
-        "--endpoint-url",
-        endpoint,
-        "--meta-fields",
-        "gender",
-        "--progress",
-        "log",
-    )
+    proxy = FaultyProxy(endpoint, ("/faces/shard-", "/labels/", "/_staging/", "/_commits/"))
+    try:
+        run = cli(
+            "score",
+            "s3://corpus/faces/shard-{00000..00001}.tar",
+            "s3://corpus/faces/missing.tar",
+            *("--output", "s3://results/run1", "--model", str(tiny_models["small"])),
+            *("--endpoint-url", proxy.endpoint, "--meta-fields", "gender", "--progress", "log"),
+        )
+    finally:
+        proxy.close()
     assert run.returncode == 1, run.stderr  # the missing shard fails; the others complete
+    assert any(i.startswith("GET /corpus/faces/shard") for i in proxy.injected), proxy.injected
+    assert any(i.startswith("PUT /results/run1/") for i in proxy.injected), proxy.injected
+    assert cli("verify", "s3://results/run1", "--endpoint-url", endpoint).returncode == 0
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="results")["Contents"])
     first, second = (shard_id(f"s3://corpus/faces/shard-0000{i}.tar") for i in (0, 1))
     assert [k for k in keys if not k.startswith("run1/stats/")] == [
