@@ -193,7 +193,17 @@ def test_one_inference_actor_per_gpu(own_ray, tiny_models, tmp_path):
     assert {w.rsplit("gpu=", 1)[1] for w in scored_by} <= {"0", "1"}
 
 
-def test_losing_a_worker_node_loses_no_rows(own_ray, tiny_models, tmp_path):
+def kill_processes(title: str) -> int:
+    """SIGKILL every process whose command line names `title` (Ray titles actor processes by their class)."""
+    import psutil
+
+    found = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
+    for process in found:
+        process.kill()
+    return len(found)
+
+
+def test_losing_an_inference_actor_and_a_worker_node_loses_no_rows(own_ray, tiny_models, tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -215,17 +225,23 @@ def test_losing_a_worker_node_loses_no_rows(own_ray, tiny_models, tmp_path):
     try:
         thread.start()
         commits = tmp_path / "out" / "_commits"
-        deadline = time.time() + 120
-        while time.time() < deadline and (not commits.exists() or not any(commits.iterdir())):
-            time.sleep(0.05)
-        cluster.remove_node(worker)
+
+        def wait_for_commits(count):
+            deadline = time.time() + 120
+            while time.time() < deadline and (not commits.exists() or len(list(commits.iterdir())) < count):
+                time.sleep(0.05)
+
+        wait_for_commits(1)
+        killed = kill_processes("InferStage")  # the inference actor, mid-run: Ray restarts it
+        wait_for_commits(2)
+        cluster.remove_node(worker)  # then a whole node with whatever ran there
         thread.join(timeout=300)
     finally:
         ray.shutdown()
         cluster.shutdown()
     result = outcome["result"]
     labels = pq.read_table(tmp_path / "out" / "labels")
-    assert result.exit_code == 0, result.manifest["shards"]
+    assert killed >= 1 and result.exit_code == 0, result.manifest["shards"]
     assert labels.num_rows == 72 and len(set(labels.column("key").to_pylist())) == 72
 
 
