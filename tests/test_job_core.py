@@ -163,12 +163,24 @@ def test_the_first_run_claims_the_label_options_and_later_runs_must_keep_them(mo
     first = label_options(model, LabelOptions(meta_fields=("age",)))
     claim_label_options(fs, output, first, {})
     claim_label_options(fs, output, first, {"a": {}})  # the same options: fine
+    with pytest.raises(UsageError, match=r"--embedding off, this run would give on"):
+        claim_label_options(fs, output, label_options(model, LabelOptions(meta_fields=("age",), embedding=True)), {})
     with pytest.raises(UsageError, match=r"was scored with --softmax off, this run would give on"):
         claim_label_options(fs, output, label_options(model, LabelOptions(meta_fields=("age",), softmax=True)), {})
     with pytest.raises(UsageError, match=r'--meta-fields \["age"\], this run would give \[\]'):
         claim_label_options(fs, output, label_options(model, LabelOptions()), {})
     with pytest.raises(UsageError, match=r"holds labels from another model \([0-9a-f]{12}\.\.\.\)"):
         claim_label_options(fs, output, {**first, "model_id": "0" * 64}, {})
+
+
+def test_options_dropped_on_a_rerun_are_refused_too(model, tmp_path):
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    claim_label_options(fs, output, label_options(model, LabelOptions(softmax=True, embedding=True)), {})
+    with pytest.raises(UsageError, match=r"--softmax on, this run would give off"):
+        claim_label_options(fs, output, label_options(model, LabelOptions(embedding=True)), {})
+    with pytest.raises(UsageError, match=r"--exact-decode off, this run would give on"):
+        exact = LabelOptions(softmax=True, embedding=True, fast_decode=False)
+        claim_label_options(fs, output, label_options(model, exact), {})
 
 
 def test_labels_without_an_options_record_are_not_added_to(model, tmp_path):
@@ -327,3 +339,30 @@ def test_a_storage_fault_while_reading_is_retried_without_giving_a_row_twice(tmp
     rows = list(read.shard_rows(shard, StorageOptions()))
     assert rows[-1]["status"] == INCOMPLETE and "reading failed 3 times" in rows[-1]["reason"]
     assert [r["seq"] for r in rows[:-1]] == list(range(len(rows) - 1)) and rows[-1]["count"] == len(rows) - 1
+
+
+def test_two_runs_claiming_an_empty_output_at_once_get_one_set_of_options(model, tmp_path):
+    import threading
+
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    wanted = {
+        "plain": label_options(model, LabelOptions()),
+        "softmax": label_options(model, LabelOptions(softmax=True)),
+    }
+    start, refused = threading.Barrier(2), []
+
+    def claim(name):
+        start.wait()
+        try:
+            claim_label_options(fs, output, wanted[name], {})
+        except UsageError:
+            refused.append(name)
+
+    threads = [threading.Thread(target=claim, args=(name,)) for name in wanted]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    (loser,) = refused
+    (winner,) = set(wanted) - {loser}
+    assert json.loads((tmp_path / "_label_options.json").read_text()) == wanted[winner]

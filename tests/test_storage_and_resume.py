@@ -120,12 +120,16 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     endpoint, client = s3
     for path in good_shards(tmp_path / "in", shards=2, per_shard=4):
         client.upload_file(str(path), "corpus", f"faces/{path.name}")
+    # a presigned URL (http, the access key and signature in its query) as one more input
+    signed = client.generate_presigned_url("get_object", Params={"Bucket": "corpus", "Key": "faces/shard-00001.tar"})
+    signature = signed.rsplit("Signature=", 1)[1].split("&")[0]
     proxy = FaultyProxy(endpoint, ("/faces/shard-", "/labels/", "/_staging/", "/_commits/"))
     try:
         run = cli(
             "score",
             "s3://corpus/faces/shard-{00000..00001}.tar",
             "s3://corpus/faces/missing.tar",
+            signed,
             *("--output", "s3://results/run1", "--model", str(tiny_models["small"])),
             *("--endpoint-url", proxy.endpoint, "--meta-fields", "gender", "--progress", "log"),
         )
@@ -137,14 +141,16 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     assert cli("verify", "s3://results/run1", "--endpoint-url", endpoint).returncode == 0
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="results")["Contents"])
     first, second = (shard_id(f"s3://corpus/faces/shard-0000{i}.tar") for i in (0, 1))
-    assert [k for k in keys if not k.startswith("run1/stats/")] == [
-        f"run1/_commits/{first}.json",
-        f"run1/_commits/{second}.json",
-        "run1/_label_options.json",
-        f"run1/labels/{first}.parquet",
-        f"run1/labels/{second}.parquet",
-        "run1/manifest.json",
-    ]
+    third = shard_id(signed)
+    assert third.startswith("shard-00001-") and third != second
+    assert [k for k in keys if not k.startswith("run1/stats/")] == sorted(
+        [
+            *(f"run1/_commits/{i}.json" for i in (first, second, third)),
+            "run1/_label_options.json",
+            *(f"run1/labels/{i}.parquet" for i in (first, second, third)),
+            "run1/manifest.json",
+        ]
+    )
     assert {"run1/stats/stats.json", "run1/stats/report.html"} <= set(keys)
     manifest = json.loads(client.get_object(Bucket="results", Key="run1/manifest.json")["Body"].read())
     assert (
@@ -161,7 +167,7 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
         + run.stderr
         + "".join(client.get_object(Bucket="results", Key=key)["Body"].read().decode("latin-1") for key in keys)
     )
-    assert CANARY not in everything and "emonet-test-key" not in everything
+    assert CANARY not in everything and "emonet-test-key" not in everything and signature not in everything
 
     # a second run (same options: the output records them) commits nothing twice
     again = cli(

@@ -77,7 +77,7 @@ def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
         "centered": labels.centered,
         "softmax": labels.softmax,
         "embedding": labels.embedding,
-        "decode": "fast" if labels.fast_decode else "exact",
+        "exact_decode": not labels.fast_decode,
     }
 
 
@@ -88,7 +88,7 @@ _FLAGS = {
     "centered": "--centered",
     "softmax": "--softmax",
     "embedding": "--embedding",
-    "decode": "--exact-decode",
+    "exact_decode": "--exact-decode",
 }
 
 
