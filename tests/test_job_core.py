@@ -335,6 +335,7 @@ def test_a_storage_fault_while_reading_is_retried_without_giving_a_row_twice(tmp
     shard = Shard(str(path), "s", "tar")
     rows = list(read.shard_rows(shard, StorageOptions()))
     assert [r["seq"] for r in rows] == [*range(13), -1] and rows[-1]["status"] == COMPLETE
+    assert rows[-1]["reason"] == "read 2 times after storage faults (ConnectionResetError: connection reset by peer)"
     # a fault on every read: incomplete after the attempts, each row still given once
     rows = list(read.shard_rows(shard, StorageOptions()))
     assert rows[-1]["status"] == INCOMPLETE and "reading failed 3 times" in rows[-1]["reason"]

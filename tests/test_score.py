@@ -315,3 +315,24 @@ def test_a_presigned_url_is_read_and_its_query_written_nowhere(ray_runtime, tiny
     assert canary not in captured.out + captured.err
     (label,) = (tmp_path / "out" / "labels").iterdir()
     assert label.name.startswith("shard-00000-") and pq.read_table(label).num_rows == 3
+
+
+def test_a_commit_that_fails_still_ends_with_a_manifest_of_every_shard(ray_runtime, tiny_models, tmp_path, monkeypatch):
+    from emonet_batch.job.storage import StorageError
+    from emonet_batch.run import score as run
+
+    shards = good_shards(tmp_path / "in", shards=2, per_shard=2)
+    broken = shard_id(str(shards[0]))
+    real_commit = run.commit_shard
+
+    def commit_or_fail(fs, output, shard, *args):
+        if shard.shard_id == broken:
+            raise StorageError("cannot write labels: OSError: the disk went away")
+        return real_commit(fs, output, shard, *args)
+
+    monkeypatch.setattr(run, "commit_shard", commit_or_fail)
+    result = score(tmp_path, tiny_models["small"], [tmp_path / "in"])
+    assert result.exit_code == 1
+    outcomes = manifest(tmp_path / "out")["shards"]
+    assert outcomes[broken]["status"] == "failed" and "the disk went away" in outcomes[broken]["reason"]
+    assert outcomes[shard_id(str(shards[1]))]["status"] == "complete"

@@ -23,7 +23,7 @@ import pyarrow as pa
 from ..errors import first_line
 from .config import StorageOptions
 from .inputs import Shard
-from .rows import COMPLETE, FAILED, INCOMPLETE, READ_SCHEMA, end_row, error_row, sample_row
+from .rows import COMPLETE, END, FAILED, INCOMPLETE, READ_SCHEMA, end_row, error_row, sample_row
 from .storage import filesystem, split_query
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -177,12 +177,14 @@ log = logging.getLogger(__name__)
 def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]]:
     """Every row of one shard, `end` last; never an exception. A storage fault while reading starts the read
     over (up to READ_ATTEMPTS times), skipping the rows already given, so each row is given once."""
-    given = 0
+    given, faults = 0, []
     for attempt in range(1, READ_ATTEMPTS + 1):
         try:
             for index, row in enumerate(_read_once(shard, storage)):
                 if index >= given:
                     given += 1
+                    if row["kind"] == END and faults and row["status"] == COMPLETE:
+                        row["reason"] = f"read {attempt} times after storage faults ({faults[-1]})"
                     yield row
             return
         except _CannotOpen as exc:
@@ -195,6 +197,7 @@ def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]
                 yield end_row(shard.shard_id, given, INCOMPLETE if given else FAILED, reason)
                 return
             log.warning("shard %s: read %d failed (%s); reading it again", shard.shard_id, attempt, problem)
+            faults.append(problem)
             time.sleep(READ_RETRY_DELAY_S * 2 ** (attempt - 1))
 
 

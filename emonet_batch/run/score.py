@@ -20,7 +20,7 @@ from ..job.commit import ShardOutcome, commit_shard, discard_attempt
 from ..job.inputs import Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
 from ..job.rows import collected_columns
-from ..job.storage import check_output, filesystem, join, redact_url, write_bytes
+from ..job.storage import StorageError, check_output, filesystem, join, redact_url, write_bytes
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
@@ -80,6 +80,7 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
                 )
         finally:
             progress.close()
+    warnings += [f"{o.shard}: {o.reason}" for o in outcomes.values() if o.status == "complete" and o.reason]
     figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
     manifest = build_manifest(config, info, shards, outcomes, figures, warnings)
     write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
@@ -146,13 +147,20 @@ def stream_and_commit(
     for batch in result_batches(dataset):
         for shard_id in collector.add(batch):
             rows, end = collector.pop(shard_id)
-            outcome = commit_shard(fs, output, by_id[shard_id], rows, end, info, config.labels, attempt)
+            shard = by_id[shard_id]
+            try:
+                outcome = commit_shard(fs, output, shard, rows, end, info, config.labels, attempt)
+            except StorageError as exc:  # this shard is not committed; the run goes on, and says so in the manifest
+                outcome = ShardOutcome(shard_id, shard.display_url, "failed", end.count, reason=f"commit failed: {exc}")
             outcomes[shard_id] = outcome
             counters.shards_done += 1
             counters.images += outcome.samples
             counters.errors += outcome.errors
         progress.update()
-    discard_attempt(fs, output, attempt)
+    try:
+        discard_attempt(fs, output, attempt)
+    except OSError:  # only leftovers of this attempt: never worth failing a finished run over
+        pass
     missing = [s.shard_id for s in todo if s.shard_id not in outcomes]
     if missing:  # the stream ended without a shard's end row: a bug, never a silent loss
         raise EmonetError(f"the pipeline ended without finishing shards: {', '.join(missing)}")
