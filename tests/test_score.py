@@ -336,3 +336,38 @@ def test_a_commit_that_fails_still_ends_with_a_manifest_of_every_shard(ray_runti
     outcomes = manifest(tmp_path / "out")["shards"]
     assert outcomes[broken]["status"] == "failed" and "the disk went away" in outcomes[broken]["reason"]
     assert outcomes[shard_id(str(shards[1]))]["status"] == "complete"
+
+
+def test_two_runs_with_different_options_started_at_once_on_one_output(ray_runtime, tiny_models, tmp_path):
+    """One claims the output and scores it; the other is refused in one line; the output verifies."""
+    import threading
+
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.storage import filesystem
+    from emonet_batch.job.verify import verify_output
+
+    good_shards(tmp_path / "in", shards=2, per_shard=3)
+    start, results = threading.Barrier(2), {}
+
+    def run(name, **options):
+        start.wait()
+        try:
+            results[name] = score(tmp_path, tiny_models["small"], [tmp_path / "in"], **options).exit_code
+        except UsageError as exc:
+            results[name] = str(exc)
+
+    threads = [
+        threading.Thread(target=run, args=("plain",)),
+        threading.Thread(target=run, args=("softmax",), kwargs={"softmax": True}),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(map(type, results.values()), key=str) == [int, str]
+    (winner,) = [name for name, result in results.items() if result == 0]
+    (refusal,) = [result for result in results.values() if isinstance(result, str)]
+    assert "this run would give" in refusal and "\n" not in refusal
+    labels = read_labels(tmp_path / "out")
+    assert labels.num_rows == 6 and ("amusement_softmax" in labels.column_names) == (winner == "softmax")
+    assert verify_output(*filesystem(str(tmp_path / "out"), StorageOptions())) == {}
