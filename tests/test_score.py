@@ -149,11 +149,20 @@ def test_error_rate_decides_the_exit_code(ray_runtime, tiny_models, tmp_path):
     from emonet_batch.devtools.shards import write_shards
 
     shard = write_shards(odd_samples(), tmp_path / "in", samples_per_shard=100)[0]
-    assert score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS).exit_code == 3
-    assert (
-        score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5).exit_code
-        == 0
+    result = score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS)
+    assert result.exit_code == 3
+    assert result.exit_reason == (
+        "6 error rows in 13 samples (46.15%), above --max-error-rate 1.00%: bad_metadata 1, corrupt 1, empty 1, "
+        "missing_image 1, not_an_image 1, too_many_pixels 1"
     )
+    assert result.manifest["exit"] == {"code": 3, "reason": result.exit_reason}
+    lenient = score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5)
+    assert lenient.exit_code == 0 and "within --max-error-rate 50.00%" in lenient.exit_reason
+    # a rerun that skips everything keeps the history of the run that did the work
+    again = score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5)
+    runs = again.manifest["runs"]
+    assert [r["shards_scored"] for r in runs] == [1, 0] and runs[0]["images"] == 13
+    assert again.exit_reason == lenient.exit_reason  # the error types come back from the commit record
 
 
 def test_parquet_shards_with_image_columns(ray_runtime, tiny_models, tmp_path):

@@ -81,7 +81,7 @@ def run_summary(result) -> str:
         lines += ["warnings:", *(f"  {warning}" for warning in result.warnings)]
     if result.report:
         lines.append(f"stats and report: {result.report.rsplit('/', 1)[0]}/ (open report.html)")
-    lines.append(f"exit code {result.exit_code}")
+    lines.append(f"exit code {result.exit_code}: {result.exit_reason}")
     return "\n".join(lines)
 
 

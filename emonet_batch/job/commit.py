@@ -14,7 +14,8 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,7 @@ class ShardOutcome:
     errors: int = 0
     reason: str | None = None
     skipped: bool = False  # committed by an earlier run
+    error_types: dict[str, int] = field(default_factory=dict)  # error rows by type
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "shard"}
@@ -93,8 +95,7 @@ def label_table(rows: dict[str, np.ndarray], info: ModelInfo, options: LabelOpti
         embedding = np.asarray(rows[EMBEDDING], dtype=np.float32).reshape(count, info.embedding_dim)
         flat = pa.array(embedding.reshape(-1), pa.float32())
         columns[EMBEDDING_COLUMN] = pa.FixedSizeListArray.from_arrays(flat, info.embedding_dim)
-    for field, values in meta_columns(rows["meta"], options.meta_fields).items():
-        columns[field] = values
+    columns.update(meta_columns(rows["meta"], options.meta_fields))
     table = pa.table(columns)
     return table.replace_schema_metadata(file_metadata(info))
 
@@ -103,15 +104,15 @@ def meta_columns(meta: np.ndarray, fields: tuple[str, ...]) -> dict[str, pa.Arra
     """Promoted metadata fields as typed columns (strings when a field mixes types, nests or is all null)."""
     parsed = [json.loads(m) if isinstance(m, str) else {} for m in meta]
     out = {}
-    for field in fields:
-        values = [record.get(field) if isinstance(record, dict) else None for record in parsed]
+    for name in fields:
+        values = [record.get(name) if isinstance(record, dict) else None for record in parsed]
         try:
             array = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             array = _as_strings(values)
         if pa.types.is_null(array.type) or pa.types.is_nested(array.type):
             array = _as_strings(values)
-        out[field] = array.dictionary_encode() if pa.types.is_string(array.type) else array
+        out[name] = array.dictionary_encode() if pa.types.is_string(array.type) else array
     return out
 
 
@@ -170,6 +171,7 @@ def commit_shard(
     outcome = ShardOutcome(
         shard_id, shard.display_url, end.status, end.count, len(labels[KEY]), len(errors[KEY]), end.reason
     )
+    outcome.error_types = dict(sorted(Counter(map(str, errors["error_type"])).items()))
     if outcome.labels + outcome.errors != outcome.samples:
         raise AssertionError(
             f"shard {shard_id}: {outcome.samples} samples read but {outcome.labels} labels + {outcome.errors} errors"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from .. import __version__
@@ -32,17 +33,47 @@ def run_figures(outcomes: dict[str, ShardOutcome], counters: Counters, wall: flo
     }
 
 
-def exit_code(outcomes: dict[str, ShardOutcome], max_error_rate: float) -> int:
-    if any(o.status != "complete" for o in outcomes.values()):
-        return EXIT_FAILED
+def exit_status(outcomes: dict[str, ShardOutcome], max_error_rate: float) -> tuple[int, str]:
+    """The run's exit code and why, in one line: the shards not complete, else the error rate against the limit
+    with the error rows by type."""
+    unfinished = [o for o in outcomes.values() if o.status != "complete"]
+    if unfinished:
+        named = ", ".join(f"{o.shard} {o.status}" for o in unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+        return EXIT_FAILED, f"{len(unfinished)} of {len(outcomes)} shards not complete ({named}); rerun to retry"
     samples = sum(o.samples for o in outcomes.values())
     errors = sum(o.errors for o in outcomes.values())
-    return EXIT_TOO_MANY_ERRORS if samples and errors / samples > max_error_rate else EXIT_CLEAN
+    types: Counter = Counter()
+    for outcome in outcomes.values():
+        types.update(outcome.error_types)
+    too_many = bool(samples) and errors / samples > max_error_rate
+    rate = f"{errors} error rows in {samples} samples ({errors / samples if samples else 0:.2%})"
+    limit = f"{'above' if too_many else 'within'} --max-error-rate {max_error_rate:.2%}"
+    by_type = f": {', '.join(f'{t} {n}' for t, n in types.most_common())}" if types else ""
+    return (EXIT_TOO_MANY_ERRORS if too_many else EXIT_CLEAN), f"{rate}, {limit}{by_type}"
+
+
+def run_entry(figures: dict[str, Any], code: int) -> dict[str, Any]:
+    """This run, as the manifest's history keeps it."""
+    kept = ("images", "labels", "errors", "shards_scored", "shards_skipped", "wall_s", "images_per_s")
+    return {
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "emonet_batch": __version__,
+        "exit_code": code,
+        **{k: figures[k] for k in kept},
+    }
 
 
 def build_manifest(
-    config: ScoreConfig, info: ModelInfo, shards: list[Shard], outcomes, figures, warnings: list[str]
+    config: ScoreConfig,
+    info: ModelInfo,
+    shards: list[Shard],
+    outcomes: dict[str, ShardOutcome],
+    figures: dict[str, Any],
+    warnings: list[str],
+    exit: tuple[int, str],
+    history: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """manifest.json: this run in full, and every earlier run's figures (`runs`, oldest first)."""
     totals = {k: sum(getattr(o, k) for o in outcomes.values()) for k in ("samples", "labels", "errors")}
     labels, engine = config.labels, config.engine
     return {
@@ -72,4 +103,6 @@ def build_manifest(
         "shards": {s.shard_id: outcomes[s.shard_id].as_dict() for s in shards},
         "figures": figures,
         "warnings": warnings,
+        "exit": {"code": exit[0], "reason": exit[1]},
+        "runs": [*history, run_entry(figures, exit[0])],
     }

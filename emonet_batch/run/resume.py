@@ -57,6 +57,7 @@ def skipped_outcome(shard: Shard, record: dict[str, Any]) -> ShardOutcome:
         record["labels"],
         record["errors"],
         skipped=True,
+        error_types=record.get("error_types", {}),
     )
 
 

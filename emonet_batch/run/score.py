@@ -24,7 +24,7 @@ from ..job.storage import StorageError, check_output, filesystem, join, redact_u
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
-from .manifest import build_manifest, exit_code, run_figures
+from .manifest import build_manifest, exit_status, run_figures
 from .progress import Counters, Progress
 from .resume import claim_label_options, clear_output, label_options, load_commits, repair, split_committed
 
@@ -35,6 +35,7 @@ class RunResult:
     figures: dict[str, Any]
     manifest: dict[str, Any]
     exit_code: int
+    exit_reason: str
     warnings: list[str] = field(default_factory=list)  # what the operator should know (records redone, ...)
     stats: dict[str, Any] = field(default_factory=dict)
     report: str | None = None  # where report.html was written
@@ -82,12 +83,22 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
             progress.close()
     warnings += [f"{o.shard}: {o.reason}" for o in outcomes.values() if o.status == "complete" and o.reason]
     figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
-    manifest = build_manifest(config, info, shards, outcomes, figures, warnings)
+    exit = exit_status(outcomes, config.max_error_rate)
+    manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit, earlier_runs(fs, output))
     write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
-    result = RunResult(outcomes, figures, manifest, exit_code(outcomes, config.max_error_rate), warnings)
+    result = RunResult(outcomes, figures, manifest, exit[0], exit[1], warnings)
     if config.presentation.stats and any(o.status == "complete" for o in outcomes.values()):
         analyse(config, result)
     return result
+
+
+def earlier_runs(fs, output: str) -> list[dict[str, Any]]:
+    """The history of the manifest a run replaces (nothing when there is none or it cannot be read)."""
+    try:
+        runs = json.loads(fs.cat_file(join(output, MANIFEST))).get("runs", [])
+    except (FileNotFoundError, ValueError, AttributeError):
+        return []
+    return runs if isinstance(runs, list) else []
 
 
 def analyse(config: ScoreConfig, result: RunResult) -> None:
