@@ -214,6 +214,7 @@ def info(model_dir: Path, no_verify: bool) -> None:
     show_default=True,
     help="auto: a live line on a terminal, log lines otherwise.",
 )
+@click.option("--verbose", is_flag=True, help="Also show Ray's warnings and its workers' logs (quiet by default).")
 @click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ (nor the report) after the run.")
 @click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run.")
 @click.option(
@@ -246,6 +247,7 @@ def score(
     exact_decode,
     endpoint_url,
     progress,
+    verbose,
     no_stats,
     no_report,
     gallery,
@@ -283,6 +285,7 @@ def score(
         max_pixels=max_pixels,
         fast_decode=not exact_decode,
         progress=progress,
+        verbose=verbose,
         stats=not no_stats,
         report=not (no_stats or no_report),
         gallery=gallery,

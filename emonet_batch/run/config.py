@@ -21,6 +21,7 @@ class Presentation:
     stats: bool = True  # write <output>/stats/ after the run
     report: bool = True  # and <output>/stats/report.html (needs stats)
     gallery: int = 6  # report: highest-scoring images shown per emotion (0: none)
+    verbose: bool = False  # show Ray's own warnings and its workers' logs
 
 
 @dataclass(frozen=True)

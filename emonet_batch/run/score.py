@@ -150,7 +150,7 @@ def stream_and_commit(
     from ..edge.runtime import ensure_ray
     from ..edge.stream import result_batches, stage_stats
 
-    ensure_ray()
+    ensure_ray(config.presentation.verbose)
     dataset = build_dataset(todo, info, config.labels, config.engine, config.storage, require_provider)
     by_id = {s.shard_id: s for s in todo}
     attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
