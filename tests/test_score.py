@@ -121,11 +121,17 @@ def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
     truncated = tmp_path / "in" / "cut.tar"
     shutil.copy(good, truncated)
     truncate(truncated, 0.55)
-    missing = tmp_path / "in" / "missing.tar"
-    result = score(tmp_path, tiny_models["small"], [odd, truncated, missing], max_pixels=MAX_PIXELS)
-    assert result.exit_code == 1  # an incomplete and a failed shard
+    # inputs that cannot work stop the run before it starts, in one line, leaving nothing behind
+    missing, text = tmp_path / "in" / "missing.tar", tmp_path / "in" / "notes.tar"
+    text.write_text("a text file named .tar")
+    for bad, message in ((missing, "input not found: .*missing.tar"), (text, "not a tar file: .*notes.tar")):
+        with pytest.raises(UsageError, match=message):
+            score(tmp_path, tiny_models["small"], [odd, truncated, bad], max_pixels=MAX_PIXELS)
+    assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "_label_options.json").exists()
+    result = score(tmp_path, tiny_models["small"], [odd, truncated], max_pixels=MAX_PIXELS)
+    assert result.exit_code == 1  # an incomplete shard
     shards = manifest(tmp_path / "out")["shards"]
-    odd_id, cut_id, missing_id = shard_id(str(odd)), shard_id(str(truncated)), shard_id(str(missing))
+    odd_id, cut_id = shard_id(str(odd)), shard_id(str(truncated))
 
     assert shards[odd_id] == {**shards[odd_id], "status": "complete", "samples": 13, "labels": 7, "errors": 6}
     errors = pq.read_table(tmp_path / "out" / "errors" / f"{odd_id}.parquet").to_pylist()
@@ -138,11 +144,11 @@ def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
     assert cut["status"] == "incomplete" and "truncated" in cut["reason"]
     assert 0 < cut["samples"] < 6 and cut["labels"] + cut["errors"] == cut["samples"]
     assert not (tmp_path / "out" / "_commits" / f"{cut_id}.json").exists()
-    assert shards[missing_id]["status"] == "failed" and "cannot open shard" in shards[missing_id]["reason"]
+    assert (tmp_path / "out" / "_incomplete" / "labels" / f"{cut_id}.parquet").exists()
 
-    # the incomplete and failed shards are retried; the complete one is not read again
-    again = score(tmp_path, tiny_models["small"], [odd, truncated, missing], max_pixels=MAX_PIXELS)
-    assert again.figures["shards_skipped"] == 1 and again.figures["shards_scored"] == 2
+    # the incomplete shard is retried; the complete one is not read again
+    again = score(tmp_path, tiny_models["small"], [odd, truncated], max_pixels=MAX_PIXELS)
+    assert again.figures["shards_skipped"] == 1 and again.figures["shards_scored"] == 1
 
 
 def test_error_rate_decides_the_exit_code(ray_runtime, tiny_models, tmp_path):
@@ -215,6 +221,11 @@ def test_cli_score_summary_and_one_line_errors(ray_runtime, tiny_models, tmp_pat
         == 2
     )
     assert capsys.readouterr().err.strip() == f"emonet-batch: error: input not found: {tmp_path / 'nope'}"
+    (tmp_path / "a-file").write_text("in the way")
+    unwritable = str(tmp_path / "a-file" / "out")
+    assert main(["score", str(tmp_path / "in"), "--output", unwritable, "--model", str(tiny_models["small"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"emonet-batch: error: cannot write to the output {unwritable}") and err.count("\n") == 1
     assert main(["score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), "--model", str(tmp_path)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
     assert (

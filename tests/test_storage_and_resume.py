@@ -128,14 +128,13 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
         run = cli(
             "score",
             "s3://corpus/faces/shard-{00000..00001}.tar",
-            "s3://corpus/faces/missing.tar",
             signed,
             *("--output", "s3://results/run1", "--model", str(tiny_models["small"])),
             *("--endpoint-url", proxy.endpoint, "--meta-fields", "gender", "--progress", "log"),
         )
     finally:
         proxy.close()
-    assert run.returncode == 1, run.stderr  # the missing shard fails; the others complete
+    assert run.returncode == 0, run.stderr
     # quiet by default: neither Ray's token warning nor its progress-bar notice reaches a fresh run's terminal
     assert "WARNING" not in run.stderr and "Progress bars" not in run.stderr, run.stderr
     assert any(i.startswith("GET /corpus/faces/shard") for i in proxy.injected), proxy.injected
@@ -155,10 +154,7 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     )
     assert {"run1/stats/stats.json", "run1/stats/report.html"} <= set(keys)
     manifest = json.loads(client.get_object(Bucket="results", Key="run1/manifest.json")["Body"].read())
-    assert (
-        manifest["shards"][first]["status"] == "complete"
-        and manifest["shards"][shard_id("s3://corpus/faces/missing.tar")]["status"] == "failed"
-    )
+    assert {outcome["status"] for outcome in manifest["shards"].values()} == {"complete"}
     labels = pq.read_table(
         pa.BufferReader(client.get_object(Bucket="results", Key=f"run1/labels/{second}.parquet")["Body"].read())
     )
@@ -186,6 +182,28 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     )
     assert again.returncode == 0, again.stderr
     assert "skipped (committed earlier)  2" in again.stdout and CANARY not in again.stdout + again.stderr
+
+
+def test_object_storage_problems_fail_before_anything_starts(s3, tiny_models, tmp_path, monkeypatch, capsys):
+    """In-process and in well under 5 s: a missing S3 input, then no credentials at all, each one line."""
+    endpoint, client = s3
+    args = ["score", "s3://corpus/faces/missing.tar", "--model", str(tiny_models["small"]), "--endpoint-url", endpoint]
+    started = time.perf_counter()
+    assert main([*args, "--output", "s3://results/early"]) == 2
+    assert capsys.readouterr().err == "emonet-batch: error: input not found: s3://corpus/faces/missing.tar\n"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert main([*args, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("emonet-batch: error: no credentials for s3://corpus/faces/missing.tar") and err.count("\n") == 1
+    )
+    assert time.perf_counter() - started < 5
+    leftovers = [o["Key"] for o in client.list_objects_v2(Bucket="results", Prefix="early/").get("Contents", [])]
+    assert leftovers == [] and not (tmp_path / "out").exists(), leftovers
 
 
 def test_storage_errors_do_not_leak_secrets(s3, tiny_models, tmp_path):

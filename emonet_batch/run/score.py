@@ -19,6 +19,7 @@ from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, commit_shard, discard_attempt
 from ..job.inputs import Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
+from ..job.preflight import check_credentials, check_inputs, check_output_writable
 from ..job.rows import collected_columns
 from ..job.storage import StorageError, check_output, filesystem, join, redact_url, write_bytes
 from ..model.accuracy import accuracy_problems
@@ -54,17 +55,23 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
     )
     if clash:
         raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
+    check_credentials([*config.inputs, config.output])
     shards = expand_inputs(config.inputs, config.storage)
     fs, output = filesystem(config.output, config.storage)
-    check_output(fs, output, redact_url(config.output))
+    display = redact_url(config.output)
+    check_output(fs, output, display)
+    check_output_writable(fs, output, display)
     if config.overwrite:
+        check_inputs(shards, config.storage)  # before anything is removed: a run that cannot start changes nothing
         clear_output(fs, output)
     repaired = repair(fs, output) if config.repair else []
     committed, warnings = load_commits(fs, output)
     warnings = repaired + warnings
+    outcomes, todo = split_committed(shards, committed)
+    if not config.overwrite:
+        check_inputs(todo, config.storage)
     claim_label_options(fs, output, label_options(info, config.labels), committed)
 
-    outcomes, todo = split_committed(shards, committed)
     counters = Counters(total_shards=len(shards), skipped=len(outcomes))
     stage_stats = ""
     if todo:

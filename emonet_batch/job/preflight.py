@@ -1,0 +1,77 @@
+"""Checks before any work starts, each failing in one line: credentials for object storage, an output that can
+be written, and inputs that exist, can be read and begin like the format their name says.
+
+They run before Ray starts, so a run that cannot work stops in seconds and leaves nothing behind (no manifest,
+no label options record). The inputs are probed in parallel with one small ranged read each."""
+
+from __future__ import annotations
+
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import UsageError, first_line
+from .config import StorageOptions
+from .inputs import Shard
+from .storage import filesystem, join, redact_url, write_bytes
+
+#: Bytes read from the start of every input to recognise its format.
+HEAD_BYTES = 512
+PROBE_THREADS = 16
+_S3 = ("s3://", "s3a://")
+
+
+def check_credentials(urls: list[str]) -> None:
+    """Object-store URLs need credentials in the environment: say so before anything lists or reads them."""
+    s3 = [url for url in urls if url.lstrip("@").startswith(_S3)]
+    if not s3:
+        return
+    import botocore.session
+
+    if botocore.session.get_session().get_credentials() is None:
+        raise UsageError(
+            f"no credentials for {redact_url(s3[0].lstrip('@'))}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE), or run where an instance or pod role provides them"
+        )
+
+
+def check_output_writable(fs, output: str, display: str) -> None:
+    """Write and remove a probe file under the output."""
+    probe = join(output, f"_probe-{secrets.token_hex(6)}")
+    try:
+        write_bytes(fs, probe, b"")
+        fs.rm(probe)
+    except Exception as exc:  # any backend's refusal means the same here
+        raise UsageError(f"cannot write to the output {display}: {first_line(exc)}") from None
+
+
+def check_inputs(shards: list[Shard], storage: StorageOptions) -> None:
+    """Every shard exists, can be read and starts like a tar or Parquet file; the first problem is the error,
+    with how many more there are."""
+    if not shards:
+        return
+    with ThreadPoolExecutor(min(PROBE_THREADS, len(shards))) as pool:
+        problems = [p for p in pool.map(lambda s: input_problem(s, storage), shards) if p]
+    if problems:
+        more = f" (and {len(problems) - 1} more inputs)" if len(problems) > 1 else ""
+        raise UsageError(problems[0] + more)
+
+
+def input_problem(shard: Shard, storage: StorageOptions) -> str | None:
+    try:
+        fs, path = filesystem(shard.url, storage)
+        head = fs.cat_file(path, start=0, end=HEAD_BYTES)
+    except FileNotFoundError:
+        return f"input not found: {shard.display_url}"
+    except Exception as exc:  # permissions, network, a directory in the way: the input cannot be read
+        return f"cannot read input {shard.display_url}: {type(exc).__name__}: {first_line(exc)}"
+    expected = "Parquet" if shard.format == "parquet" else "tar"
+    return None if looks_like(shard, head) else f"not a {expected} file: {shard.display_url}"
+
+
+def looks_like(shard: Shard, head: bytes) -> bool:
+    """Whether a file's first bytes fit its format: Parquet's magic, gzip's, or a tar header's `ustar`."""
+    if shard.format == "parquet":
+        return head[:4] == b"PAR1"
+    if head[:2] == b"\x1f\x8b":  # .tar.gz / .tgz
+        return True
+    return head[257:262] == b"ustar"
