@@ -253,7 +253,7 @@ def nightly_config(tmp_path, model) -> Path:
                 "inputs": [str(tmp_path / "incoming")],
                 "output_root": str(tmp_path / "nightly"),
                 "model": str(model),
-                "options": {"meta_fields": ["gender"], "batch_size": 4, "report": False},
+                "options": {"meta-fields": ["gender"], "batch_size": 4, "no_report": True},
             }
         )
     )
@@ -296,6 +296,16 @@ def test_nightly_config_errors(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("inputs: [x]\noptions: {colour: red}\n")
     assert main(["nightly", str(tmp_path / "bad.yaml")]) == 2
     assert "missing output_root, model" in capsys.readouterr().err
+    config = {"inputs": ["x"], "output_root": "o", "model": "m"}
+    for options, message in (
+        ({"fast_decode": False}, "option fast_decode is now exact_decode"),
+        ({"gpu_provider": "cuda"}, "option gpu_provider is now execution_provider"),
+        ({"colour": "red"}, "unknown options colour; known: allow_inaccurate_model, batch_size"),
+    ):
+        (tmp_path / "old.yaml").write_text(yaml.safe_dump({**config, "options": options}))
+        assert main(["nightly", str(tmp_path / "old.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
 
 
 def test_cluster_files_parse_and_reference_real_entrypoints():

@@ -179,7 +179,7 @@ def test_options_dropped_on_a_rerun_are_refused_too(model, tmp_path):
     with pytest.raises(UsageError, match=r"--softmax on, this run would give off"):
         claim_label_options(fs, output, label_options(model, LabelOptions(embedding=True)), {})
     with pytest.raises(UsageError, match=r"--exact-decode off, this run would give on"):
-        exact = LabelOptions(softmax=True, embedding=True, fast_decode=False)
+        exact = LabelOptions(softmax=True, embedding=True, exact_decode=True)
         claim_label_options(fs, output, label_options(model, exact), {})
 
 

@@ -41,11 +41,11 @@ def inference_workers(engine: EngineOptions) -> int:
 def session_options(engine: EngineOptions, workers: int) -> SessionOptions:
     if engine.gpus_per_worker > 0:
         return SessionOptions(
-            device=engine.gpu_provider,
+            device=engine.execution_provider,
             intra_op_threads=1,
             trt_precision=engine.trt_precision,
             max_batch=engine.batch_size,
-            trt_cache_dir=engine.trt_cache_dir,
+            trt_cache_dir=engine.trt_cache,
         )
     cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
     return SessionOptions(intra_op_threads=engine.threads_per_worker or max(1, cpus // workers))
@@ -98,7 +98,7 @@ def build_dataset(
             "size": info.image_size,
             "resize_filter": info.resize_filter,
             "max_pixels": labels.max_pixels,
-            "fast": labels.fast_decode,
+            "fast": not labels.exact_decode,
         },
         batch_size=engine.decode_batch_size,
         batch_format="numpy",

@@ -40,7 +40,7 @@ class LabelOptions:
     centered: bool = False  # <head>_centered columns
     softmax: bool = False  # <head>_softmax columns
     embedding: bool = False  # the embedding column
-    fast_decode: bool = True  # DCT-domain downscaling of large JPEGs (see decode.decode_image)
+    exact_decode: bool = False  # decode JPEGs at full size, no DCT-domain downscaling (see decode.decode_image)
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images become error rows
 
 
@@ -52,7 +52,7 @@ class EngineOptions:
     batch_size: int = 32  # images per inference call
     decode_batch_size: int = 16  # images per decode call
     gpus_per_worker: float = 0.0
-    gpu_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
+    execution_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
     trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use
-    trt_cache_dir: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
+    trt_cache: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers

@@ -7,7 +7,7 @@ Config (YAML):
     inputs: ["s3://corpus/incoming/shard-*.tar"]   # anything `score` takes as INPUT
     output_root: s3://results/emonet/nightly
     model: /models/empathic-large                  # an exported model directory
-    options:                                       # optional; the run's option names (run/config.py)
+    options:                                       # optional; score's flags by their long names
       meta_fields: [gender, age, ethnicity]
       batch_size: 32
       gpus_per_worker: 1
@@ -30,7 +30,34 @@ from ..job.storage import filesystem, join
 from ..run.config import OPTION_GROUPS, score_config
 
 _PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
-_OPTIONS = set(OPTION_GROUPS)
+#: Flags that switch a default off, and the option each one sets to false.
+_NEGATED = {"no_stats": "stats", "no_report": "report"}
+#: The score flags by their long names (dashes or underscores): the options a nightly config takes.
+FLAG_NAMES = {*(set(OPTION_GROUPS) - set(_NEGATED.values())), *_NEGATED, "endpoint_url"}
+#: Names earlier releases took, and the flag that replaced each.
+_RENAMED = {
+    "fast_decode": "exact_decode (true decodes at full size)",
+    "gpu_provider": "execution_provider",
+    "trt_cache_dir": "trt_cache",
+    "stats": "no_stats",
+    "report": "no_report",
+}
+
+
+def score_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """A config's `options`, named like score's flags, as score_config's options; unknown or renamed names are
+    a usage error that names the flag to use."""
+    options = {str(name).replace("-", "_"): value for name, value in raw.items()}
+    for name in options:
+        if name in _RENAMED:
+            raise UsageError(f"{source}: option {name} is now {_RENAMED[name]}, as the score flag is named")
+    unknown = sorted(set(options) - FLAG_NAMES)
+    if unknown:
+        raise UsageError(f"{source}: unknown options {', '.join(unknown)}; known: {', '.join(sorted(FLAG_NAMES))}")
+    for flag, option in _NEGATED.items():
+        if flag in options:
+            options[option] = not options.pop(flag)
+    return options
 
 
 @dataclass(frozen=True)
@@ -54,12 +81,7 @@ class NightlyConfig:
         missing = [k for k in ("inputs", "output_root", "model") if not raw.get(k)]
         if missing:
             raise UsageError(f"{path}: missing {', '.join(missing)}")
-        options = dict(raw.get("options") or {})
-        unknown = sorted(set(options) - _OPTIONS - {"endpoint_url"})
-        if unknown:
-            raise UsageError(
-                f"{path}: unknown options {', '.join(unknown)}; known: {', '.join(sorted(_OPTIONS | {'endpoint_url'}))}"
-            )
+        options = score_options(dict(raw.get("options") or {}), str(path))
         storage = StorageOptions(endpoint_url=options.pop("endpoint_url", None))
         inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]
         return cls(tuple(inputs), raw["output_root"], str(raw["model"]), options, storage)

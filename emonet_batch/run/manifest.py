@@ -96,7 +96,7 @@ def build_manifest(
             "workers": engine.workers,
             "gpus_per_worker": engine.gpus_per_worker,
             "max_error_rate": config.max_error_rate,
-            "fast_decode": labels.fast_decode,
+            "exact_decode": labels.exact_decode,
             "max_pixels": labels.max_pixels,
         },
         "totals": totals,

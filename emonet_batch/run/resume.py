@@ -78,7 +78,7 @@ def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
         "centered": labels.centered,
         "softmax": labels.softmax,
         "embedding": labels.embedding,
-        "exact_decode": not labels.fast_decode,
+        "exact_decode": labels.exact_decode,
     }
 
 
