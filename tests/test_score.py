@@ -391,3 +391,23 @@ def test_two_runs_with_different_options_started_at_once_on_one_output(ray_runti
     labels = read_labels(tmp_path / "out")
     assert labels.num_rows == 6 and ("amusement_softmax" in labels.column_names) == (winner == "softmax")
     assert verify_output(*filesystem(str(tmp_path / "out"), StorageOptions())) == {}
+
+
+def test_meta_fields_no_sample_has_are_reported_and_lists_kept_as_json(ray_runtime, tiny_models, tmp_path, capsys):
+    from emonet_batch.cli import main
+    from emonet_batch.devtools.shards import write_shards
+
+    samples = [
+        (key, {**members, "json": json.dumps({"gender": "female", "tags": ["calm", f"n{i}"]}).encode()})
+        for i, (key, members) in enumerate(demo_samples(3, size=64))
+    ]
+    write_shards(samples, tmp_path / "in", 3)
+    args = ["score", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"])]
+    assert main([*args, "--meta-fields", "gender,gendr,tags", "--no-stats", "--progress", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "--meta-fields gendr: no sample scored in this run has it, so its column is all null" in out
+    assert manifest(tmp_path / "out")["warnings"] == [
+        "--meta-fields gendr: no sample scored in this run has it, so its column is all null"
+    ]
+    labels = read_labels(tmp_path / "out").to_pydict()
+    assert [json.loads(t) for t in labels["tags"]] == [["calm", "n0"], ["calm", "n1"], ["calm", "n2"]]

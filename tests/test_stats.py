@@ -89,3 +89,13 @@ def test_label_files_that_disagree_are_refused(tmp_path):
     commit_by_hand(tmp_path, "shard-00001", pa.Table.from_pandas(frame.drop(columns=["age"]), preserve_index=False))
     with pytest.raises(UsageError, match=r"label files disagree: .* differ in columns \(age\)"):
         compute_stats(str(tmp_path))
+
+
+def test_a_field_with_too_many_values_is_not_grouped(tmp_path):
+    frame = write_labels(tmp_path, shards=2, rows=40)
+    frame["caption"] = [f"caption {i}" for i in range(len(frame))]
+    commit_by_hand(tmp_path, "shard-00000", pa.Table.from_pandas(frame.iloc[:40], preserve_index=False))
+    commit_by_hand(tmp_path, "shard-00001", pa.Table.from_pandas(frame.iloc[40:], preserve_index=False))
+    stats = compute_stats(str(tmp_path))
+    assert stats["metadata_skipped"] == {"caption": 80} and "caption" not in stats["metadata_fields"]
+    assert {g["field"] for g in stats["groups"]} == {"gender", "age"}

@@ -27,7 +27,7 @@ from ..job.rows import SAMPLE
 from ..job.storage import filesystem, join, redact_url, write_bytes
 from ..job.verify import committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, FAMILIES, family_of, label_of
-from .stats import compute_stats, label_batches
+from .stats import MAX_GROUPS, compute_stats, label_batches
 
 _FAMILY_COLOURS = dict(zip(FAMILIES, ["#e4572e", "#f3a712", "#669bbc", "#29335c", "#8cb369", "#a8a8a8", "#b56576"]))
 THUMBNAIL_PX = 112
@@ -119,7 +119,7 @@ def group_charts(stats: dict[str, Any]) -> list[tuple[str, str]]:
     charts = []
     for name in stats["metadata_fields"]:
         groups = [g for g in stats["groups"] if g["field"] == name]
-        if not groups or len(groups) > 40:
+        if not groups:
             continue
         matrix = np.array([[g[e] - overall[e] for e in EMOTION_COLUMNS if e in g] for g in groups], dtype=float)
         emotions = [label_of(e) for e in EMOTION_COLUMNS if e in groups[0]]
@@ -213,6 +213,14 @@ figure img{width:112px;height:112px;object-fit:cover;border-radius:4px}
 NO_GROUPS = "<p>No metadata fields in the labels (score with --meta-fields).</p>"
 
 
+def skipped_groups(stats: dict[str, Any]) -> str:
+    skipped = stats.get("metadata_skipped") or {}
+    if not skipped:
+        return ""
+    listed = ", ".join(f"{html.escape(name)} ({count} distinct values)" for name, count in skipped.items())
+    return f"<p>Not grouped, having more than {MAX_GROUPS} distinct values: {listed}.</p>"
+
+
 def render_html(
     stats: dict[str, Any], charts: dict[str, str], groups: list[tuple[str, str]], gallery: str, output_display: str
 ) -> str:
@@ -247,7 +255,7 @@ def render_html(
 <img class="chart" src="{charts["distributions"]}" alt="distributions"></section>
 <section id="correlation"><h2>How emotions co-vary</h2>
 <img class="chart" src="{charts["correlation"]}" alt="correlation"></section>
-<section id="groups"><h2>Groups</h2>{group_sections or NO_GROUPS}</section>
+<section id="groups"><h2>Groups</h2>{group_sections or NO_GROUPS}{skipped_groups(stats)}</section>
 <section id="gallery"><h2>Highest-scoring images per emotion</h2>{gallery}</section>
 </body></html>
 """

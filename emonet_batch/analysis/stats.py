@@ -32,6 +32,9 @@ HISTOGRAM_EDGES = np.round(np.arange(-1.0, 8.0 + 1e-9, 0.25), 2)
 _FINE_LO, _FINE_WIDTH, _FINE_BINS = -10.0, 0.001, 30_000
 #: Numeric metadata (age, ...) is grouped into bins this wide; strings and booleans by value.
 NUMERIC_GROUP_WIDTH = 10
+#: A metadata field with more distinct groups than this is not grouped (stats.json lists it under
+#: `metadata_skipped` with its number of distinct values).
+MAX_GROUPS = 50
 
 
 @dataclass
@@ -124,14 +127,20 @@ class Correlation:
 
 @dataclass
 class GroupStats:
-    """Per metadata field and group: row count, per-head sums (for means) and top-emotion counts."""
+    """Per metadata field and group: row count, per-head sums (for means) and top-emotion counts. A field with
+    more than MAX_GROUPS distinct groups (free text, ids) is not grouped: it is counted in `skipped` (field ->
+    its distinct values), so stats stay bounded whatever the corpus."""
 
     heads: list[str]
     count: dict[tuple[str, str], int] = field(default_factory=dict)
     sums: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     top: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    skipped: dict[str, set[int]] = field(default_factory=dict)
 
     def add(self, name: str, groups: list[str], scores: np.ndarray, top: list[str]) -> None:
+        if name in self.skipped:
+            self.skipped[name].update(map(hash, groups))
+            return
         keys, inverse = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
         for g, key in enumerate(keys):
             rows = inverse == g
@@ -139,6 +148,19 @@ class GroupStats:
             self.sums[(name, key)] = self.sums.get((name, key), 0) + np.nansum(scores[rows], axis=0)
         for key, emotion in zip(np.asarray(groups, dtype=object).astype(str), top):
             self.top[(name, key, emotion)] = self.top.get((name, key, emotion), 0) + 1
+        seen = {key for field_name, key in self.count if field_name == name}
+        if len(seen) > MAX_GROUPS:
+            self._stop_grouping(name, seen)
+
+    def _stop_grouping(self, name: str, seen: set[str]) -> None:
+        self.skipped[name] = set(map(hash, seen))
+        for table in (self.count, self.sums, self.top):
+            for key in [k for k in table if k[0] == name]:
+                del table[key]
+
+    def cardinality(self) -> dict[str, int]:
+        """The fields not grouped, with how many distinct values they have."""
+        return {name: len(values) for name, values in sorted(self.skipped.items())}
 
     def tables(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         means = [
@@ -229,7 +251,8 @@ def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata,
         },
         "top_family": {f: {"count": c, "share": c / rows} for f, c in sorted(families.items(), key=lambda kv: -kv[1])},
         "correlation": {"columns": correlation.columns, "matrix": correlation.matrix().tolist()},
-        "metadata_fields": metadata,
+        "metadata_fields": [name for name in metadata if name not in groups.skipped],
+        "metadata_skipped": groups.cardinality(),
         "groups": group_means,
         "group_top_emotion": group_shares,
     }

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo
+from .stats import MAX_GROUPS
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], wrap: int = 88) -> str:
@@ -91,11 +92,15 @@ def stats_summary(stats: dict, output: str, top: int = 5) -> str:
         (emotion, value["count"], f"{value['share']:.1%}")
         for emotion, value in list(stats["top_emotion"].items())[:top]
     ]
-    return "\n".join(
-        [
-            f"stats of {run['label_rows']} label rows in {run['label_files']} shards ({run['stats_wall_s']:.2f} s)",
-            format_table(("top emotion", "images", "share"), rows),
-            f"written to {output.rstrip('/')}/stats/ "
-            "(stats.json, heads, histograms, top_emotions, correlation, groups)",
-        ]
+    lines = [
+        f"stats of {run['label_rows']} label rows in {run['label_files']} shards ({run['stats_wall_s']:.2f} s)",
+        format_table(("top emotion", "images", "share"), rows),
+    ]
+    skipped = stats.get("metadata_skipped") or {}
+    if skipped:
+        listed = ", ".join(f"{name} ({count})" for name, count in skipped.items())
+        lines.append(f"not grouped (over {MAX_GROUPS} distinct values): {listed}")
+    lines.append(
+        f"written to {output.rstrip('/')}/stats/ (stats.json, heads, histograms, top_emotions, correlation, groups)"
     )
+    return "\n".join(lines)

@@ -63,6 +63,7 @@ class ShardOutcome:
     reason: str | None = None
     skipped: bool = False  # committed by an earlier run
     error_types: dict[str, int] = field(default_factory=dict)  # error rows by type
+    absent_meta: list[str] = field(default_factory=list)  # --meta-fields no sample of the shard has
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if k != "shard"}
@@ -178,7 +179,9 @@ def commit_shard(
         )
     if end.status == FAILED:
         return outcome
-    files = {label_file(shard_id): parquet_bytes(label_table(labels, info, options))}
+    table = label_table(labels, info, options)
+    outcome.absent_meta = [name for name in options.meta_fields if table.column(name).null_count == table.num_rows]
+    files = {label_file(shard_id): parquet_bytes(table)}
     if outcome.errors:
         files[error_file(shard_id)] = parquet_bytes(error_table(errors, info))
     if end.status != COMPLETE:

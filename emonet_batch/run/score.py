@@ -89,6 +89,7 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
         finally:
             progress.close()
     warnings += [f"{o.shard}: {o.reason}" for o in outcomes.values() if o.status == "complete" and o.reason]
+    warnings += absent_meta_warnings(config.labels.meta_fields, [o for o in outcomes.values() if not o.skipped])
     figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
     exit = exit_status(outcomes, config.max_error_rate)
     manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit, earlier_runs(fs, output))
@@ -97,6 +98,16 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
     if config.presentation.stats and any(o.status == "complete" for o in outcomes.values()):
         analyse(config, result)
     return result
+
+
+def absent_meta_warnings(fields: tuple[str, ...], scored: list[ShardOutcome]) -> list[str]:
+    """A --meta-fields name that no sample scored in this run has (a typo, most likely)."""
+    with_rows = [o for o in scored if o.labels]
+    return [
+        f"--meta-fields {name}: no sample scored in this run has it, so its column is all null"
+        for name in fields
+        if with_rows and all(name in o.absent_meta for o in with_rows)
+    ]
 
 
 def earlier_runs(fs, output: str) -> list[dict[str, Any]]:
