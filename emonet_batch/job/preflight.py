@@ -6,13 +6,14 @@ no label options record). The inputs are probed in parallel with one small range
 
 from __future__ import annotations
 
+import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UsageError, first_line
 from .config import StorageOptions
 from .inputs import Shard
-from .storage import filesystem, join, redact_url, write_bytes
+from .storage import StorageError, filesystem, is_local, join, redact_url, write_bytes
 
 #: Bytes read from the start of every input to recognise its format.
 HEAD_BYTES = 512
@@ -34,8 +35,19 @@ def check_credentials(urls: list[str]) -> None:
         )
 
 
-def check_output_writable(fs, output: str, display: str) -> None:
-    """Write and remove a probe file under the output."""
+def check_output(fs, output: str, display: str) -> None:
+    """The output can hold a run: no file in its place, its bucket exists, and a probe file can be written
+    and removed under it."""
+    if is_local(fs):
+        if os.path.exists(output) and not os.path.isdir(output):
+            raise UsageError(f"output is a file, not a directory: {display}")
+    else:
+        try:
+            found = fs.exists(output.split("/", 1)[0])
+        except OSError as exc:
+            raise StorageError(f"cannot reach the output {display}: {type(exc).__name__}") from None
+        if not found:
+            raise UsageError(f"output bucket not found: {display}")
     probe = join(output, f"_probe-{secrets.token_hex(6)}")
     try:
         write_bytes(fs, probe, b"")

@@ -16,7 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import EmonetError, UsageError, first_line
+from ..errors import EmonetError, first_line
 from .config import StorageOptions
 
 
@@ -66,21 +66,6 @@ def join(base: str, *parts: str) -> str:
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
-
-
-def check_output(fs: fsspec.AbstractFileSystem, output: str, display: str) -> None:
-    """Fail before any work when the output cannot exist: a missing bucket, a file in the way."""
-    if is_local(fs):
-        if os.path.exists(output) and not os.path.isdir(output):
-            raise UsageError(f"output is a file, not a directory: {display}")
-        return
-    bucket = output.split("/", 1)[0]
-    try:
-        found = fs.exists(bucket)
-    except OSError as exc:
-        raise StorageError(f"cannot reach the output {display}: {type(exc).__name__}") from None
-    if not found:
-        raise UsageError(f"output bucket not found: {display}")
 
 
 def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:

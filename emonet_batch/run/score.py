@@ -19,9 +19,9 @@ from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, commit_shard, discard_attempt
 from ..job.inputs import Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
-from ..job.preflight import check_credentials, check_inputs, check_output_writable
+from ..job.preflight import check_credentials, check_inputs, check_output
 from ..job.rows import collected_columns
-from ..job.storage import StorageError, check_output, filesystem, join, redact_url, write_bytes
+from ..job.storage import StorageError, filesystem, join, redact_url, write_bytes
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
@@ -58,9 +58,7 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
     check_credentials([*config.inputs, config.output])
     shards = expand_inputs(config.inputs, config.storage)
     fs, output = filesystem(config.output, config.storage)
-    display = redact_url(config.output)
-    check_output(fs, output, display)
-    check_output_writable(fs, output, display)
+    check_output(fs, output, redact_url(config.output))
     if config.overwrite:
         check_inputs(shards, config.storage)  # before anything is removed: a run that cannot start changes nothing
         clear_output(fs, output)
