@@ -22,6 +22,7 @@ class ShardCollector:
         self.seen: dict[str, set[int]] = defaultdict(set)
         self.ends: dict[str, ShardEnd] = {}
         self.images_by_worker: dict[str, int] = defaultdict(int)
+        self.samples_seen = 0  # distinct sample rows so far, over every shard
 
     def add(self, batch: dict[str, np.ndarray]) -> list[str]:
         """Take a batch; return the shards it made whole."""
@@ -41,6 +42,7 @@ class ShardCollector:
                 self.parts[shard].append({name: batch[name][mask] for name in self.columns})
                 for worker in batch[WORKER][mask & (kinds == SAMPLE)]:
                     self.images_by_worker[str(worker)] += 1
+                    self.samples_seen += 1
             if shard in self.ends and len(self.seen[shard]) == self.ends[shard].count:
                 ready.append(str(shard))
         return ready

@@ -1,9 +1,14 @@
 """Live progress for the operator: a one-line display on a terminal, periodic log lines otherwise
-(Ray job logs, CI), nothing with progress="off"."""
+(Ray job logs, CI), nothing with progress="off".
+
+The display is redrawn from the counters by a clock of its own (rich's refresh on a terminal, a timer thread
+in log mode), so the elapsed time and the rate move while no batch arrives. Images count as they come out of
+inference; shards count when committed."""
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -13,9 +18,10 @@ class Counters:
     total_shards: int = 0
     skipped: int = 0
     shards_done: int = 0
-    images: int = 0
-    errors: int = 0
+    scored: int = 0  # sample rows out of inference so far
+    errors: int = 0  # error rows in committed shards
     images_by_worker: dict[str, int] = field(default_factory=dict)  # host:pid:gpu=... -> images scored
+    phase: str = "starting"
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -24,17 +30,18 @@ class Counters:
 
     @property
     def rate(self) -> float:
-        return self.images / self.elapsed if self.elapsed > 0 else 0.0
+        return self.scored / self.elapsed if self.elapsed > 0 else 0.0
 
     def line(self) -> str:
         return (
-            f"images {self.images} ({self.rate:.1f}/s) | shards {self.shards_done + self.skipped}/{self.total_shards} "
-            f"done ({self.skipped} skipped) | errors {self.errors} | {self.elapsed:.0f} s"
+            f"images {self.scored} scored ({self.rate:.1f}/s) | shards {self.shards_done + self.skipped}/"
+            f"{self.total_shards} committed ({self.skipped} skipped) | errors {self.errors} | {self.elapsed:.0f} s"
         )
 
 
 class Progress:
-    """Call `update()` as work lands; `close()` once."""
+    """`phase(text)` as the run moves on, `finished()` when scoring is over, `close()` once. The counters are
+    read here, never written."""
 
     def __init__(self, counters: Counters, mode: str = "auto", log_every: float = 10.0, stream=None):
         self.counters = counters
@@ -42,25 +49,43 @@ class Progress:
         if mode == "auto":
             mode = "bar" if self.stream.isatty() else "log"
         self.mode = mode
-        self.log_every = log_every
-        self._last = time.perf_counter()  # the first log line comes after log_every, not at once
         self._live = None
+        self._stop = threading.Event()
         if mode == "bar":
             from rich.console import Console
             from rich.live import Live
 
-            self._live = Live(counters.line(), console=Console(file=self.stream), refresh_per_second=4, transient=True)
+            self._live = Live(
+                get_renderable=lambda: f"{counters.phase}: {counters.line()}",
+                console=Console(file=self.stream),
+                refresh_per_second=4,
+                transient=True,
+            )
             self._live.start()
+        elif mode == "log":
+            threading.Thread(target=self._log_every, args=(log_every,), daemon=True).start()
 
-    def update(self) -> None:
-        if self._live is not None:
-            self._live.update(self.counters.line())
-        elif self.mode == "log" and time.perf_counter() - self._last >= self.log_every:
-            self._last = time.perf_counter()
-            print(f"emonet-batch: {self.counters.line()}", file=self.stream, flush=True)
+    def phase(self, text: str, logged: bool = True) -> None:
+        """Show what the run does now. `logged=False` for the quick checks before Ray starts: a log stays one
+        line when one of them fails (the live line on a terminal shows every phase)."""
+        self.counters.phase = text
+        if self.mode == "log" and logged:
+            self._print(text)
+
+    def _log_every(self, seconds: float) -> None:
+        while not self._stop.wait(seconds):
+            self._print(self.counters.line())
+
+    def _print(self, text: str) -> None:
+        print(f"emonet-batch: {text}", file=self.stream, flush=True)
+
+    def finished(self) -> None:
+        """Scoring is over: log mode says how it went."""
+        self._stop.set()
+        if self.mode == "log":
+            self._print(f"finished: {self.counters.line()}")
 
     def close(self) -> None:
+        self._stop.set()
         if self._live is not None:
             self._live.stop()
-        elif self.mode == "log":
-            print(f"emonet-batch: finished: {self.counters.line()}", file=self.stream, flush=True)

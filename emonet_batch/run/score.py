@@ -47,7 +47,16 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
 
     require_provider=False only where GPUs are simulated (tests): see edge.plan.build_dataset."""
     check_config(config)
-    started = time.perf_counter()
+    counters = Counters()
+    progress = Progress(counters, config.presentation.progress)
+    try:
+        return score_with_progress(config, require_provider, counters, progress)
+    finally:
+        progress.close()
+
+
+def score_with_progress(config: ScoreConfig, require_provider: bool, counters: Counters, progress: Progress):
+    progress.phase("checking the model", logged=False)
     info = load_model_info(config.model)
     check_accuracy(info, config)
     clash = sorted(
@@ -55,8 +64,10 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
     )
     if clash:
         raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
+    progress.phase("listing the inputs", logged=False)
     check_credentials([*config.inputs, config.output])
     shards = expand_inputs(config.inputs, config.storage)
+    progress.phase(f"checking the output and {len(shards)} inputs", logged=False)
     fs, output = filesystem(config.output, config.storage)
     check_output(fs, output, redact_url(config.output))
     if config.overwrite:
@@ -70,10 +81,9 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
         check_inputs(todo, config.storage)
     claim_label_options(fs, output, label_options(info, config.labels), committed)
 
-    counters = Counters(total_shards=len(shards), skipped=len(outcomes))
+    counters.total_shards, counters.skipped = len(shards), len(outcomes)
     stage_stats = ""
     if todo:
-        progress = Progress(counters, config.presentation.progress)
         try:
             stage_stats = stream_and_commit(
                 todo, info, config, fs, output, outcomes, counters, progress, require_provider
@@ -84,16 +94,16 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
                 outcomes.setdefault(
                     shard.shard_id, ShardOutcome(shard.shard_id, shard.display_url, "failed", reason=str(exc))
                 )
-        finally:
-            progress.close()
+        progress.finished()
     warnings += [f"{o.shard}: {o.reason}" for o in outcomes.values() if o.status == "complete" and o.reason]
     warnings += absent_meta_warnings(config.labels.meta_fields, [o for o in outcomes.values() if not o.skipped])
-    figures = run_figures(outcomes, counters, time.perf_counter() - started, stage_stats)
+    figures = run_figures(outcomes, counters, counters.elapsed, stage_stats)
     exit = exit_status(outcomes, config.max_error_rate)
     manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit, earlier_runs(fs, output))
     write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
     result = RunResult(outcomes, figures, manifest, exit[0], exit[1], warnings)
     if config.presentation.stats and any(o.status == "complete" for o in outcomes.values()):
+        progress.phase("writing stats and the report")
         analyse(config, result)
     return result
 
@@ -166,12 +176,16 @@ def stream_and_commit(
     from ..edge.runtime import ensure_ray
     from ..edge.stream import result_batches, stage_stats
 
+    progress.phase("starting Ray")
     ensure_ray(config.presentation.verbose)
     dataset = build_dataset(todo, info, config.labels, config.engine, config.storage, require_provider)
+    progress.phase("starting the inference actors")
     by_id = {s.shard_id: s for s in todo}
     attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
     collector = ShardCollector(collected_columns(config.labels.embedding))
     for batch in result_batches(dataset):
+        if counters.phase != "scoring":
+            progress.phase("scoring")
         for shard_id in collector.add(batch):
             rows, end = collector.pop(shard_id)
             shard = by_id[shard_id]
@@ -181,9 +195,8 @@ def stream_and_commit(
                 outcome = ShardOutcome(shard_id, shard.display_url, "failed", end.count, reason=f"commit failed: {exc}")
             outcomes[shard_id] = outcome
             counters.shards_done += 1
-            counters.images += outcome.samples
             counters.errors += outcome.errors
-        progress.update()
+        counters.scored = collector.samples_seen
     try:
         discard_attempt(fs, output, attempt)
     except OSError:  # only leftovers of this attempt: never worth failing a finished run over
