@@ -201,6 +201,7 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option(
     "--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images."
 )
+@click.option("--key-column", metavar="NAME", help="Parquet shards: the column holding each sample's key.")
 @click.option(
     "--exact-decode",
     is_flag=True,
@@ -244,6 +245,7 @@ def score(
     repair,
     max_error_rate,
     max_pixels,
+    key_column,
     exact_decode,
     endpoint_url,
     progress,
@@ -284,6 +286,7 @@ def score(
         max_error_rate=max_error_rate,
         max_pixels=max_pixels,
         exact_decode=exact_decode,
+        key_column=key_column,
         progress=progress,
         verbose=verbose,
         stats=not no_stats,

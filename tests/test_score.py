@@ -182,6 +182,17 @@ def test_parquet_shards_with_image_columns(ray_runtime, tiny_models, tmp_path):
     assert labels["age"] == [20, 22, 23, 24]
     errors = pq.read_table(tmp_path / "out" / "errors" / f"{shard_id(str(shard))}.parquet").to_pylist()
     assert [(e["key"], e["error_type"]) for e in errors] == [("img_0001", "missing_image")]
+    assert "img_0001.jpg is not beside the shard" in errors[0]["message"]
+
+    # the image file beside the shard is read by its path; keys from a column of the operator's choice
+    from emonet_batch.devtools.samples import encode, face_image
+
+    (tmp_path / "in" / "img_0001.jpg").write_bytes(encode(face_image(1, size=96), "JPEG"))
+    again = score(tmp_path, tiny_models["small"], [shard], key_column="emotion", out="by-emotion")
+    assert again.figures["labels"] == 5 and again.figures["errors"] == 0
+    assert read_labels(tmp_path / "by-emotion").column("key").to_pylist() == ["e0", "e1", "e2", "e0", "e1"]
+    with pytest.raises(UsageError, match="--key-column"):  # the output was scored with another key column
+        score(tmp_path, tiny_models["small"], [shard], out="by-emotion")
 
 
 def test_usage_errors(ray_runtime, tiny_models, tmp_path):

@@ -21,7 +21,7 @@ import numpy as np
 from ..job.config import StorageOptions
 from ..job.decode import ImageDecodeError, open_image, to_rgb
 from ..job.inputs import Shard, shard_format
-from ..job.layout import KEY, REPORT_HTML, SHARD, STATS_JSON, stats_file
+from ..job.layout import KEY, LABEL_OPTIONS, REPORT_HTML, SHARD, STATS_JSON, stats_file
 from ..job.read import shard_rows
 from ..job.rows import SAMPLE
 from ..job.storage import filesystem, join, redact_url, write_bytes
@@ -151,7 +151,7 @@ def top_keys(fs, output: str, commits: dict[str, Any], per_emotion: int) -> dict
 
 
 def thumbnails(
-    commits: dict[str, Any], wanted: dict[str, set[str]], storage: StorageOptions
+    commits: dict[str, Any], wanted: dict[str, set[str]], storage: StorageOptions, key_column: str | None
 ) -> dict[tuple[str, str], str]:
     """(shard, key) -> thumbnail data URI, reading each needed shard (its commit record names the input) once
     and only until its keys are found."""
@@ -161,7 +161,7 @@ def thumbnails(
         if not url:
             continue
         remaining = set(keys)
-        for row in shard_rows(Shard(url, shard_id, shard_format(url) or "tar"), storage):
+        for row in shard_rows(Shard(url, shard_id, shard_format(url) or "tar"), storage, key_column):
             if row["kind"] == SAMPLE and row["key"] in remaining:
                 remaining.discard(row["key"])
                 try:
@@ -177,6 +177,14 @@ def thumbnails(
     return out
 
 
+def recorded_key_column(fs, output: str) -> str | None:
+    """The --key-column the output was scored with (its label options record), so keys read back match."""
+    try:
+        return json.loads(fs.cat_file(join(output, LABEL_OPTIONS))).get("key_column")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return None
+
+
 def gallery_html(fs, output: str, commits: dict[str, Any], per_emotion: int, storage: StorageOptions) -> str:
     if per_emotion <= 0:
         return "<p>Gallery disabled.</p>"
@@ -185,7 +193,7 @@ def gallery_html(fs, output: str, commits: dict[str, Any], per_emotion: int, sto
     for items in best.values():
         for _, shard, key in items:
             wanted.setdefault(shard, set()).add(key)
-    thumbs = thumbnails(commits, wanted, storage)
+    thumbs = thumbnails(commits, wanted, storage, recorded_key_column(fs, output))
     rows = []
     for emotion, items in best.items():
         cells = "".join(

@@ -14,10 +14,11 @@ from ..job.rows import READ_SCHEMA
 
 
 class ShardDatasource(Datasource):
-    def __init__(self, shards: list[Shard], storage: StorageOptions, rows_per_block: int):
+    def __init__(self, shards: list[Shard], storage: StorageOptions, rows_per_block: int, key_column: str | None):
         self.shards = shards
         self.storage = storage
         self.rows_per_block = rows_per_block
+        self.key_column = key_column
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -27,7 +28,7 @@ class ShardDatasource(Datasource):
     ) -> list[ReadTask]:
         return [
             ReadTask(
-                partial(row_blocks, shard, self.storage, self.rows_per_block),
+                partial(row_blocks, shard, self.storage, self.rows_per_block, self.key_column),
                 BlockMetadata(num_rows=None, size_bytes=None, input_files=[shard.display_url], exec_stats=None),
                 schema=READ_SCHEMA,
             )

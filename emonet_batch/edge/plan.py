@@ -87,7 +87,7 @@ def build_dataset(
     workers = inference_workers(engine)
     check_cpu_slots(engine, workers)
     dataset = ray.data.read_datasource(
-        ShardDatasource(shards, storage, READ_ROWS_PER_BLOCK),
+        ShardDatasource(shards, storage, READ_ROWS_PER_BLOCK, labels.key_column),
         override_num_blocks=len(shards),
         num_cpus=1,
         memory=DECODE_TASK_MEMORY,

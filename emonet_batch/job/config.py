@@ -42,6 +42,7 @@ class LabelOptions:
     embedding: bool = False  # the embedding column
     exact_decode: bool = False  # decode JPEGs at full size, no DCT-domain downscaling (see decode.decode_image)
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images become error rows
+    key_column: str | None = None  # Parquet shards: the column holding each sample's key
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import json
 import logging
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import pyarrow as pa
@@ -24,7 +24,7 @@ from ..errors import first_line
 from .config import StorageOptions
 from .inputs import Shard
 from .rows import COMPLETE, END, FAILED, INCOMPLETE, READ_SCHEMA, end_row, error_row, sample_row
-from .storage import filesystem, split_query
+from .storage import filesystem, join, split_query
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -119,14 +119,25 @@ def image_column(schema: pa.Schema) -> str:
     return "image" if "image" in candidates else candidates[0]
 
 
-def parquet_rows(stream: BinaryIO, shard: str) -> Iterator[dict[str, Any]]:
+def parquet_rows(
+    stream: BinaryIO,
+    shard: str,
+    key_column: str | None = None,
+    beside: Callable[[str], bytes] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """A Parquet shard's rows. The key comes from `key_column` (else `__key__` or `key`, else the image path's
+    stem, else the row number); an image stored as a path only is read with `beside(path)` (relative to the
+    shard's folder) when given."""
     import pyarrow.parquet as pq
 
     seq = 0
     try:
         parquet = pq.ParquetFile(stream)
         column = image_column(parquet.schema_arrow)
-        key_column = next((c for c in ("__key__", "key") if c in parquet.schema_arrow.names), None)
+        names = parquet.schema_arrow.names
+        if key_column and key_column not in names:
+            raise ValueError(f"no key column {key_column!r} (columns: {', '.join(names)})")
+        key_column = key_column or next((c for c in ("__key__", "key") if c in names), None)
         meta_columns = [
             f.name for f in parquet.schema_arrow if f.name not in (column, key_column) and _is_scalar(f.type)
         ]
@@ -139,10 +150,11 @@ def parquet_rows(stream: BinaryIO, shard: str) -> Iterator[dict[str, Any]]:
                     if meta_columns
                     else None
                 )
-                if image.get("bytes") is None:
-                    yield error_row(shard, seq, key, "read", "missing_image", f"row {seq} has no image bytes")
+                data, problem = image_bytes(image, beside)
+                if data is None:
+                    yield error_row(shard, seq, key, "read", "missing_image", f"row {seq} {problem}")
                 else:
-                    yield sample_row(shard, seq, key, image["bytes"], meta)
+                    yield sample_row(shard, seq, key, data, meta)
                 seq += 1
     except OSError:
         raise  # a storage fault (pyarrow's IO errors are OSErrors too): shard_rows retries
@@ -155,6 +167,24 @@ def parquet_rows(stream: BinaryIO, shard: str) -> Iterator[dict[str, Any]]:
 
 def _is_scalar(kind: pa.DataType) -> bool:
     return not (pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
+def image_bytes(image: dict[str, Any], beside: Callable[[str], bytes] | None) -> tuple[bytes | None, str]:
+    """A Hugging Face Image value's bytes: stored, or read from its path beside the shard; else why not."""
+    if image.get("bytes") is not None:
+        return image["bytes"], ""
+    path = image.get("path")
+    if not path:
+        return None, "has no image bytes and no path"
+    if beside is None:
+        return None, f"has no image bytes, only the path {path}"
+    try:
+        return beside(path), ""
+    except (FileNotFoundError, IsADirectoryError):
+        return None, (
+            f"has no image bytes and {path} is not beside the shard: put the images there, or store their bytes "
+            "in the Parquet file (datasets: embed_table_storage / push_to_hub embeds them)"
+        )
 
 
 def _parquet_key(record: dict, key_column: str | None, path: str | None, seq: int) -> str:
@@ -174,13 +204,13 @@ READ_ATTEMPTS, READ_RETRY_DELAY_S = 3, 1.0
 log = logging.getLogger(__name__)
 
 
-def shard_rows(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]]:
+def shard_rows(shard: Shard, storage: StorageOptions, key_column: str | None = None) -> Iterator[dict[str, Any]]:
     """Every row of one shard, `end` last; never an exception. A storage fault while reading starts the read
     over (up to READ_ATTEMPTS times), skipping the rows already given, so each row is given once."""
     given, faults = 0, []
     for attempt in range(1, READ_ATTEMPTS + 1):
         try:
-            for index, row in enumerate(_read_once(shard, storage)):
+            for index, row in enumerate(_read_once(shard, storage, key_column)):
                 if index >= given:
                     given += 1
                     if row["kind"] == END and faults and row["status"] == COMPLETE:
@@ -205,7 +235,7 @@ class _CannotOpen(Exception):
     """Opening a shard failed for good (missing, forbidden, no credentials): no retry."""
 
 
-def _read_once(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]]:
+def _read_once(shard: Shard, storage: StorageOptions, key_column: str | None) -> Iterator[dict[str, Any]]:
     try:
         fs, path = filesystem(shard.url, storage)
         stream = fs.open(path, "rb")
@@ -219,15 +249,19 @@ def _read_once(shard: Shard, storage: StorageOptions) -> Iterator[dict[str, Any]
         raise _CannotOpen(f"{type(exc).__name__}: {first_line(exc)}") from None
     with stream:
         if shard.format == "parquet":
-            yield from parquet_rows(stream, shard.shard_id)
+            folder = path.rsplit("/", 1)[0] if "/" in path else ""
+            beside = lambda relative: fs.cat_file(join(folder, relative) if folder else relative)  # noqa: E731
+            yield from parquet_rows(stream, shard.shard_id, key_column, beside)
         else:
             yield from tar_rows(stream, shard.shard_id, size)
 
 
-def row_blocks(shard: Shard, storage: StorageOptions, rows_per_block: int) -> Iterator[pa.Table]:
+def row_blocks(
+    shard: Shard, storage: StorageOptions, rows_per_block: int, key_column: str | None = None
+) -> Iterator[pa.Table]:
     """The rows of a shard as Arrow blocks of at most `rows_per_block` rows."""
     block: list[dict[str, Any]] = []
-    for row in shard_rows(shard, storage):
+    for row in shard_rows(shard, storage, key_column):
         block.append(row)
         if len(block) >= rows_per_block:
             yield pa.Table.from_pylist(block, schema=READ_SCHEMA)

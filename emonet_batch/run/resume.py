@@ -79,6 +79,7 @@ def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
         "softmax": labels.softmax,
         "embedding": labels.embedding,
         "exact_decode": labels.exact_decode,
+        "key_column": labels.key_column,
     }
 
 
@@ -90,6 +91,7 @@ _FLAGS = {
     "softmax": "--softmax",
     "embedding": "--embedding",
     "exact_decode": "--exact-decode",
+    "key_column": "--key-column",
 }
 
 
