@@ -95,12 +95,20 @@ def test_key_rule():
         None,
     ]
     assert annotation_ids(["a-7-b"], {"0007"}, r"a-(\d+)-b") == ["7"]
+    # img2dataset's keys and unpadded numbers match by value
+    assert annotation_ids(["00000/000000042", "100", "img_00101"], known, None) == ["00042", "00100", None]
 
 
 def test_cli_evaluate_and_offline_hub(tmp_path, capsys, monkeypatch):
     binary_labels(tmp_path, reverse=False)
     assert main(["evaluate", "--labels", str(tmp_path), "--annotations", str(BINARY), "--format", "binary"]) == 0
-    assert "| anger |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| anger |" in out and "scored images matched an annotated image" in out
+    assert main(["evaluate", "--labels", str(tmp_path), "--annotations", str(BINARY), "--format", "hq"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("emonet-batch: error: --format hq needs the columns image, annotations") and err.count("\n") == 1
+    )
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert main(["evaluate", "--labels", str(tmp_path), "--annotations", "laion/emonet-face-binary"]) == 1
     err = capsys.readouterr().err

@@ -8,8 +8,9 @@
   each expert, averaged; for reference the human-human kappa and Krippendorff's alpha (interval).
 
 Key -> annotation id rule (documented, overridable with a regex): the sample key's last path component is
-used as is when it is an annotation id; otherwise its last run of digits, zero-padded to the width of the
-annotation ids (the Binary set's ids are 5-digit strings such as 00042).
+used as is when it is an annotation id; otherwise its last run of digits is matched to the annotation id of the
+same number (the Binary set's ids are 5-digit strings such as 00042, so `00042`, `42`, `img-42` and
+img2dataset's `00000/000000042` all match it).
 Statistics come from scipy, scikit-learn and krippendorff; this module only shapes the data.
 """
 
@@ -75,11 +76,14 @@ def _hub_annotations(dataset_id: str):
     return frame.astype(str)
 
 
+#: The columns each annotation format needs.
+FORMAT_COLUMNS = {"binary": ("path", "annotator", "value", "emotion"), "hq": ("image", "annotator", "annotations")}
+
+
 def detect_format(columns) -> str:
-    if {"path", "annotator", "value", "emotion"} <= set(columns):
-        return "binary"
-    if {"image", "annotator", "annotations"} <= set(columns):
-        return "hq"
+    for kind, needed in FORMAT_COLUMNS.items():
+        if set(needed) <= set(columns):
+            return kind
     raise UsageError(f"cannot tell the annotation format from the columns {sorted(columns)}; pass --format hq|binary")
 
 
@@ -95,7 +99,7 @@ def load_predictions(labels_url: str, storage: StorageOptions):
 
 def annotation_ids(keys, known_ids: set[str], pattern: str | None) -> list[str | None]:
     """Map sample keys to annotation image ids (see the module docstring for the rule)."""
-    width = max((len(i) for i in known_ids), default=0)
+    by_number = {int(i): i for i in known_ids if i.isdigit()}
     regex = re.compile(pattern) if pattern else None
     out = []
     for key in keys:
@@ -107,7 +111,7 @@ def annotation_ids(keys, known_ids: set[str], pattern: str | None) -> list[str |
             out.append(base)
         else:
             digits = re.findall(r"\d+", base)
-            out.append(digits[-1].zfill(width) if digits else None)
+            out.append(by_number.get(int(digits[-1])) if digits else None)
     return out
 
 
@@ -153,6 +157,7 @@ def evaluate_binary(annotations, predictions, pattern: str | None) -> dict[str, 
     aucs = [r["auc"] for r in rows if not np.isnan(r["auc"])]
     return {
         "format": "binary",
+        "annotated_images": int(votes["path"].nunique()),
         "images_matched": int(len(scores)),
         "per_emotion": rows,
         "summary": {"mean_auc": float(np.mean(aucs)) if aucs else float("nan"), "emotions": len(aucs)},
@@ -182,6 +187,7 @@ def evaluate_hq(annotations, predictions, pattern: str | None, bootstrap: int, s
     from sklearn.metrics import cohen_kappa_score
 
     ratings = expert_ratings(annotations)
+    annotated = int(ratings["image"].nunique())
     scores = joined_scores(predictions, set(ratings["image"]), pattern)
     ratings = ratings[ratings["image"].isin(scores.index) & ratings["emotion"].isin(scores.columns)]
     medians = ratings.pivot_table(index="image", columns="emotion", values="rating", aggfunc="median")
@@ -211,6 +217,7 @@ def evaluate_hq(annotations, predictions, pattern: str | None, bootstrap: int, s
     low, high = bootstrap_mean_rho(model.to_numpy(), medians[emotions].to_numpy(), bootstrap, seed)
     return {
         "format": "hq",
+        "annotated_images": annotated,
         "images_matched": int(len(medians)),
         "experts": int(ratings["annotator"].nunique()),
         "per_emotion": rows,
@@ -268,6 +275,12 @@ def run_evaluate(config: EvaluateConfig) -> tuple[dict[str, Any], str]:
     """Evaluate, write <labels>/stats/evaluate-<format>.json; returns (result, markdown table)."""
     annotations = load_annotations(config.annotations, config.storage)
     kind = config.format or detect_format(annotations.columns)
+    missing = [c for c in FORMAT_COLUMNS.get(kind, ()) if c not in annotations.columns]
+    if missing:
+        raise UsageError(
+            f"--format {kind} needs the columns {', '.join(missing)}, which the annotations lack "
+            f"(they have {', '.join(map(str, annotations.columns))}); leave --format out to detect it"
+        )
     predictions = load_predictions(config.labels, config.storage)
     if kind == "binary":
         result = evaluate_binary(annotations, predictions, config.key_pattern)
@@ -275,7 +288,15 @@ def run_evaluate(config: EvaluateConfig) -> tuple[dict[str, Any], str]:
         result = evaluate_hq(annotations, predictions, config.key_pattern, config.bootstrap, config.seed)
     else:
         raise UsageError(f"unknown annotation format {kind!r}; choose hq or binary")
-    result = json_ready({"annotations": config.annotations, **result})
+    annotated = result.pop("annotated_images")
+    result = json_ready(
+        {
+            "annotations": config.annotations,
+            "images_scored": int(len(predictions)),
+            **result,
+            "annotated_images_unmatched": annotated - result["images_matched"],
+        }
+    )
     fs, output = filesystem(config.labels, config.storage)
     path = join(output, stats_file(f"evaluate-{kind}.json"))
     write_bytes(fs, path, json.dumps(result, indent=1).encode())
@@ -293,4 +314,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{k} {fmt(v) if not isinstance(v, list) else '[' + ', '.join(fmt(x) for x in v) + ']'}"
         for k, v in result["summary"].items()
     )
-    return "\n".join(lines + ["", f"**{result['format']}** on {result['images_matched']} images: {summary}"])
+    counts = (
+        f"{result['images_matched']} of {result['images_scored']} scored images matched an annotated image; "
+        f"{result['annotated_images_unmatched']} annotated images had no label"
+    )
+    notes = [f"**{result['format']}** on {result['images_matched']} images: {summary}", counts]
+    if any(r[c] is None for r in rows for c in columns):
+        notes.append("n/a: not computable from the matched images (one class only, or no spread in the ratings)")
+    return "\n".join(lines + ["", *notes])
