@@ -113,3 +113,22 @@ def test_cli_evaluate_and_offline_hub(tmp_path, capsys, monkeypatch):
     assert main(["evaluate", "--labels", str(tmp_path), "--annotations", "laion/emonet-face-binary"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot load the dataset laion/emonet-face-binary" in err
+
+
+def test_an_unreachable_hub_fails_at_once(tmp_path, capsys, monkeypatch):
+    """Online mode with no network: one probe, one line, no retry storm."""
+    import time
+
+    from huggingface_hub import constants
+
+    binary_labels(tmp_path, reverse=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # a hub that refuses, network or not
+    started = time.perf_counter()
+    assert main(["evaluate", "--labels", str(tmp_path), "--annotations", "laion/emonet-face-binary"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("emonet-batch: error: cannot reach the dataset laion/emonet-face-binary")
+        and err.count("\n") == 1
+    )
+    assert time.perf_counter() - started < 5

@@ -63,9 +63,14 @@ def load_annotations(source: str, storage: StorageOptions):
         raise UsageError(f"annotations not found: {source}") from None
 
 
+#: Seconds the one probe of the hub may take before a hub dataset counts as unreachable.
+HUB_PROBE_TIMEOUT_S = 10
+
+
 def _hub_annotations(dataset_id: str):
     import datasets
 
+    _probe_hub(dataset_id)
     try:
         data = datasets.load_dataset(dataset_id, split="train")
     except (ConnectionError, OSError, ValueError) as exc:
@@ -74,6 +79,23 @@ def _hub_annotations(dataset_id: str):
         ) from None
     frame = data.remove_columns([c for c, f in data.features.items() if type(f).__name__ == "Image"]).to_pandas()
     return frame.astype(str)
+
+
+def _probe_hub(dataset_id: str) -> None:
+    """One request to the hub before loading: unreachable, it fails at once. datasets would otherwise retry
+    every file request with backoff (seen here: 25 s before its error). With HF_HUB_OFFLINE set there is no
+    probe, and a cached copy loads."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        HfApi().dataset_info(dataset_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:  # no network, DNS, HTTP 401/404: all mean the dataset cannot be fetched now
+        raise DownloadError(
+            f"cannot reach the dataset {dataset_id} on the Hugging Face hub ({type(exc).__name__}); pass a local "
+            "CSV, or set HF_HUB_OFFLINE=1 to use a cached copy"
+        ) from None
 
 
 #: The columns each annotation format needs.
