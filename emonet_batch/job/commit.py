@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import json
 import time
 from collections import Counter
@@ -45,7 +46,7 @@ from .layout import (
     staged_file,
 )
 from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd
-from .storage import StorageError, create_only, join, move, write_bytes
+from .storage import StorageError, create_only, is_local, join, move, write_bytes
 
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -230,7 +231,13 @@ def publish(fs, output: str, shard_id: str, record: dict[str, Any]) -> None:
 
 
 def discard_attempt(fs, output: str, attempt: str) -> None:
-    """Remove what is left of an attempt's staging once its run has committed and published all it could."""
+    """Remove what is left of an attempt's staging once its run has committed and published all it could (and
+    the staging folder itself when no other attempt is in it; object stores have no empty folders)."""
     path = join(output, STAGING, attempt)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+    if is_local(fs):
+        try:
+            os.rmdir(join(output, STAGING))
+        except OSError:  # another run's attempt is still there, or it is gone already
+            pass
