@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
