@@ -39,7 +39,12 @@ def split_committed(shards: list[Shard], committed: dict[str, Any]) -> tuple[dic
         record = committed.get(shard.shard_id)
         if record is None:
             continue
-        if record.get("location") != normalised_location(shard.url):
+        if "location" not in record:
+            raise UsageError(
+                f"shard {shard.shard_id} was committed by an older emonet-batch (its record names no input); "
+                "pass --overwrite to start afresh"
+            )
+        if record["location"] != normalised_location(shard.url):
             raise UsageError(
                 f"shard id {shard.shard_id} is committed in this output for another input "
                 f"({redact_url(str(record.get('location')))}), not {shard.display_url}; use another --output"
