@@ -137,6 +137,7 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     assert run.returncode == 0, run.stderr
     # quiet by default: neither Ray's token warning nor its progress-bar notice reaches a fresh run's terminal
     assert "WARNING" not in run.stderr and "Progress bars" not in run.stderr, run.stderr
+    assert "emonet-batch: object storage refused or failed a request for now; retrying it in" in run.stderr
     assert any(i.startswith("GET /corpus/faces/shard") for i in proxy.injected), proxy.injected
     assert any(i.startswith("PUT /results/run1/") for i in proxy.injected), proxy.injected
     assert cli("verify", "s3://results/run1", "--endpoint-url", endpoint).returncode == 0

@@ -8,9 +8,11 @@ hides query values (presigned URLs carry their signature there).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
+import sys
 from typing import Any
 
 import fsspec
@@ -18,6 +20,30 @@ from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import EmonetError, first_line
 from .config import StorageOptions
+
+
+class _RetryNotice(logging.Handler):
+    """One line on stderr each time the S3 client retries a request."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Retry needed, retrying"):
+            delay = f" in {record.args[0]:.2f} s" if record.args else ""
+            print(
+                f"emonet-batch: object storage refused or failed a request for now; retrying it{delay}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def report_storage_retries() -> None:
+    """Say so when the S3 client retries: botocore (and aiobotocore, which s3fs uses) log each retry at
+    debug level only, so their retry loggers get a handler of ours, once, in the process that calls this."""
+    for name in ("botocore.retries.standard", "aiobotocore.retries.standard"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _RetryNotice) for handler in logger.handlers):
+            logger.addHandler(_RetryNotice(logging.DEBUG))
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False  # their other debug lines stay out of whatever the root logger prints
 
 
 class StorageError(EmonetError):

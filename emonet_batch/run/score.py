@@ -21,7 +21,7 @@ from ..job.inputs import Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output
 from ..job.rows import collected_columns
-from ..job.storage import StorageError, filesystem, join, redact_url, write_bytes
+from ..job.storage import StorageError, filesystem, join, redact_url, report_storage_retries, write_bytes
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
@@ -47,6 +47,7 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
 
     require_provider=False only where GPUs are simulated (tests): see edge.plan.build_dataset."""
     check_config(config)
+    report_storage_retries()
     counters = Counters()
     progress = Progress(counters, config.presentation.progress)
     try:
