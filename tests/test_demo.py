@@ -11,6 +11,8 @@ def test_demo_runs_the_whole_job(tmp_path, capsys):
     assert "complete  4      96       96      0" in text
     assert "top emotion" in text and str(tmp_path / "out" / "labels") in text
     assert len(list((tmp_path / "out" / "_commits").iterdir())) == 4
+    report = (tmp_path / "out" / "stats" / "report.html").read_text(encoding="utf-8")
+    assert "a synthetic model with random weights" in report and "synthetic:tiny/large" in report
     # a second demo reuses shards and model and skips the committed shards
     before = (tmp_path / "model" / "model.json").stat().st_mtime_ns
     assert main(["demo", "--out", str(tmp_path), "--progress", "off"]) == 0

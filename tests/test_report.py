@@ -54,8 +54,20 @@ def test_report_sections_images_and_gallery(tmp_path):
         (tmp_path / "_commits" / f"{shard}.json").write_text(json.dumps({**record, "input": str(paths[0])}))
     location = build_report(str(tmp_path), gallery=3)
     page = Page()
-    page.feed(open(location, encoding="utf-8").read())
-    assert page.sections == ["run", "top-emotions", "distributions", "correlation", "groups", "gallery"]
+    text = open(location, encoding="utf-8").read()
+    page.feed(text)
+    assert all(f'href="#{anchor}"' in text for anchor in page.sections)  # the table of contents
+    assert "<th>p95</th>" in text and "No error rows" in text and "<br>raw " in text
+    assert page.sections == [
+        "run",
+        "top-emotions",
+        "heads",
+        "distributions",
+        "correlation",
+        "groups",
+        "errors",
+        "gallery",
+    ]
     charts = [src for src, alt in page.images if src.startswith("data:image/png")]
     assert len(charts) == 5  # top, distributions, correlation, gender, age
     for src, _ in page.images:

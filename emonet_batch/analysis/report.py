@@ -1,8 +1,9 @@
 """Report stage: <output>/stats/report.html, one self-contained page (plots and thumbnails embedded).
 
-Sections: run facts; top-emotion bar chart; per-emotion score distributions (small multiples); clustered
-correlation heatmap; per-group comparison heatmaps (one per metadata field); a gallery of the highest-scoring
-images per emotion, read back from the input shards by key. Built from stats.json (computed first when
+Sections (with a table of contents): run facts and the model's provenance; top-emotion bar chart; per-head
+summary table; per-emotion score distributions (small multiples); clustered correlation heatmap; per-group
+comparison heatmaps (one per metadata field); error rows by type with examples; a gallery of the
+highest-scoring images per emotion, read back from the input shards by key. Built from stats.json (computed first when
 missing) and one more pass over the committed label files for the gallery.
 """
 
@@ -17,11 +18,12 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from ..job.config import StorageOptions
 from ..job.decode import ImageDecodeError, open_image, to_rgb
 from ..job.inputs import Shard, shard_format
-from ..job.layout import KEY, LABEL_OPTIONS, REPORT_HTML, SHARD, STATS_JSON, stats_file
+from ..job.layout import KEY, LABEL_OPTIONS, REPORT_HTML, SHARD, STATS_JSON, error_file, stats_file
 from ..job.read import shard_rows
 from ..job.rows import SAMPLE
 from ..job.storage import filesystem, join, redact_url, write_bytes
@@ -69,17 +71,21 @@ def distributions_chart(stats: dict[str, Any]) -> str:
     heads = [row["head"] for row in stats["heads"]]
     columns = 8
     rows = int(np.ceil(len(heads) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 1.35), sharex=True)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(columns * 1.9, rows * 1.7), sharex=True, layout="constrained", squeeze=False
+    )
     for axis, head in zip(np.ravel(axes), heads):
         counts = np.array(stats["histograms"][head][1:-1])  # without under- and overflow
         colour = _FAMILY_COLOURS[family_of(label_of(head))] if head in EMOTION_COLUMNS else "#555555"
         axis.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colour)
-        axis.set_title(textwrap.shorten(label_of(head), 24, placeholder="…"), fontsize=7)
+        axis.set_title(textwrap.fill(label_of(head), 20), fontsize=7)
         axis.tick_params(labelsize=6)
         axis.set_yticks([])
     for axis in np.ravel(axes)[len(heads) :]:
         axis.axis("off")
-    figure.suptitle("Raw score distributions per head", fontsize=10)
+    figure.suptitle("Raw score distributions per head (bars: images per 0.25-wide bin)", fontsize=10)
+    figure.supxlabel("raw score", fontsize=8)
+    figure.supylabel("images", fontsize=8)
     return figure_png(figure)
 
 
@@ -194,11 +200,17 @@ def gallery_html(fs, output: str, commits: dict[str, Any], per_emotion: int, sto
         for _, shard, key in items:
             wanted.setdefault(shard, set()).add(key)
     thumbs = thumbnails(commits, wanted, storage, recorded_key_column(fs, output))
-    rows = []
+    wanted_count = sum(len(keys) for keys in wanted.values())
+    rows = ["<p>Each image's number is its raw score for that emotion (before centering on the neutral mean).</p>"]
+    if len(thumbs) < wanted_count:
+        rows.append(
+            f'<p class="warning">{wanted_count - len(thumbs)} of {wanted_count} gallery images could not be read '
+            "back from their input shards (moved, deleted, or behind a signed URL that expired).</p>"
+        )
     for emotion, items in best.items():
         cells = "".join(
             f'<figure><img src="{thumbs[(shard, key)]}" alt="{html.escape(key)}">'
-            f"<figcaption>{html.escape(key)}<br>{score:.2f}</figcaption></figure>"
+            f"<figcaption>{html.escape(key)}<br>raw {score:.2f}</figcaption></figure>"
             for score, shard, key in items
             if (shard, key) in thumbs
         )
@@ -215,6 +227,10 @@ table.facts td{padding:.1rem 1rem .1rem 0} img.chart{max-width:100%}
 .emotion h3{margin:.8rem 0 .3rem;font-size:.95rem} .strip{display:flex;gap:.5rem;flex-wrap:wrap}
 figure{margin:0;text-align:center;font-size:.7rem;color:#555}
 figure img{width:112px;height:112px;object-fit:cover;border-radius:4px}
+nav ol{columns:2;color:#555} .warning{color:#a33;font-weight:600}
+table.numbers{border-collapse:collapse;font-size:.8rem} table.numbers td,table.numbers th{padding:.1rem .6rem}
+table.numbers td{text-align:right} table.numbers td:first-child{text-align:left}
+table.numbers tr:nth-child(even){background:#f4f4f4}
 """
 
 
@@ -229,18 +245,78 @@ def skipped_groups(stats: dict[str, Any]) -> str:
     return f"<p>Not grouped, having more than {MAX_GROUPS} distinct values: {listed}.</p>"
 
 
+SECTIONS = {
+    "run": "Run",
+    "top-emotions": "Top emotions",
+    "heads": "Per-head summary",
+    "distributions": "Score distributions",
+    "correlation": "How emotions co-vary",
+    "groups": "Groups",
+    "errors": "Errors",
+    "gallery": "Highest-scoring images per emotion",
+}
+
+
+def heads_table(stats: dict[str, Any]) -> str:
+    """The per-head summary of stats.json as a table: count, mean, std and quantiles of the raw scores."""
+    columns = ["count", "mean", "std", "min", "p5", "p25", "p50", "p75", "p95", "max"]
+    cell = lambda v: "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = "".join(
+        f"<tr><td>{html.escape(label_of(row['head']))}</td>" + "".join(f"<td>{cell(row.get(c))}</td>" for c in columns)
+        for row in stats["heads"]
+    )
+    header = "".join(f"<th>{c}</th>" for c in ["head", *columns])
+    return f'<p>Raw head scores.</p><table class="numbers"><tr>{header}</tr>{rows}</table>'
+
+
+def errors_html(fs, output: str, commits: dict[str, Any], examples: int = 3) -> str:
+    """Error rows by type across the committed shards, with a few examples of each."""
+    counts: dict[str, int] = {}
+    shown: dict[str, list[tuple[str, str, str]]] = {}
+    for shard_id in sorted(commits):
+        if error_file(shard_id) not in commits[shard_id].get("files", {}):
+            continue
+        with fs.open(join(output, error_file(shard_id)), "rb") as handle:
+            for row in pq.read_table(handle, columns=["key", "stage", "error_type", "message"]).to_pylist():
+                kind = f"{row['stage']}: {row['error_type']}"
+                counts[kind] = counts.get(kind, 0) + 1
+                if len(shown.setdefault(kind, [])) < examples:
+                    shown[kind].append((shard_id, row["key"], row["message"]))
+    if not counts:
+        return "<p>No error rows: every sample read was labelled.</p>"
+    items = []
+    for kind, count in sorted(counts.items(), key=lambda kv: -kv[1]):
+        cases = "".join(
+            f"<li>{html.escape(shard)} / {html.escape(key)}: {html.escape(message)}</li>"
+            for shard, key, message in shown[kind]
+        )
+        items.append(f"<h3>{html.escape(kind)}: {count}</h3><ul>{cases}</ul>")
+    return "".join(items)
+
+
+def provenance(model: dict[str, Any]) -> str:
+    text = (
+        f"{model.get('id', '?')[:16]}… ({model.get('heads', '?')} {model.get('head_size', '?')} heads, "
+        f"{model.get('precision', '?')}, {model.get('source', 'source not recorded')})"
+    )
+    if str(model.get("source", "")).startswith("synthetic"):
+        text += " — a synthetic model with random weights: these labels show the pipeline works, nothing more"
+    return text
+
+
 def render_html(
-    stats: dict[str, Any], charts: dict[str, str], groups: list[tuple[str, str]], gallery: str, output_display: str
+    stats: dict[str, Any],
+    charts: dict[str, str],
+    groups: list[tuple[str, str]],
+    gallery: str,
+    errors: str,
+    output_display: str,
 ) -> str:
     run = stats["run"]
     model = run.get("model", {})
     facts = [
         ("output", output_display),
-        (
-            "model",
-            f"{model.get('id', '?')[:16]}… ({model.get('heads', '?')} {model.get('head_size', '?')} heads, "
-            f"{model.get('precision', '?')})",
-        ),
+        ("model", provenance(model)),
         ("images", run.get("images")),
         ("label rows", run["label_rows"]),
         ("error rows", run.get("errors")),
@@ -256,14 +332,17 @@ def render_html(
 <html lang="en"><head><meta charset="utf-8"><title>emonet-batch report</title><style>{_STYLE}</style></head>
 <body>
 <h1>Emotion labels report</h1>
-<section id="run"><table class="facts">{fact_rows}</table></section>
+<nav><ol>{"".join(f'<li><a href="#{anchor}">{title}</a></li>' for anchor, title in SECTIONS.items())}</ol></nav>
+<section id="run"><h2>Run</h2><table class="facts">{fact_rows}</table></section>
 <section id="top-emotions"><h2>Top emotions</h2>
 <img class="chart" src="{charts["top"]}" alt="top emotions"></section>
+<section id="heads"><h2>Per-head summary</h2>{heads_table(stats)}</section>
 <section id="distributions"><h2>Score distributions</h2>
 <img class="chart" src="{charts["distributions"]}" alt="distributions"></section>
 <section id="correlation"><h2>How emotions co-vary</h2>
 <img class="chart" src="{charts["correlation"]}" alt="correlation"></section>
 <section id="groups"><h2>Groups</h2>{group_sections or NO_GROUPS}{skipped_groups(stats)}</section>
+<section id="errors"><h2>Errors</h2>{errors}</section>
 <section id="gallery"><h2>Highest-scoring images per emotion</h2>{gallery}</section>
 </body></html>
 """
@@ -289,7 +368,12 @@ def build_report(
     }
     commits = committed_shards(fs, output)
     page = render_html(
-        stats, charts, group_charts(stats), gallery_html(fs, output, commits, gallery, storage), redact_url(output_url)
+        stats,
+        charts,
+        group_charts(stats),
+        gallery_html(fs, output, commits, gallery, storage),
+        errors_html(fs, output, commits),
+        redact_url(output_url),
     )
     path = join(output, stats_file(REPORT_HTML))
     write_bytes(fs, path, page.encode("utf-8"))

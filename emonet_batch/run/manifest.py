@@ -85,6 +85,7 @@ def build_manifest(
             "head_size": info.head_size,
             "precision": info.precision,
             "image_size": info.image_size,
+            "source": info.record.get("sources", {}).get("heads", "not recorded"),
         },
         "inputs": [s.display_url for s in shards],
         "options": {
