@@ -162,6 +162,14 @@ def test_error_rate_decides_the_exit_code(ray_runtime, tiny_models, tmp_path):
         "missing_image 1, not_an_image 1, too_many_pixels 1"
     )
     assert result.manifest["exit"] == {"code": 3, "reason": result.exit_reason}
+    from emonet_batch.analysis.report import errors_html
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.storage import filesystem
+    from emonet_batch.job.verify import committed_shards
+
+    fs, out = filesystem(str(tmp_path / "out"), StorageOptions())
+    section = errors_html(fs, out, committed_shards(fs, out))  # the report's errors section
+    assert "<h3>decode: corrupt: 1</h3>" in section and "corrupt / " not in section and "/ corrupt:" in section
     lenient = score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5)
     assert lenient.exit_code == 0 and "within --max-error-rate 50.00%" in lenient.exit_reason
     # a rerun that skips everything keeps the history of the run that did the work
