@@ -516,13 +516,25 @@ def demo(out: Path, progress: str) -> int:
     return code
 
 
+#: The exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: one line for expected errors, exit codes 0 / 1 (failure) / 2 (usage)."""
+    """Console entry point: one line for expected errors, exit codes 0 / 1 (failure) / 2 (usage) / 130 (Ctrl-C).
+
+    The command runs through click's make_context/invoke rather than `cli.main`, which answers Ctrl-C with a
+    blank line and an Abort of its own: here Ctrl-C at any phase is one line and exit 130."""
     try:
-        result = cli.main(args=argv, prog_name="emonet-batch", standalone_mode=False)
+        with cli.make_context("emonet-batch", list(sys.argv[1:] if argv is None else argv)) as context:
+            result = cli.invoke(context)
+    except KeyboardInterrupt:
+        return interrupted()
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("emonet-batch: aborted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except click.ClickException as exc:
         click.echo(f"emonet-batch: error: {exc.format_message()}", err=True)
         return exc.exit_code
@@ -532,5 +544,19 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def interrupted() -> int:
+    click.echo("emonet-batch: interrupted", err=True)
+    return EXIT_INTERRUPTED
+
+
 def run() -> None:
-    sys.exit(main())
+    """The console script: the command, then Ray stopped here, where Ctrl-C is still one line and exit 130,
+    rather than in Ray's exit hook after the summary (where it printed a traceback and exited 0)."""
+    code = main()
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    except KeyboardInterrupt:
+        code = interrupted()
+    sys.exit(code)

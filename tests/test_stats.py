@@ -99,3 +99,17 @@ def test_a_field_with_too_many_values_is_not_grouped(tmp_path):
     stats = compute_stats(str(tmp_path))
     assert stats["metadata_skipped"] == {"caption": 80} and "caption" not in stats["metadata_fields"]
     assert {g["field"] for g in stats["groups"]} == {"gender", "age"}
+
+
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    from emonet_batch.analysis import stats
+    from emonet_batch.cli import main
+
+    write_labels(tmp_path, shards=1, rows=5)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stats, "compute_stats", interrupted)
+    assert main(["stats", str(tmp_path)]) == 130
+    assert capsys.readouterr().err == "emonet-batch: interrupted\n"
