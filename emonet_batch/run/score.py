@@ -1,4 +1,5 @@
-"""The run: plan -> skip committed shards -> stream through the Ray edge -> collect and commit -> manifest.
+"""The run: model and inputs -> preflight -> skip committed shards -> claim the label options -> stream through
+the Ray edge -> collect and commit -> manifest -> stats and report.
 
     read (CPU tasks, one per shard) -> decode (CPU tasks) -> infer (actor pool) -> driver: collect, commit
 
