@@ -184,6 +184,7 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option(
     "--meta-fields", metavar="A,B,...", default="", help="Fields of each sample's json to copy into label columns."
 )
+@click.option("--strict-meta", is_flag=True, help="Fail (exit 1) when a --meta-fields name is in no scored sample.")
 @click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean).")
 @click.option("--softmax", is_flag=True, help="Add <head>_softmax columns.")
 @click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32).")
@@ -238,6 +239,7 @@ def score(
     allow_inaccurate_model,
     threads_per_worker,
     meta_fields,
+    strict_meta,
     centered,
     softmax,
     embedding,
@@ -278,6 +280,7 @@ def score(
         allow_inaccurate_model=allow_inaccurate_model,
         threads_per_worker=threads_per_worker,
         meta_fields=[f.strip() for f in meta_fields.split(",") if f.strip()],
+        strict_meta=strict_meta,
         centered=centered,
         softmax=softmax,
         embedding=embedding,

@@ -430,3 +430,8 @@ def test_meta_fields_no_sample_has_are_reported_and_lists_kept_as_json(ray_runti
     ]
     labels = read_labels(tmp_path / "out").to_pydict()
     assert [json.loads(t) for t in labels["tags"]] == [["calm", "n0"], ["calm", "n1"], ["calm", "n2"]]
+    strict = ["--meta-fields", "gender,gendr,tags", "--no-stats", "--progress", "off", "--strict-meta"]
+    strict_args = ["score", str(tmp_path / "in"), "--output", str(tmp_path / "strict")]
+    assert main([*strict_args, "--model", str(tiny_models["small"]), *strict]) == 1
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last == f"exit code 1: --strict-meta: {manifest(tmp_path / 'out')['warnings'][0]}"

@@ -37,10 +37,11 @@ class ScoreConfig:
     repair: bool = False  # redo the shards whose files differ from their commit records
     max_error_rate: float = 0.01  # exit 3 above this share of error rows
     allow_inaccurate_model: bool = False  # score with a model whose recorded error exceeds the limits
+    strict_meta: bool = False  # a --meta-fields name no scored sample has makes the run fail (exit 1)
 
 
 _GROUPS = {"labels": LabelOptions, "engine": EngineOptions, "presentation": Presentation}
-_RUN_OPTIONS = ("overwrite", "repair", "max_error_rate", "allow_inaccurate_model")
+_RUN_OPTIONS = ("overwrite", "repair", "max_error_rate", "allow_inaccurate_model", "strict_meta")
 #: Flat option name -> the group that defines it (None: ScoreConfig itself).
 OPTION_GROUPS: dict[str, str | None] = {
     **{f.name: group for group, kind in _GROUPS.items() for f in fields(kind)},

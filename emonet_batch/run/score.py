@@ -26,7 +26,7 @@ from ..job.storage import StorageError, filesystem, join, redact_url, report_sto
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
-from .manifest import build_manifest, exit_status, run_figures
+from .manifest import EXIT_CLEAN, EXIT_FAILED, build_manifest, exit_status, run_figures
 from .progress import Counters, Progress
 from .resume import claim_label_options, clear_output, label_options, load_commits, repair, split_committed
 
@@ -98,9 +98,12 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
                 )
         progress.finished()
     warnings += [f"{o.shard}: {o.reason}" for o in outcomes.values() if o.status == "complete" and o.reason]
-    warnings += absent_meta_warnings(config.labels.meta_fields, [o for o in outcomes.values() if not o.skipped])
+    absent = absent_meta_warnings(config.labels.meta_fields, [o for o in outcomes.values() if not o.skipped])
+    warnings += absent
     figures = run_figures(outcomes, counters, counters.elapsed, stage_stats)
     exit = exit_status(outcomes, config.max_error_rate)
+    if config.strict_meta and absent and exit[0] == EXIT_CLEAN:
+        exit = EXIT_FAILED, f"--strict-meta: {'; '.join(absent)}"
     manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit, earlier_runs(fs, output))
     write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
     result = RunResult(outcomes, figures, manifest, exit[0], exit[1], warnings)
