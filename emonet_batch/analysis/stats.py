@@ -9,6 +9,7 @@ Quantiles come from a 0.001-wide histogram of each head, so they are exact to wi
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -17,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..job.commit import parquet_bytes
 from ..job.config import StorageOptions
-from ..job.layout import MANIFEST, STATS_JSON, TOP_EMOTION, label_file, metadata_columns, stats_file
+from ..job.layout import MANIFEST, STATS_JSON, TOP_EMOTION, metadata_columns, stats_file
 from ..job.storage import filesystem, join, write_bytes
 from ..job.verify import checked_label_files, committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, HEAD_COLUMNS, family_of
@@ -188,10 +188,14 @@ def group_labels(values: list[Any]) -> list[str]:
     return out
 
 
+#: Rows per record batch when the analysis streams label files.
+BATCH_ROWS = 16_384
+
+
 def label_batches(fs, output: str, commits: dict[str, Any]) -> Iterator[pa.RecordBatch]:
     """The committed label files' record batches, each file checked against its record first."""
     for _, parquet in checked_label_files(fs, output, commits):
-        yield from parquet.iter_batches(batch_size=16_384)
+        yield from parquet.iter_batches(batch_size=BATCH_ROWS)
 
 
 def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -> dict[str, Any]:
@@ -199,15 +203,18 @@ def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -
     started = time.perf_counter()
     fs, output = filesystem(output_url, storage)
     commits = committed_shards(fs, output)
-    with fs.open(join(output, label_file(min(commits))), "rb") as handle:
-        schema = pq.ParquetFile(handle).schema_arrow
+    # every checked file has the first one's columns (checked_label_files refuses others): read its schema there
+    files = checked_label_files(fs, output, commits)
+    first = next(files)
+    schema = first[1].schema_arrow
     heads = [h for h in HEAD_COLUMNS if h in schema.names]
     emotions = [h for h in EMOTION_COLUMNS if h in heads]
     metadata = metadata_columns(schema.names, HEAD_COLUMNS)
     head_stats, correlation, groups = HeadStats(heads), Correlation(emotions), GroupStats(heads)
     top_counts: dict[str, int] = {}
     rows = 0
-    for batch in label_batches(fs, output, commits):
+    batches = (batch for _, parquet in itertools.chain([first], files) for batch in parquet.iter_batches(BATCH_ROWS))
+    for batch in batches:
         scores = np.column_stack([batch.column(h).to_numpy(zero_copy_only=False) for h in heads]).astype(np.float64)
         top = [str(v) for v in batch.column(TOP_EMOTION).to_pylist()]
         rows += batch.num_rows

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .decode import DEFAULT_MAX_PIXELS
+#: Default ceiling on decoded pixels (width x height), against decompression bombs: 8K x 8K.
+DEFAULT_MAX_PIXELS = 8192 * 8192
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .config import DEFAULT_MAX_PIXELS
 from .rows import ERROR, PIXELS, SAMPLE
 
 #: Resize filters by the names recorded in model.json, and the PIL codes of preprocessor_config.json.
@@ -37,8 +38,6 @@ RESIZE_FILTERS: dict[str, Image.Resampling] = {
     "hamming": Image.Resampling.HAMMING,
 }
 
-#: Default ceiling on decoded pixels (width x height), against decompression bombs: 8K x 8K.
-DEFAULT_MAX_PIXELS = 8192 * 8192
 
 ORIENTATION_TAG = 0x0112  # EXIF orientation
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
