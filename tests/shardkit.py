@@ -54,6 +54,33 @@ EXPECTED_ERRORS = {
 MAX_PIXELS = 600 * 600
 
 
+def client_shard(path: Path) -> Path:
+    """A shard as a WebDataset client writes it with webdataset's TarWriter and its default encoder (PIL images,
+    dicts, ints and strings): keys with folders and dots, `.cls` and `.txt` members. CLIENT_KEYS says how each
+    sample reads back."""
+    from webdataset import TarWriter
+
+    with TarWriter(str(path)) as writer:
+        for index, key in enumerate(CLIENT_KEYS):
+            face = face_image(20 + index, size=72)
+            writer.write(
+                {"__key__": key, "jpg": face, "json": {"gender": "female", "n": index}, "cls": index, "txt": key}
+            )
+    return path
+
+
+#: key written -> key read and, for an error row, its type: a key runs to the first dot of a member's name, so
+#: `0002.v2` reads as `0002` with a `v2.jpg` field (scored), and two contiguous keys sharing the part before the
+#: dot merge into one sample with two images (an error row, never one label for two faces).
+CLIENT_KEYS = {
+    "faces/a/0001": ("faces/a/0001", None),
+    "faces/b/0002.v2": ("faces/b/0002", None),
+    "faces/c/0003.left": ("faces/c/0003", "duplicate_key"),
+    "faces/c/0003.right": ("faces/c/0003", "duplicate_key"),
+    "faces/d/0004": ("faces/d/0004", None),
+}
+
+
 def truncate(path: Path, keep_fraction: float) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep_fraction)])

@@ -15,8 +15,10 @@ from emonet_batch.run.score import run_score
 from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
 
 from .shardkit import (
+    CLIENT_KEYS,
     EXPECTED_ERRORS,
     MAX_PIXELS,
+    client_shard,
     good_shards,
     manifest,
     odd_samples,
@@ -128,7 +130,8 @@ def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
         with pytest.raises(UsageError, match=message):
             score(tmp_path, tiny_models["small"], [odd, truncated, bad], max_pixels=MAX_PIXELS)
     assert not (tmp_path / "out" / "manifest.json").exists() and not (tmp_path / "out" / "_label_options.json").exists()
-    result = score(tmp_path, tiny_models["small"], [odd, truncated], max_pixels=MAX_PIXELS)
+    client = client_shard(tmp_path / "in" / "client.tar")  # written by webdataset's TarWriter, not by us
+    result = score(tmp_path, tiny_models["small"], [odd, truncated, client], max_pixels=MAX_PIXELS)
     assert result.exit_code == 1  # an incomplete shard
     shards = manifest(tmp_path / "out")["shards"]
     odd_id, cut_id = shard_id(str(odd)), shard_id(str(truncated))
@@ -140,15 +143,20 @@ def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
     labelled = pq.read_table(tmp_path / "out" / "labels" / f"{odd_id}.parquet").column("key").to_pylist()
     assert labelled == ["good", "grey", "cmyk", "rgba", "sixteen", "rotated", "webp"]
 
+    client_id = shard_id(str(client))
+    assert shards[client_id] == {**shards[client_id], "status": "complete", "samples": 4, "labels": 3, "errors": 1}
+    labelled = pq.read_table(tmp_path / "out" / "labels" / f"{client_id}.parquet").column("key").to_pylist()
+    assert labelled == [read for read, error in CLIENT_KEYS.values() if error is None]
+
     cut = shards[cut_id]
     assert cut["status"] == "incomplete" and "truncated" in cut["reason"]
     assert 0 < cut["samples"] < 6 and cut["labels"] + cut["errors"] == cut["samples"]
     assert not (tmp_path / "out" / "_commits" / f"{cut_id}.json").exists()
     assert (tmp_path / "out" / "_incomplete" / "labels" / f"{cut_id}.parquet").exists()
 
-    # the incomplete shard is retried; the complete one is not read again
-    again = score(tmp_path, tiny_models["small"], [odd, truncated], max_pixels=MAX_PIXELS)
-    assert again.figures["shards_skipped"] == 1 and again.figures["shards_scored"] == 1
+    # the incomplete shard is retried; the complete ones are not read again
+    again = score(tmp_path, tiny_models["small"], [odd, truncated, client], max_pixels=MAX_PIXELS)
+    assert again.figures["shards_skipped"] == 2 and again.figures["shards_scored"] == 1
 
 
 def test_error_rate_decides_the_exit_code(ray_runtime, tiny_models, tmp_path):

@@ -40,6 +40,18 @@ def test_folder_to_shards_with_metadata(folder, tmp_path):
     assert names == ["a.jpg", "a.json", "b.png", "c_v2.jpg"]  # members of a sample are contiguous
 
 
+def test_shards_written_by_webdataset_clients_read_as_webdataset_groups_them(tmp_path):
+    from .shardkit import CLIENT_KEYS, client_shard
+
+    path = client_shard(tmp_path / "client.tar")
+    rows = list(tar_rows(io.BytesIO(path.read_bytes()), "client", path.stat().st_size))
+    got = {r["key"]: (r["kind"], r.get("error_type")) for r in rows if r["kind"] != "end"}
+    assert got == {read: ("error" if error else "sample", error) for read, error in CLIENT_KEYS.values()}
+    assert "keys with dots merge samples" in next(r["message"] for r in rows if r["kind"] == "error")
+    assert json.loads(rows[1]["meta"]) == {"gender": "female", "n": 1}  # the json of a dotted key's sample
+    assert rows[-1]["status"] == "complete" and rows[-1]["count"] == 4
+
+
 def test_shards_are_deterministic(folder, tmp_path):
     first = folder_to_shards(folder, tmp_path / "one", 10)
     second = folder_to_shards(folder, tmp_path / "two", 10)

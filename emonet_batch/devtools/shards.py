@@ -1,16 +1,15 @@
 """Write WebDataset shards: an image folder (plus optional metadata) -> shard-00000.tar, ...
 
-Members of a sample are written together (contiguous) under a unique key, with fixed mtimes and owners
-so the same input gives byte-identical shards. tarfile from the standard library does the tar format.
+Members of a sample are written together (contiguous) under a unique key by webdataset's ShardWriter, with
+fixed mtimes and owners so the same input gives byte-identical shards.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import re
-import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,31 +22,36 @@ IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 def write_shards(
     samples: Iterable[tuple[str, dict[str, bytes]]], out_dir: Path, samples_per_shard: int, prefix: str = "shard"
 ) -> list[Path]:
-    """Write (key, {extension: bytes}) samples into tar shards of `samples_per_shard` samples."""
+    """Write (key, {extension: bytes}) samples into tar shards of `samples_per_shard` samples; none for no samples.
+
+    webdataset's ShardWriter writes them, as the format's own clients do: each sample's members together, in
+    sorted order. A fixed mtime, owner and mode make the same samples give byte-identical shards."""
     if samples_per_shard < 1:
         raise UsageError("--shard-size must be at least 1")
+    samples = iter(samples)
+    first = next(samples, None)
+    if first is None:
+        return []  # ShardWriter opens its first shard at once: an empty tar for nothing
+    from webdataset import ShardWriter  # imports torch when installed: only the commands that write shards pay
+
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    archive = None
-    try:
-        for index, (key, members) in enumerate(samples):
-            if index % samples_per_shard == 0:
-                if archive is not None:
-                    archive.close()
-                paths.append(out_dir / f"{prefix}-{len(paths):05d}.tar")
-                archive = tarfile.open(paths[-1], "w", format=tarfile.USTAR_FORMAT)
-            for extension, data in members.items():
-                add_member(archive, f"{key}.{extension}", data)
-    finally:
-        if archive is not None:
-            archive.close()
+    pattern = str(out_dir / prefix).replace("%", "%%") + "-%05d.tar"  # ShardWriter fills in the shard number
+    with ShardWriter(
+        pattern,
+        maxcount=samples_per_shard,
+        maxsize=float("inf"),  # shards split by sample count only, as --shard-size says
+        post=lambda name: paths.append(Path(name)),
+        verbose=0,
+        encoder=False,  # members are bytes already
+        mtime=0,
+        user="",
+        group="",
+        mode=0o644,
+    ) as writer:
+        for key, members in itertools.chain([first], samples):
+            writer.write({"__key__": key, **members})
     return paths
-
-
-def add_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    archive.addfile(info, io.BytesIO(data))
 
 
 def sample_key(relative: Path, used: set[str]) -> str:

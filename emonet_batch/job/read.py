@@ -87,17 +87,15 @@ def sample_from_members(shard: str, seq: int, key: str, members: dict[str, bytes
         return error_row(
             shard, seq, key, "read", "duplicate_key", f"members of {key!r} are not contiguous in the shard"
         )
-    image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in members), None)
-    if image_ext is None:
+    image_fields = member_fields(members, IMAGE_EXTENSIONS)
+    if len(image_fields) != 1:
+        return error_row(shard, seq, key, "read", *image_problem(image_fields, members))
+    json_fields = member_fields(members, ("json",))
+    if len(json_fields) > 1:
         return error_row(
-            shard,
-            seq,
-            key,
-            "read",
-            "missing_image",
-            f"no jpg/jpeg/png/webp member (has: {', '.join(sorted(members)) or 'nothing'})",
+            shard, seq, key, "read", "bad_metadata", f"several json members ({', '.join(json_fields)}): {DOTTED_KEYS}"
         )
-    meta = members.get("json")
+    meta = members[json_fields[0]] if json_fields else None
     if meta is not None:
         try:
             meta_text = json.dumps(json.loads(meta), sort_keys=True)
@@ -105,7 +103,28 @@ def sample_from_members(shard: str, seq: int, key: str, members: dict[str, bytes
             return error_row(shard, seq, key, "read", "bad_metadata", f"json member is not valid JSON: {exc}")
     else:
         meta_text = None
-    return sample_row(shard, seq, key, members[image_ext], meta_text)
+    return sample_row(shard, seq, key, members[image_fields[0]], meta_text)
+
+
+#: Why a sample can hold several images or json members: the WebDataset key ends at the first dot of the
+#: file name, so `img.001.jpg` and `img.002.jpg` are the fields `001.jpg` and `002.jpg` of one sample `img`.
+DOTTED_KEYS = "keys with dots merge samples (a key ends at the first dot of a file name): write keys without dots"
+
+
+def member_fields(members: dict[str, bytes], extensions: tuple[str, ...]) -> list[str]:
+    """The members that hold one of `extensions`: the first exact extension present (jpg before png...), else
+    every field whose last suffix is one (`v2.jpg` of a key written with a dot, as WebDataset's decoders
+    read it)."""
+    exact = next((ext for ext in extensions if ext in members), None)
+    if exact is not None:
+        return [exact]
+    return sorted(field for field in members if field.rpartition(".")[2] in extensions)
+
+
+def image_problem(fields: list[str], members: dict[str, bytes]) -> tuple[str, str]:
+    if fields:
+        return "duplicate_key", f"several image members ({', '.join(fields)}): {DOTTED_KEYS}"
+    return "missing_image", f"no jpg/jpeg/png/webp member (has: {', '.join(sorted(members)) or 'nothing'})"
 
 
 # --- Parquet shards (Hugging Face `Image` columns) -------------------------------------------------
