@@ -554,12 +554,17 @@ def interrupted() -> int:
 
 def run() -> None:
     """The console script: the command, then Ray stopped here, where Ctrl-C is still one line and exit 130,
-    rather than in Ray's exit hook after the summary (where it printed a traceback and exited 0)."""
-    code = main()
-    ray = sys.modules.get("ray")
-    try:
-        if ray is not None and ray.is_initialized():
-            ray.shutdown()
-    except KeyboardInterrupt:
-        code = interrupted()
+    rather than in Ray's exit hook after the summary (where it printed a traceback and exited 0). Native
+    libraries' own stderr writes go to a log file unless --verbose (run/console.py says why)."""
+    from .run.console import native_stderr_to_file
+
+    with native_stderr_to_file(enabled="--verbose" not in sys.argv[1:]) as exit_code:
+        code = main()
+        ray = sys.modules.get("ray")
+        try:
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()
+        except KeyboardInterrupt:
+            code = interrupted()
+        exit_code.append(code)
     sys.exit(code)

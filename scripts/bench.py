@@ -13,7 +13,9 @@ Measured in one run, on the same weights, images and cores:
 - e2e_images_per_s: the whole `score` job with the fast-path model on shards of those JPEGs (Ray already
   started; the wall time includes planning, actor start-up and the model's load);
 - pipeline_efficiency: e2e / the fast path's model-only images/s;
-- peak_rss_mb: the peak resident memory of this process and its children (the Ray workers).
+- peak_rss_mb: the peak resident memory of this process and its children (the Ray workers);
+- latency_8_images_s (tiny model only): the wall seconds of `emonet-batch score` on one shard of 8 images with
+  `--no-stats`, from the command to the prompt (a fresh process and Ray runtime each time), median of 3.
 
 The synthetic models are exported once into benchmarks/models/ (tiny: seconds; full: ~4 minutes each).
 Run time on 2 cores: tiny ~1 minute; full ~12 minutes (the fp32 paths run ~0.2 images/s).
@@ -26,6 +28,9 @@ import io
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -130,6 +135,24 @@ def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size
     return figures, fast
 
 
+def latency(model_dir: Path, images: list[bytes], runs: int = 3) -> float:
+    """Median wall seconds of the console command on one shard of 8 images, start-up and shutdown included."""
+    with tempfile.TemporaryDirectory() as work:
+        shards = write_shards(((f"img-{i}", {"jpg": d}) for i, d in enumerate(images[:8])), Path(work), 8)
+        seconds = []
+        for run in range(runs):
+            command = [sys.executable, "-m", "emonet_batch", "score", str(shards[0]), "--model", str(model_dir)]
+            command += ["--output", str(Path(work) / f"out{run}"), "--no-stats", "--progress", "off"]
+            started = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=without_ray_address())
+            seconds.append(time.perf_counter() - started)
+    return round(statistics.median(seconds), 2)
+
+
+def without_ray_address() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
 class PeakMemory:
     """Samples the resident memory of this process and all its descendants."""
 
@@ -178,6 +201,8 @@ def main() -> None:
         images = jpegs(count)
         pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in images])
         model, model_ips = model_figures(fp32_dir, fast_dir, pixels, batch_size)
+        # before this process starts Ray: each command starts its own
+        latency_figures = {"latency_8_images_s": latency(fast_dir, images)} if args.model == "tiny" else {}
         with tempfile.TemporaryDirectory() as work:
             shards = write_shards(
                 (
@@ -215,6 +240,7 @@ def main() -> None:
             "pipeline_overhead_s": round(result.figures["wall_s"] - count / model_ips, 1),
             "peak_rss_mb": round(memory.peak / 2**20),
             "e2e_exit_code": result.exit_code,
+            **latency_figures,
         },
         indent=2,
     )

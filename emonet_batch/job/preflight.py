@@ -48,12 +48,39 @@ def check_output(fs, output: str, display: str) -> None:
             raise StorageError(f"cannot reach the output {display}: {type(exc).__name__}") from None
         if not found:
             raise UsageError(f"output bucket not found: {display}")
+    created = first_missing_folder(output) if is_local(fs) else None
     probe = join(output, f"_probe-{secrets.token_hex(6)}")
     try:
         write_bytes(fs, probe, b"")
         fs.rm(probe)
     except Exception as exc:  # any backend's refusal means the same here
         raise UsageError(f"cannot write to the output {display}: {first_line(exc)}") from None
+    finally:
+        if created is not None:
+            remove_empty_folders(output, created)  # a run that then fails a check leaves nothing behind
+
+
+def first_missing_folder(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (None when `path` exists)."""
+    missing = None
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+    return missing
+
+
+def remove_empty_folders(path: str, outermost: str) -> None:
+    """Remove `path` and its parents up to `outermost` while they are empty: a run started at the same moment
+    may already be writing there."""
+    path = os.path.abspath(path)
+    while True:
+        try:
+            os.rmdir(path)
+        except OSError:
+            return
+        if path == outermost:
+            return
+        path = os.path.dirname(path)
 
 
 def check_inputs(shards: list[Shard], storage: StorageOptions) -> None:

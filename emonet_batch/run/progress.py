@@ -54,9 +54,11 @@ class Progress:
         if mode == "bar":
             from rich.console import Console
             from rich.live import Live
+            from rich.text import Text
 
             self._live = Live(
-                get_renderable=lambda: f"{counters.phase}: {counters.line()}",
+                # one line, cut to the terminal's width: a wrapped line would be redrawn as two
+                get_renderable=lambda: Text(f"{counters.phase}: {counters.line()}", no_wrap=True, overflow="ellipsis"),
                 console=Console(file=self.stream),
                 refresh_per_second=4,
                 transient=True,

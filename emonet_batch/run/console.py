@@ -1,0 +1,68 @@
+"""The console script's stderr: our lines on the terminal, native libraries' own writes to a log file.
+
+Ray's C++ core inside the driver writes its error lines straight to file descriptor 2, outside Python's logging
+and out of reach of every Ray setting except one that would also silence Ray's own log files (e.g. the
+"constructor arguments in the object store" line each Ray Data actor pool prints, ray-project/ray#57733). So a quiet
+run points descriptor 2 at a log file and gives Python's sys.stderr a duplicate of the terminal: our lines,
+the live display and any traceback still show; what native code writes is kept in the file, named on a failed
+run and removed after a successful one. `--verbose` leaves stderr alone.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STDERR_FD = 2
+
+
+@contextmanager
+def native_stderr_to_file(enabled: bool) -> Iterator[list[int]]:
+    """Inside, descriptor 2 is a log file and sys.stderr the terminal; the caller puts the exit code into the
+    yielded list, and a non-zero code keeps the file (and says where), zero removes it."""
+    exit_code: list[int] = []
+    if not enabled or not _stderr_is_descriptor_2():
+        yield exit_code
+        return
+    sys.stderr.flush()
+    terminal = os.dup(STDERR_FD)
+    handle, path = tempfile.mkstemp(prefix="emonet-batch-", suffix=".native.log")
+    os.dup2(handle, STDERR_FD)
+    os.close(handle)
+    original, sys.stderr = sys.stderr, _text_stream(terminal, sys.stderr)
+    try:
+        yield exit_code
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, STDERR_FD)
+        sys.stderr = original
+        os.close(terminal)
+        _keep_or_remove(path, failed=bool(exit_code and exit_code[0]))
+
+
+def _stderr_is_descriptor_2() -> bool:
+    """False under test runners and anything else that replaced sys.stderr: only the real stream is moved."""
+    try:
+        return sys.stderr.fileno() == STDERR_FD
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _text_stream(descriptor: int, like) -> io.TextIOWrapper:
+    return io.TextIOWrapper(
+        os.fdopen(descriptor, "wb", buffering=0, closefd=False),
+        encoding=like.encoding,
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+
+
+def _keep_or_remove(path: str, failed: bool) -> None:
+    if failed and os.path.getsize(path):
+        print(f"emonet-batch: native libraries' messages of this run are in {path}", file=sys.stderr)
+    else:
+        os.remove(path)
