@@ -119,3 +119,20 @@ def commit_by_hand(output: Path, shard: str, table: pa.Table, **record) -> None:
     pq.write_table(table, path)
     files = {f"labels/{shard}.parquet": hashlib.sha256(path.read_bytes()).hexdigest()}
     (output / "_commits" / f"{shard}.json").write_text(json.dumps({"shard": shard, "files": files, **record}))
+
+
+def assert_scores_independent_of_the_batch(model_dir: Path) -> None:
+    """An image's scores and embedding are bit-identical alone, in a batch of 32, and among 7 other images."""
+    from emonet_batch.job.infer import OnnxScorer, SessionOptions
+    from emonet_batch.model.record import load_model_info
+
+    info = load_model_info(model_dir)
+    scorer = OnnxScorer(info, SessionOptions(intra_op_threads=2))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (32, info.image_size, info.image_size, 3), dtype=np.uint8)
+    alone = [scorer.run(pixels[i : i + 1]) for i in range(len(pixels))]
+    batch = scorer.run(pixels)
+    others = scorer.run(np.concatenate([rng.integers(0, 256, (7, *pixels.shape[1:]), dtype=np.uint8), pixels[:1]]))
+    for output in (0, 1):
+        assert np.array_equal(np.concatenate([a[output] for a in alone]), batch[output])
+        assert np.array_equal(others[output][-1:], alone[0][output])

@@ -15,6 +15,8 @@ from emonet_batch.model.record import FORMAT_VERSION, load_model_info
 from emonet_batch.postprocess import packaged_neutral_means
 from emonet_batch.taxonomy import HEAD_COLUMNS
 
+from .shardkit import assert_scores_independent_of_the_batch
+
 
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_tiny_export_parity_and_record(tiny_models, size):
@@ -174,6 +176,7 @@ def test_fp16_variant_reports_its_error(tmp_path):
     graph = onnx.load(str(tmp_path / "model.onnx"))
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
     assert graph.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert_scores_independent_of_the_batch(tmp_path)
 
 
 def test_int8_variant_quantises_the_weight_products_and_records_its_accuracy(tmp_path, capsys):
@@ -210,6 +213,7 @@ def test_int8_variant_quantises_the_weight_products_and_records_its_accuracy(tmp
     assert "emonet_batch.quantization" in props and "emonet_batch.heads" in props
     scores, embedding = OnnxScorer(info).run(np.zeros((3, 64, 64, 3), np.uint8))
     assert scores.shape == (3, 44) and scores.dtype == np.float32 and embedding.shape == (3, 64)
+    assert_scores_independent_of_the_batch(tmp_path)  # although int8 activations are quantised per call
     assert main(["info", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "int8 (int8 per channel, 7-bit range weights)" in table and "within (score uses it)" in table

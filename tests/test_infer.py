@@ -13,6 +13,8 @@ from emonet_batch.model.record import load_model_info
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 
+from .shardkit import assert_scores_independent_of_the_batch
+
 
 def test_provider_lists_put_the_intended_provider_first_and_cpu_last():
     assert provider_list(SessionOptions(), 384) == [("CPUExecutionProvider", {})]
@@ -50,7 +52,12 @@ def test_a_provider_that_did_not_load_is_an_error_and_iobinding_gives_the_same_o
     with pytest.raises(RuntimeError, match="CUDAExecutionProvider is not active"):
         bound.check_provider()
     for got, want in zip(bound.run(pixels), cpu.run(pixels)):  # the IOBinding path
-        np.testing.assert_array_equal(got, want)
+        # the same values; not bit for bit: the CPU path scores one image per call, the bound one the batch
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_cpu_scores_of_an_image_do_not_depend_on_its_batch(tiny_models):
+    assert_scores_independent_of_the_batch(tiny_models["large"])  # fp32; fp16 and int8: test_export.py
 
 
 def with_parity(source, target, **parity):

@@ -116,7 +116,16 @@ class OnnxScorer:
             raise ValueError(f"pixels must be uint8 [N, {size}, {size}, 3], got {pixels.dtype} {pixels.shape}")
         pixels = np.ascontiguousarray(pixels)
         if self.options.device == "cpu":
-            scores, embedding = self.session.run(list(GRAPH_OUTPUTS), {GRAPH_INPUT: pixels})
+            # One image per call, so that an image's scores never depend on the images that share its batch: the
+            # int8 graph quantises activations with scales taken over the whole call, and even fp32 kernels
+            # block sums differently for other batch sizes. On a CPU a single 384px image is already hundreds
+            # of rows per matrix product, so this costs little (scripts/bench.py measures it).
+            scores = np.empty((len(pixels), len(self.info.heads)), np.float32)
+            embedding = np.empty((len(pixels), self.info.embedding_dim), np.float32)
+            for i in range(len(pixels)):
+                scores[i : i + 1], embedding[i : i + 1] = self.session.run(
+                    list(GRAPH_OUTPUTS), {GRAPH_INPUT: pixels[i : i + 1]}
+                )
             return scores, embedding
         binding = self.session.io_binding()
         binding.bind_cpu_input(GRAPH_INPUT, pixels)
