@@ -35,7 +35,9 @@ def cli() -> None:
 )
 @click.option("--heads", metavar="PATH|HUB_ID", help="Directory or hub repo of model_<emotion>_best.pth files.")
 @click.option(
-    "--synthetic", type=click.Choice(["tiny", "full"]), help="Write and export a random-weight checkpoint instead."
+    "--synthetic",
+    type=click.Choice(["tiny", "null", "full"]),
+    help="Write and export a random-weight checkpoint instead.",
 )
 @click.option(
     "--head-size",

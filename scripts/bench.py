@@ -1,6 +1,6 @@
 """Benchmark of the scoring job on this machine's CPUs; prints one JSON object.
 
-    python scripts/bench.py [--model tiny|full] [--images N] [--batch-size B]
+    python scripts/bench.py [--model tiny|null|full] [--images N] [--batch-size B]
 
 Measured in one run, on the same weights, images and cores:
 - decode: the job's decode path vs plain PIL open/convert/resize on 1024x1024 JPEG faces (one core, best of
@@ -14,8 +14,16 @@ Measured in one run, on the same weights, images and cores:
   started; the wall time includes planning, actor start-up and the model's load);
 - pipeline_efficiency: e2e / the fast path's model-only images/s;
 - peak_rss_mb: the peak resident memory of this process and its children (the Ray workers);
-- latency_8_images_s (tiny model only): the wall seconds of `emonet-batch score` on one shard of 8 images with
-  `--no-stats`, from the command to the prompt (a fresh process and Ray runtime each time), median of 3.
+- latency_8_images_s, startup_8_images_s (tiny model only): `emonet-batch score` on one shard of 8 images with
+  `--no-stats` (a fresh process and Ray runtime each time, median of 3): wall seconds from the command to the
+  prompt, and from the run's start to its first scored batch.
+
+`--model null` measures the job's own cost instead (see pipeline_figures): a model of the real input size
+(384 px) with next to no compute, so what remains is reading, decoding, moving 442 KB an image through Ray,
+batching, the inference call, collecting and committing. Its JSON holds the ideal
+cores / (1/decode_per_core + 1/model_only), the job's rate after its first scored batch
+(`pipeline_ceiling_images_per_s`) and their ratio (`pipeline_ceiling_ratio`), the whole run's rate and ratio,
+the start-up seconds, each stage's CPU milliseconds per image (from the run's manifest) and Ray's share.
 
 The synthetic models are exported once into benchmarks/models/ (tiny: seconds; full: ~4 minutes each).
 Run time on 2 cores: tiny ~1 minute; full ~12 minutes (the fp32 paths run ~0.2 images/s).
@@ -56,16 +64,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCE_SIZE = 1024
 
 
-def exported_model(kind: str, precision: str) -> Path:
-    """The synthetic `kind` Large model at `precision` (same seed, so the same weights), exported once."""
-    directory = ROOT / "benchmarks" / "models" / f"{kind}-large-{precision}"
+def exported_model(kind: str, precision: str, head_size: str = "large") -> Path:
+    """The synthetic `kind` model at `precision` (same seed, so the same weights), exported once."""
+    directory = ROOT / "benchmarks" / "models" / f"{kind}-{head_size}-{precision}"
     try:
         load_model_info(directory)
     except EmonetError:
         from emonet_batch.export import ExportConfig, export_model
 
         export_model(
-            ExportConfig(out=directory, synthetic=kind, head_size="large", precision=precision, overwrite=True)
+            ExportConfig(out=directory, synthetic=kind, head_size=head_size, precision=precision, overwrite=True)
         )
     return directory
 
@@ -135,22 +143,52 @@ def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size
     return figures, fast
 
 
-def latency(model_dir: Path, images: list[bytes], runs: int = 3) -> float:
-    """Median wall seconds of the console command on one shard of 8 images, start-up and shutdown included."""
+def latency(model_dir: Path, images: list[bytes], runs: int = 3) -> dict[str, float]:
+    """The console command on one shard of 8 images, `--no-stats`, each time a fresh process and Ray runtime:
+    median wall seconds from the command to the prompt, and median seconds from the run's start to its first
+    scored batch (the manifest's `startup_s`)."""
     with tempfile.TemporaryDirectory() as work:
         shards = write_shards(((f"img-{i}", {"jpg": d}) for i, d in enumerate(images[:8])), Path(work), 8)
-        seconds = []
+        walls, startups = [], []
         for run in range(runs):
+            output = Path(work) / f"out{run}"
             command = [sys.executable, "-m", "emonet_batch", "score", str(shards[0]), "--model", str(model_dir)]
-            command += ["--output", str(Path(work) / f"out{run}"), "--no-stats", "--progress", "off"]
+            command += ["--output", str(output), "--no-stats", "--progress", "off"]
             started = time.perf_counter()
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=without_ray_address())
-            seconds.append(time.perf_counter() - started)
-    return round(statistics.median(seconds), 2)
+            walls.append(time.perf_counter() - started)
+            startups.append(json.loads((output / "manifest.json").read_text())["figures"]["startup_s"])
+    return {
+        "latency_8_images_s": round(statistics.median(walls), 2),
+        "startup_8_images_s": round(statistics.median(startups), 2),
+    }
 
 
 def without_ray_address() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+class ProcessTreeCPU:
+    """CPU seconds (user + system) of this process and its descendants (the Ray runtime it started) over a block."""
+
+    def __enter__(self):
+        self.started = self._total()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = self._total() - self.started
+
+    @staticmethod
+    def _total() -> float:
+        me = psutil.Process()
+        total = 0.0
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
 
 
 class PeakMemory:
@@ -183,64 +221,31 @@ class PeakMemory:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the scoring job (prints JSON).")
-    parser.add_argument("--model", choices=["tiny", "full"], default="tiny")
-    parser.add_argument("--images", type=int, help="images through the model and the job (default: tiny 256, full 32)")
+    parser.add_argument("--model", choices=["tiny", "null", "full"], default="tiny")
+    parser.add_argument(
+        "--images", type=int, help="images through the model and the job (default: tiny 256, null 4096, full 32)"
+    )
     parser.add_argument("--decode-images", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, help="default: tiny 32, full 4")
+    parser.add_argument("--batch-size", type=int, help="default: tiny and null 32, full 4")
     parser.add_argument(
         "--out", type=Path, help="also write the JSON here (e.g. benchmarks/results/<date>-<machine>.json)"
     )
     args = parser.parse_args()
-    count = args.images or (256 if args.model == "tiny" else 32)
-    batch_size = args.batch_size or (32 if args.model == "tiny" else 4)
-    fp32_dir, fast_dir = exported_model(args.model, "fp32"), exported_model(args.model, "int8")
-    info = load_model_info(fast_dir)
-
+    count = args.images or {"tiny": 256, "null": 4096, "full": 32}[args.model]
+    batch_size = args.batch_size or (4 if args.model == "full" else 32)
     with PeakMemory() as memory:
-        figures = decode_figures(jpegs(args.decode_images), info.image_size, info.resize_filter)
-        images = jpegs(count)
-        pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in images])
-        model, model_ips = model_figures(fp32_dir, fast_dir, pixels, batch_size)
-        # before this process starts Ray: each command starts its own
-        latency_figures = {"latency_8_images_s": latency(fast_dir, images)} if args.model == "tiny" else {}
-        with tempfile.TemporaryDirectory() as work:
-            shards = write_shards(
-                (
-                    (f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()})
-                    for i, d in enumerate(images)
-                ),
-                Path(work) / "shards",
-                samples_per_shard=max(1, count // 8),
-            )
-            ensure_ray()
-            result = run_score(
-                score_config(
-                    tuple(map(str, shards)),
-                    str(Path(work) / "out"),
-                    str(fast_dir),
-                    batch_size=batch_size,
-                    progress="off",
-                    stats=False,
-                )
-            )
-    e2e = result.figures["images_per_s"]
+        if args.model == "null":
+            figures = pipeline_figures(count, batch_size, args.decode_images)
+        else:
+            figures = model_and_job_figures(args.model, count, batch_size, args.decode_images)
     text = json.dumps(
         {
             "machine": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()}), no GPU",
-            "model": f"synthetic {args.model} Large, {info.image_size} px; fast path {info.precision}",
             "images": count,
             "batch_size": batch_size,
             "source_jpeg_px": SOURCE_SIZE,
             **figures,
-            **model,
-            "e2e_images_per_s": e2e,
-            "pipeline_efficiency": round(e2e / model_ips, 3),
-            # the job's wall time beyond the model's own time for these images: start-up (model check, actor and
-            # session start, first batch) and anything the pipeline fails to overlap; a longer run amortises it
-            "pipeline_overhead_s": round(result.figures["wall_s"] - count / model_ips, 1),
             "peak_rss_mb": round(memory.peak / 2**20),
-            "e2e_exit_code": result.exit_code,
-            **latency_figures,
         },
         indent=2,
     )
@@ -248,6 +253,109 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n")
+
+
+def model_and_job_figures(kind: str, count: int, batch_size: int, decode_images: int) -> dict:
+    """Decode vs PIL, every model path against PyTorch, and the job with the fast-path model."""
+    fp32_dir, fast_dir = exported_model(kind, "fp32"), exported_model(kind, "int8")
+    info = load_model_info(fast_dir)
+    figures = decode_figures(jpegs(decode_images), info.image_size, info.resize_filter)
+    images = jpegs(count)
+    pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in images])
+    model, model_ips = model_figures(fp32_dir, fast_dir, pixels, batch_size)
+    # before this process starts Ray: each command starts its own
+    latency_figures = latency(fast_dir, images) if kind == "tiny" else {}
+    with tempfile.TemporaryDirectory() as work:
+        shards = write_shards(
+            ((f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()}) for i, d in enumerate(images)),
+            Path(work) / "shards",
+            samples_per_shard=max(1, count // 8),
+        )
+        ensure_ray()
+        result = run_score(
+            score_config(
+                tuple(map(str, shards)),
+                str(Path(work) / "out"),
+                str(fast_dir),
+                batch_size=batch_size,
+                progress="off",
+                stats=False,
+            )
+        )
+    e2e = result.figures["images_per_s"]
+    return {
+        "model": f"synthetic {kind} Large, {info.image_size} px; fast path {info.precision}",
+        **figures,
+        **model,
+        "e2e_images_per_s": e2e,
+        "pipeline_efficiency": round(e2e / model_ips, 3),
+        # the job's wall time beyond the model's own time for these images: start-up (model check, actor and
+        # session start, first batch) and anything the pipeline fails to overlap; a longer run amortises it
+        "pipeline_overhead_s": round(result.figures["wall_s"] - count / model_ips, 1),
+        "e2e_exit_code": result.exit_code,
+        **latency_figures,
+    }
+
+
+def pipeline_figures(count: int, batch_size: int, decode_images: int) -> dict:
+    """The job's own cost: the null model (384 px input, next to no compute) through the whole job.
+
+    The ideal is what the cores could do if each image cost only its decode and its model call:
+    cores / (1/decode_per_core + 1/model_only), both measured here on one core. The ceiling is the job's rate
+    from its first scored batch to its end (start-up is reported on its own); the CPU each stage took per image
+    comes from the run's manifest, and Ray's own share from every process's CPU time."""
+    model_dir = exported_model("null", "fp32", head_size="small")
+    info = load_model_info(model_dir)
+    distinct = jpegs(64)  # the job decodes every image anew: 64 distinct faces repeated are as costly as 4,096
+    decode_per_core = best_rates(
+        {"decode": lambda d: decode_image(d, info.image_size, info.resize_filter, fast=True)},
+        distinct[:decode_images],
+    )["decode"]
+    pixels = np.stack([decode_image(d, info.image_size, info.resize_filter, fast=True) for d in distinct])
+    scorer = ort_scorer(model_dir, SessionOptions(intra_op_threads=1))
+    model_only = measure(scorer.run, np.concatenate([pixels] * 4), batch_size).images_per_s
+    cores = os.cpu_count() or 1
+    ideal = cores / (1 / decode_per_core + 1 / model_only)
+    with tempfile.TemporaryDirectory() as work:
+        shards = write_shards(
+            ((f"img-{i:05d}", {"jpg": distinct[i % len(distinct)]}) for i in range(count)),
+            Path(work) / "shards",
+            samples_per_shard=512,
+        )
+        ensure_ray()
+        with ProcessTreeCPU() as cpu:
+            result = run_score(
+                score_config(
+                    tuple(map(str, shards)),
+                    str(Path(work) / "out"),
+                    str(model_dir),
+                    batch_size=batch_size,
+                    # one ONNX Runtime thread, as in model_only: the null model needs no more, and idle threads
+                    # spinning between its operators would take CPU from the decode tasks
+                    threads_per_worker=1,
+                    progress="off",
+                    stats=False,
+                )
+            )
+    run = result.figures
+    stages = run["cpu_ms_per_image"]
+    ceiling = run["scoring_images_per_s"]
+    return {
+        "model": f"synthetic null ({info.image_size} px, next to no compute), {info.precision}",
+        "decode_per_core_images_per_s": round(decode_per_core, 1),
+        "model_only_images_per_s": round(model_only, 1),
+        "ideal_images_per_s": round(ideal, 1),
+        "pipeline_ceiling_images_per_s": ceiling,
+        "pipeline_ceiling_ratio": round(ceiling / ideal, 3),
+        "e2e_images_per_s": run["images_per_s"],
+        "e2e_ratio": round(run["images_per_s"] / ideal, 3),
+        "startup_s": run["startup_s"],
+        "cpu_ms_per_image": stages,
+        # what no stage of ours accounts for: Ray's processes (object transfer, batching, its internal actors)
+        "ray_cpu_ms_per_image": round(cpu.seconds * 1000 / count - sum(stages.values()), 3),
+        "all_cpu_ms_per_image": round(cpu.seconds * 1000 / count, 3),
+        "e2e_exit_code": result.exit_code,
+    }
 
 
 if __name__ == "__main__":

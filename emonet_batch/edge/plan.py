@@ -1,9 +1,10 @@
 """The Ray Data plan of a scoring run: each stage with its resources and batch size, next to the job-core
 function it runs.
 
-    read    ShardDatasource      CPU tasks, one per shard, READ_ROWS_PER_BLOCK rows per block
-    decode  decode.decode_batch  CPU tasks, decode_batch_size rows per call
-    infer   infer.InferStage     actor pool: one actor per GPU, or CPU actors holding one CPU slot each
+    read + decode  ShardDatasource   CPU tasks, one per shard, decode_batch_size rows per decode call and block
+    infer          infer.InferStage  actor pool: one actor per GPU, or CPU actors spread over the nodes
+
+Blocks are kept near BLOCK_BYTES and typed by blocks.to_block.
 """
 
 from __future__ import annotations
@@ -11,20 +12,26 @@ from __future__ import annotations
 import os
 import socket
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
+from ray.data.block import BlockAccessor
 
 from ..errors import UsageError
 from ..job.config import EngineOptions, LabelOptions, StorageOptions
-from ..job.decode import decode_batch
 from ..job.infer import InferStage, SessionOptions
 from ..job.inputs import Shard
+from ..job.rows import PIXELS, SAMPLE
 from ..model.record import ModelInfo
-from .datasource import ShardDatasource
+from .blocks import append_columns
+from .datasource import Decoding, ShardDatasource
 
-#: Rows per block out of the read stage: small enough that decode starts early on a big shard.
-READ_ROWS_PER_BLOCK = 64
-#: Heap reserved per read+decode task. Declaring it also keeps Ray from fusing decode into the
-#: inference actors (it fuses stages with equal resource requests), so decode runs on every CPU.
+#: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
+#: the default, decoded pixels (442 KB an image) left a task in blocks of ~290 images, which reach the actors late
+#: and fill the object store. 32 MiB is ~70 decoded 384 px images: scripts/bench.py --model null measured
+#: pipeline ceiling ratios of 0.65 at 16 MiB, 0.70 at 32 MiB (32 images per decode call) and 0.49 at 64 MiB.
+BLOCK_BYTES = 32 << 20
+#: Heap reserved per read+decode task.
 DECODE_TASK_MEMORY = 512 << 20
 
 
@@ -57,20 +64,12 @@ def check_gpus(engine: EngineOptions) -> None:
         raise UsageError("--gpus-per-worker was given but the Ray cluster has no GPUs; leave it out to run on CPU")
 
 
-def check_cpu_slots(engine: EngineOptions, workers: int) -> None:
-    """CPU actors each hold a CPU slot; with none left, read/decode tasks would never be scheduled."""
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if engine.gpus_per_worker == 0 and workers >= cpus:
-        raise UsageError(
-            f"--workers {workers} would take all {cpus:g} CPUs of the cluster and leave none for reading and decoding"
-        )
-
-
 def actor_resources(engine: EngineOptions) -> dict[str, float | None]:
-    """What each inference actor asks Ray for: its GPU share, and one CPU slot only on CPU-only runs
-    (a GPU actor's few CPU cycles are not worth starving a decode task of a slot)."""
-    gpu = engine.gpus_per_worker > 0
-    return {"num_gpus": engine.gpus_per_worker if gpu else None, "num_cpus": 0 if gpu else 1}
+    """What each inference actor asks Ray for: its GPU share, and no CPU slot. A CPU actor is busy only while
+    it scores a batch, and the decode tasks use every core in between (the system shares the cores); a slot held
+    for it left a 2-core machine one core to decode on. Ray Data spreads the actors over the nodes (its default
+    scheduling strategy, SPREAD)."""
+    return {"num_gpus": engine.gpus_per_worker if engine.gpus_per_worker > 0 else None, "num_cpus": 0}
 
 
 def build_dataset(
@@ -85,28 +84,16 @@ def build_dataset(
     GPU provider (only where GPUs are simulated, as in the tests); a real run always insists on it."""
     check_gpus(engine)
     workers = inference_workers(engine)
-    check_cpu_slots(engine, workers)
+    ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
+    decoding = Decoding(info.image_size, info.resize_filter, labels.max_pixels, fast=not labels.exact_decode)
     dataset = ray.data.read_datasource(
-        ShardDatasource(shards, storage, READ_ROWS_PER_BLOCK, labels.key_column),
+        ShardDatasource(shards, storage, engine.decode_batch_size, labels.key_column, decoding),
         override_num_blocks=len(shards),
         num_cpus=1,
         memory=DECODE_TASK_MEMORY,
     )
-    dataset = dataset.map_batches(
-        decode_batch,
-        fn_kwargs={
-            "size": info.image_size,
-            "resize_filter": info.resize_filter,
-            "max_pixels": labels.max_pixels,
-            "fast": not labels.exact_decode,
-        },
-        batch_size=engine.decode_batch_size,
-        batch_format="numpy",
-        num_cpus=1,
-        memory=DECODE_TASK_MEMORY,
-    )
     return dataset.map_batches(
-        InferStage,
+        ArrowInferStage,
         fn_constructor_kwargs={
             "model_dir": str(info.directory),
             "options": session_options(engine, workers),
@@ -115,7 +102,17 @@ def build_dataset(
             "verified_on": socket.gethostname(),  # the run's load_model_info hashed the files on this host
         },
         batch_size=engine.batch_size,
-        batch_format="numpy",
+        batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=workers),
         **actor_resources(engine),  # ORT's threads are set separately (session_options)
     )
+
+
+class ArrowInferStage(InferStage):
+    """The infer stage on Arrow blocks: only the pixels and the row kinds become numpy (without a copy), and the
+    other columns pass through as Arrow, instead of becoming Python strings and back for every row."""
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        is_sample = pc.equal(block["kind"], SAMPLE).to_numpy(zero_copy_only=False)
+        pixels = BlockAccessor.for_block(block).to_numpy(PIXELS)
+        return append_columns(block.drop_columns([PIXELS]), self.outputs(is_sample, pixels))

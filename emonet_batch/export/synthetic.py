@@ -1,6 +1,7 @@
 """Random-weight checkpoints in exactly the released layout, for tests and benchmarks (no hub here).
 
-`tiny` is a few-MB tower for fast tests; `full` has the exact so400m-patch16-384 shape. Both are written
+`tiny` is a few-MB tower for fast tests; `null` takes 384 px images with next to no compute (the pipeline's
+own cost); `full` has the exact so400m-patch16-384 shape. Both are written
 with transformers' own `save_pretrained` and `torch.save`, then loaded by the same code as real releases.
 """
 
@@ -17,6 +18,10 @@ from .checkpoint import HEAD_SIZES, EmotionHead
 TOWERS: dict[str, dict[str, int]] = {
     "tiny": dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=64, patch_size=8
+    ),
+    # the real input size with next to no compute: what the job itself costs per image (scripts/bench.py)
+    "null": dict(
+        hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=1, image_size=384, patch_size=32
     ),
     "full": dict(
         hidden_size=1152,

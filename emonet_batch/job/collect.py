@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .rows import END, SAMPLE, WORKER, ShardEnd
+from .rows import CPU_COLUMNS, END, SAMPLE, WORKER, ShardEnd
 
 
 class ShardCollector:
@@ -23,10 +23,14 @@ class ShardCollector:
         self.ends: dict[str, ShardEnd] = {}
         self.images_by_worker: dict[str, int] = defaultdict(int)
         self.samples_seen = 0  # distinct sample rows so far, over every shard
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(CPU_COLUMNS, 0.0)  # by stage, rows seen twice included
 
     def add(self, batch: dict[str, np.ndarray]) -> list[str]:
         """Take a batch; return the shards it made whole."""
         ready = []
+        for stage, column in CPU_COLUMNS.items():
+            if column in batch:
+                self.cpu_seconds[stage] += float(np.nansum(batch[column]))
         shards, kinds = batch["shard"], batch["kind"]
         for shard in np.unique(shards):
             mask = shards == shard

@@ -52,7 +52,7 @@ class EngineOptions:
 
     workers: int | None = None  # inference actors; None: one per GPU, or one on a CPU-only machine
     batch_size: int = 32  # images per inference call
-    decode_batch_size: int = 16  # images per decode call
+    decode_batch_size: int = 32  # images per decode call, and per block out of a read task
     gpus_per_worker: float = 0.0
     execution_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
     trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use

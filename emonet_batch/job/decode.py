@@ -18,6 +18,7 @@ Mode choices:
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from typing import Any
 
@@ -26,7 +27,7 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import DEFAULT_MAX_PIXELS
-from .rows import ERROR, PIXELS, SAMPLE
+from .rows import DECODE_CPU, ERROR, PIXELS, SAMPLE, cpu_share
 
 #: Resize filters by the names recorded in model.json, and the PIL codes of preprocessor_config.json.
 RESIZE_FILTERS: dict[str, Image.Resampling] = {
@@ -62,7 +63,12 @@ def resize_filter_name(pil_code: int | str) -> str:
 
 
 def decode_image(
-    data: bytes, size: int, resize_filter: str = "bilinear", max_pixels: int = DEFAULT_MAX_PIXELS, fast: bool = False
+    data: bytes,
+    size: int,
+    resize_filter: str = "bilinear",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fast: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode image bytes to RGB uint8 [size, size, 3]; raises ImageDecodeError for bad input.
 
@@ -70,23 +76,37 @@ def decode_image(
     of its n/8 factors that stays at or above `size`, then resized. simplejpeg because PIL's `draft` only
     offers 1/2, 1/4 and 1/8: a 1024 px face for a 384 px model decodes at 3/8, exactly 384, instead of 1/2.
     ~3.5x faster than decoding at full size on 1024 px faces, within ~1.1 grey levels mean of the exact
-    path (the benchmark measures both). Other images take the exact path."""
+    path (the benchmark measures both). Other images take the exact path.
+
+    out: a uint8 [size, size, 3] array the result is written to and returned (a JPEG that decodes straight at
+    the model size is decoded into it, without an array of its own and a copy)."""
     image = open_image(data, max_pixels)
     try:
         if fast and image.format == "JPEG" and image.mode == "RGB":
             orientation = image.getexif().get(ORIENTATION_TAG, 1)
+            if out is not None and orientation == 1 and _scaled_size(data, size) == (size, size):
+                return simplejpeg.decode_jpeg(data, "RGB", min_height=size, min_width=size, buffer=out)
             pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=size, min_width=size)
-            if orientation == 1 and pixels.shape[:2] == (size, size):
+            if out is None and orientation == 1 and pixels.shape[:2] == (size, size):
                 return pixels  # decoded straight at the model size (a 1024 px face at 3/8): nothing left to do
             image = with_orientation(Image.fromarray(pixels, mode="RGB"), orientation)
         image = ImageOps.exif_transpose(image)
         rgb = to_rgb(image)
-        resized = rgb.resize((size, size), resample=RESIZE_FILTERS[resize_filter])
-        return np.asarray(resized, dtype=np.uint8)
+        resized = np.asarray(rgb.resize((size, size), resample=RESIZE_FILTERS[resize_filter]), dtype=np.uint8)
+        if out is None:
+            return resized
+        out[...] = resized
+        return out
     except ImageDecodeError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:  # PIL and simplejpeg report truncated/corrupt data as these
         raise ImageDecodeError("corrupt", f"cannot decode image: {exc}") from None
+
+
+def _scaled_size(data: bytes, size: int) -> tuple[int, int]:
+    """The height and width libjpeg-turbo decodes `data` to at its smallest scale of at least `size`."""
+    height, width, _, _ = simplejpeg.decode_jpeg_header(data, min_height=size, min_width=size)
+    return height, width
 
 
 def with_orientation(image: Image.Image, orientation: int) -> Image.Image:
@@ -147,16 +167,19 @@ def decode_batch(
     batch: dict[str, np.ndarray], size: int, resize_filter: str, max_pixels: int, fast: bool
 ) -> dict[str, Any]:
     """The decode stage over a batch of rows: adds `pixels`, drops `image` (see rows.STAGE_COLUMNS)."""
+    started = time.thread_time()
     count = len(batch["kind"])
     pixels = np.zeros((count, size, size, 3), dtype=np.uint8)
     kind = batch["kind"].astype(object)
     stage, error_type, message = (batch[c].astype(object) for c in ("stage", "error_type", "message"))
     for i in np.flatnonzero(kind == SAMPLE):
         try:
-            pixels[i] = decode_image(batch["image"][i], size, resize_filter, max_pixels, fast)
+            decode_image(batch["image"][i], size, resize_filter, max_pixels, fast, out=pixels[i])
         except ImageDecodeError as exc:
+            pixels[i] = 0  # a decode that failed half-way may have written part of an image
             kind[i], stage[i], error_type[i], message[i] = ERROR, "decode", exc.kind, str(exc)
     out = {name: column for name, column in batch.items() if name != "image"}
     out.update(kind=kind, stage=stage, error_type=error_type, message=message)
     out[PIXELS] = pixels
+    out[DECODE_CPU] = cpu_share(time.thread_time() - started, count)
     return out

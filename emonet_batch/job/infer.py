@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, ModelInfo
-from .rows import EMBEDDING, PIXELS, SAMPLE, SCORES, WORKER
+from .rows import EMBEDDING, INFER_CPU, PIXELS, SAMPLE, SCORES, WORKER, cpu_share
 
 #: ONNX Runtime provider names of the devices a session can run on.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -169,19 +170,28 @@ class InferStage:
             self.scorer.check_provider()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The infer stage over a batch of rows (see rows.STAGE_COLUMNS)."""
         pixels = batch.pop(PIXELS)
+        batch.update(self.outputs(batch["kind"] == SAMPLE, pixels))
+        return batch
+
+    def outputs(self, is_sample: np.ndarray, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns the infer stage adds, for rows whose pixels are `pixels` and of which `is_sample` are
+        samples (the others get NaN scores)."""
+        started = time.process_time()  # the session's threads included
         count = len(pixels)
         info = self.scorer.info
         scores = np.full((count, len(info.heads)), np.nan, dtype=np.float32)
         embedding = np.full((count, info.embedding_dim), np.nan, dtype=np.float32) if self.with_embedding else None
-        rows = np.flatnonzero(batch["kind"] == SAMPLE)
+        rows = np.flatnonzero(is_sample)
         if rows.size:
-            got_scores, got_embedding = self.scorer.run(pixels[rows])
+            # a batch of samples only (the usual case) goes as it is: picking rows would copy every image
+            got_scores, got_embedding = self.scorer.run(pixels if rows.size == count else pixels[rows])
             scores[rows] = got_scores
             if embedding is not None:
                 embedding[rows] = got_embedding
-        batch[SCORES] = scores
-        batch[WORKER] = np.full(count, self.worker, dtype=object)
+        added = {SCORES: scores, WORKER: np.full(count, self.worker, dtype=object)}
         if embedding is not None:
-            batch[EMBEDDING] = embedding
-        return batch
+            added[EMBEDDING] = embedding
+        added[INFER_CPU] = cpu_share(time.process_time() - started, count)
+        return added

@@ -23,7 +23,18 @@ import pyarrow as pa
 from ..errors import first_line
 from .config import StorageOptions
 from .inputs import Shard
-from .rows import COMPLETE, END, FAILED, INCOMPLETE, READ_SCHEMA, end_row, error_row, sample_row
+from .rows import (
+    COMPLETE,
+    END,
+    FAILED,
+    INCOMPLETE,
+    READ_CPU,
+    READ_SCHEMA,
+    cpu_share,
+    end_row,
+    error_row,
+    sample_row,
+)
 from .storage import filesystem, join, split_query
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -278,12 +289,19 @@ def _read_once(shard: Shard, storage: StorageOptions, key_column: str | None) ->
 def row_blocks(
     shard: Shard, storage: StorageOptions, rows_per_block: int, key_column: str | None = None
 ) -> Iterator[pa.Table]:
-    """The rows of a shard as Arrow blocks of at most `rows_per_block` rows."""
+    """The rows of a shard as Arrow blocks of at most `rows_per_block` rows, with the CPU time each took."""
     block: list[dict[str, Any]] = []
+    started = time.thread_time()
     for row in shard_rows(shard, storage, key_column):
         block.append(row)
         if len(block) >= rows_per_block:
-            yield pa.Table.from_pylist(block, schema=READ_SCHEMA)
-            block = []
+            yield _block(block, started)
+            block, started = [], time.thread_time()
     if block:
-        yield pa.Table.from_pylist(block, schema=READ_SCHEMA)
+        yield _block(block, started)
+
+
+def _block(rows: list[dict[str, Any]], started: float) -> pa.Table:
+    table = pa.Table.from_pylist(rows, schema=READ_SCHEMA)
+    seconds = cpu_share(time.thread_time() - started, len(rows))
+    return table.set_column(table.schema.get_field_index(READ_CPU), READ_CPU, pa.array(seconds))

@@ -15,6 +15,9 @@ The stages add and drop columns (see STAGE_COLUMNS):
     infer   + scores (float32 [N, heads], NaN on other rows), + embedding (float32 [N, D], only when the
             labels keep it), + worker (which actor scored the batch), - pixels
 
+Each stage also adds its CPU seconds (read_cpu_s, decode_cpu_s, infer_cpu_s), spread evenly over the rows it
+handled in one call, so the driver can sum what each stage cost a run.
+
 The collector keeps COLLECTED_COLUMNS (plus `embedding` when asked) until a shard's `end` row and all of
 its `count` samples have arrived; the commit step turns them into label and error files.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 SAMPLE, ERROR, END = "sample", "error", "end"
@@ -45,16 +49,26 @@ READ_SCHEMA = pa.schema(
         ("count", pa.int64()),
         ("status", pa.string()),
         ("reason", pa.string()),
+        ("read_cpu_s", pa.float64()),
     ]
 )
 
 #: Columns each stage adds and drops.
 PIXELS, SCORES, EMBEDDING, WORKER = "pixels", "scores", "embedding", "worker"
+READ_CPU, DECODE_CPU, INFER_CPU = "read_cpu_s", "decode_cpu_s", "infer_cpu_s"
 STAGE_COLUMNS = {
     "read": {"adds": tuple(READ_SCHEMA.names), "drops": ()},
-    "decode": {"adds": (PIXELS,), "drops": ("image",)},
-    "infer": {"adds": (SCORES, EMBEDDING, WORKER), "drops": (PIXELS,)},
+    "decode": {"adds": (PIXELS, DECODE_CPU), "drops": ("image",)},
+    "infer": {"adds": (SCORES, EMBEDDING, WORKER, INFER_CPU), "drops": (PIXELS,)},
 }
+#: The CPU-seconds columns, by stage name.
+CPU_COLUMNS = {"read": READ_CPU, "decode": DECODE_CPU, "infer": INFER_CPU}
+
+
+def cpu_share(seconds: float, rows: int) -> np.ndarray:
+    """A call's CPU seconds spread over its rows, as a stage's CPU column."""
+    return np.full(rows, seconds / rows if rows else 0.0)
+
 
 #: What the collector keeps of each row for the commit step (the embedding only when the labels keep it).
 COLLECTED_COLUMNS = ("kind", "shard", "seq", "key", "meta", "stage", "error_type", "message", SCORES)

@@ -29,6 +29,15 @@ def run_figures(outcomes: dict[str, ShardOutcome], counters: Counters, wall: flo
         "wall_s": round(wall, 3),
         "images_per_s": round(images / wall, 3) if wall > 0 else 0.0,
         "images_by_worker": counters.images_by_worker,
+        # from the run's start (the model check) to the first scored batch, and the rate from there on, which a
+        # longer run tends to
+        "startup_s": round(counters.first_batch_s, 3) if counters.first_batch_s is not None else None,
+        "scoring_images_per_s": round(images / counters.scoring_s, 3) if counters.scoring_s > 0 else None,
+        "cpu_ms_per_image": {
+            stage: round(seconds * 1000 / images, 4) for stage, seconds in counters.cpu_seconds.items()
+        }
+        if images
+        else {},
         "stages": stage_stats,
     }
 

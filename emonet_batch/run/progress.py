@@ -23,6 +23,9 @@ class Counters:
     images_by_worker: dict[str, int] = field(default_factory=dict)  # host:pid:gpu=... -> images scored
     phase: str = "starting"
     started: float = field(default_factory=time.perf_counter)
+    first_batch_s: float | None = None  # seconds from the start to the first scored batch
+    scoring_s: float = 0.0  # seconds from the first scored batch to the end of the stream
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU seconds by stage (read, decode, ...)
 
     @property
     def elapsed(self) -> float:

@@ -143,6 +143,25 @@ def analyse(config: ScoreConfig, result: RunResult) -> None:
         result.report = build_report(config.output, config.storage, config.presentation.gallery, result.stats)
 
 
+def commit_whole_shard(
+    collector: ShardCollector,
+    shard_id: str,
+    shard: Shard,
+    fs,
+    output: str,
+    info: ModelInfo,
+    config: ScoreConfig,
+    attempt: str,
+    outcomes: dict[str, ShardOutcome],
+) -> None:
+    rows, end = collector.pop(shard_id)
+    try:
+        outcome = commit_shard(fs, output, shard, rows, end, info, config.labels, attempt)
+    except StorageError as exc:  # this shard is not committed; the run goes on, and says so in the manifest
+        outcome = ShardOutcome(shard_id, shard.display_url, "failed", end.count, reason=f"commit failed: {exc}")
+    outcomes[shard_id] = outcome
+
+
 def check_config(config: ScoreConfig) -> None:
     engine = config.engine
     if engine.batch_size < 1 or engine.decode_batch_size < 1:
@@ -188,20 +207,26 @@ def stream_and_commit(
     by_id = {s.shard_id: s for s in todo}
     attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
     collector = ShardCollector(collected_columns(config.labels.embedding))
+    driver = {"collect": 0.0, "commit": 0.0}  # the driver's own CPU seconds per step
+    driver_started = time.process_time()
     for batch in result_batches(dataset):
-        if counters.phase != "scoring":
+        if counters.first_batch_s is None:
+            counters.first_batch_s = counters.elapsed
             progress.phase("scoring")
-        for shard_id in collector.add(batch):
-            rows, end = collector.pop(shard_id)
-            shard = by_id[shard_id]
-            try:
-                outcome = commit_shard(fs, output, shard, rows, end, info, config.labels, attempt)
-            except StorageError as exc:  # this shard is not committed; the run goes on, and says so in the manifest
-                outcome = ShardOutcome(shard_id, shard.display_url, "failed", end.count, reason=f"commit failed: {exc}")
-            outcomes[shard_id] = outcome
+        started = time.thread_time()
+        whole = collector.add(batch)
+        driver["collect"] += time.thread_time() - started
+        for shard_id in whole:
+            started = time.thread_time()
+            commit_whole_shard(collector, shard_id, by_id[shard_id], fs, output, info, config, attempt, outcomes)
+            driver["commit"] += time.thread_time() - started
             counters.shards_done += 1
-            counters.errors += outcome.errors
+            counters.errors += outcomes[shard_id].errors
         counters.scored = collector.samples_seen
+    counters.scoring_s = counters.elapsed - (counters.first_batch_s or 0.0)
+    # the rest of the driver's CPU: Ray Data's executor and batch iteration threads
+    driver["ray_data_driver"] = time.process_time() - driver_started - driver["collect"] - driver["commit"]
+    counters.cpu_seconds = {**collector.cpu_seconds, **driver}
     try:
         discard_attempt(fs, output, attempt)
     except OSError:  # only leftovers of this attempt: never worth failing a finished run over
