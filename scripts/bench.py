@@ -240,7 +240,7 @@ def main() -> None:
             figures = model_and_job_figures(args.model, count, batch_size, args.decode_images)
     text = json.dumps(
         {
-            "machine": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()}), no GPU",
+            "machine": f"{os.cpu_count()} {platform.machine()} CPUs ({cpu_description()})",
             "images": count,
             "batch_size": batch_size,
             "source_jpeg_px": SOURCE_SIZE,

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# One prepared command for a machine with an NVIDIA GPU: installs the GPU build of ONNX Runtime from local
-# wheels (scripts/gpu_wheels.sh), then runs scripts/gpu_bench.py: export of the full synthetic Large model
-# at fp32 and fp16, and the throughput and accuracy of every GPU path (ORT CUDA fp32/fp16, TensorRT fp16
-# when it loads) against PyTorch eager fp32 on the same GPU. Writes benchmarks/results/<date>-<device>.json.
-# Needs PyTorch with CUDA and transformers on the machine. Whole run: ~5 minutes, under 8 with a TensorRT
-# engine build (GPU_CHECK_TIMEOUT, default 470 s, bounds it).
+# One prepared command for a machine with an NVIDIA GPU, PyTorch (CUDA) and transformers but no package
+# registry, sized for ~8 minutes of its time:
+#   1. installs the carried wheels (scripts/gpu_wheels.sh: a stripped Ray and the job's small packages, one
+#      transfer of ~44 MB) into a directory of their own, when WHEEL_DIR holds any;
+#   2. scripts/gpu_bench.py: PyTorch eager fp32 on the GPU (the reference), PyTorch bf16/fp16 replayed from a
+#      CUDA graph, the ONNX Runtime GPU paths when its build has them, decode on one core and on every core;
+#   3. when Ray imports, scripts/bench.py --model null on this host's cores: the job's own pipeline ceiling,
+#      what the CPUs of a GPU node can feed.
+# Results: benchmarks/results/<date>-gpu-bench.json and <date>-gpu-host-null.json, also copied to $OUT when set.
+# GPU_CHECK_DRY_RUN=1 runs every step on the CPU with the tiny model (minutes, no GPU needed).
 #
 #   scripts/gpu_check.sh [WHEEL_DIR] [gpu_bench.py options...]      (default WHEEL_DIR: wheels)
 set -euo pipefail
@@ -12,15 +16,32 @@ cd "$(dirname "$0")/.."
 wheels=${1:-wheels}
 shift || true
 site=${GPU_CHECK_SITE:-/tmp/emonet-gpu-site}
-for first in "$wheels"/*.whl.part-aa; do
-    [ -e "$first" ] || continue
-    whole=${first%.part-aa}
-    cat "$whole".part-* > "$whole"
-done
-# --target: the GPU build shadows a CPU onnxruntime already installed, without touching it
-python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheels"/*.whl
+if compgen -G "$wheels/*.whl" >/dev/null; then
+    # --target: the carried packages shadow nothing the image holds except by name, and leave it untouched
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+        "$wheels"/*.whl
+fi
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
-timeout "${GPU_CHECK_TIMEOUT:-470}" python3 scripts/gpu_bench.py "$@"
+results=benchmarks/results
+day=$(date +%Y-%m-%d)
+written=("$results/$day-gpu-bench.json")
+if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
+    bench=(--device cpu --synthetic tiny --images 64 --batch-size 16)
+    null_images=512
+else
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    bench=()
+    null_images=8192
+fi
+timeout "${GPU_CHECK_TIMEOUT:-330}" python3 scripts/gpu_bench.py --out "${written[0]}" "${bench[@]}" "$@"
+if python3 -c "import ray" 2>/dev/null; then
+    written+=("$results/$day-gpu-host-null.json")
+    timeout "${GPU_CHECK_NULL_TIMEOUT:-150}" python3 scripts/bench.py --model null --images "$null_images" \
+        --out "${written[1]}"
+else
+    echo "gpu_check: Ray does not import here; the pipeline ceiling was not measured (carry scripts/gpu_wheels.sh's set)"
+fi
+if [ -n "${OUT:-}" ]; then
+    cp "${written[@]}" "$OUT"/
+fi

@@ -43,13 +43,17 @@ class ReferenceModel(nn.Module):
         return scores, embedding
 
 
-def reference_runner(checkpoint: Path, heads: tuple[str, ...], normalize: bool, device: str = "cpu"):
-    """PyTorch eager fp32 over `checkpoint` (encoder/ and heads/ in the released layout) as a benchmark path:
-    uint8 pixels [N, S, S, 3] -> (scores, embedding) as numpy float32."""
-    model = ReferenceModel(
+def reference_model(checkpoint: Path, heads: tuple[str, ...], normalize: bool) -> ReferenceModel:
+    """The reference over `checkpoint` (encoder/ and heads/ in the released layout), in eval mode."""
+    return ReferenceModel(
         load_encoder(checkpoint / "encoder").model, load_heads(checkpoint / "heads", heads), normalize
-    )
-    model = model.eval().to(device)
+    ).eval()
+
+
+def reference_runner(checkpoint: Path, heads: tuple[str, ...], normalize: bool, device: str = "cpu"):
+    """PyTorch eager fp32 over `checkpoint` as a benchmark path: uint8 pixels [N, S, S, 3] -> (scores,
+    embedding) as numpy float32."""
+    model = reference_model(checkpoint, heads, normalize).to(device)
 
     def run(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
