@@ -85,3 +85,16 @@ def test_score_refuses_an_inaccurate_model_before_reading_anything(tiny_models, 
     ):
         run_score(config)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_cpu_actor_takes_its_share_of_its_own_node_not_of_the_cluster():
+    from emonet_batch.edge.plan import actors_per_node
+    from emonet_batch.job.infer import intra_op_threads
+
+    # 8 nodes of 16 CPUs (and a head without CPUs for work): one actor per node gets its node's 16 threads
+    per_node = actors_per_node(8, [16.0] * 8 + [0.0])
+    assert per_node == 1 and intra_op_threads(SessionOptions(actors_per_node=per_node), node_cpus=16) == 16
+    assert intra_op_threads(SessionOptions(actors_per_node=actors_per_node(3, [16.0, 16.0])), node_cpus=16) == 8
+    assert intra_op_threads(SessionOptions(intra_op_threads=3, actors_per_node=4), node_cpus=16) == 3  # as given
+    assert intra_op_threads(SessionOptions(actors_per_node=32), node_cpus=16) == 1
+    assert actors_per_node(2, []) == 2  # no node known yet (a cluster scaling from zero): never zero

@@ -9,7 +9,7 @@ Blocks are kept near BLOCK_BYTES and typed by blocks.to_block.
 
 from __future__ import annotations
 
-import os
+import math
 import socket
 
 import pyarrow as pa
@@ -54,8 +54,13 @@ def session_options(engine: EngineOptions, workers: int) -> SessionOptions:
             max_batch=engine.batch_size,
             trt_cache_dir=engine.trt_cache,
         )
-    cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-    return SessionOptions(intra_op_threads=engine.threads_per_worker or max(1, cpus // workers))
+    nodes = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]]
+    return SessionOptions(intra_op_threads=engine.threads_per_worker, actors_per_node=actors_per_node(workers, nodes))
+
+
+def actors_per_node(workers: int, node_cpus: list[float]) -> int:
+    """CPU actors per node when Ray spreads `workers` over the nodes that have CPUs."""
+    return max(1, math.ceil(workers / max(1, sum(1 for cpus in node_cpus if cpus > 0))))
 
 
 def check_gpus(engine: EngineOptions) -> None:

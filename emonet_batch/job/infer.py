@@ -23,7 +23,9 @@ class SessionOptions:
     """ONNX Runtime session settings (README, "Performance and tuning", says how they were chosen).
 
     device: cpu | cuda | tensorrt (TensorRT falls back to CUDA for what it cannot take).
-    intra_op_threads: 0 lets ORT use every core it sees; the pipeline gives each CPU actor its share.
+    intra_op_threads: 0 gives a CPU session its share of the CPUs of the node it runs on (node CPUs /
+      actors_per_node); GPU sessions take 1.
+    actors_per_node: how many CPU actors share a node (the plan spreads them evenly).
     trt_precision: the reduced precision TensorRT may choose kernels in: fp16 (meant for the fp16 export), bf16
       (Ampere and newer; meant for the fp32 export: bf16 has fp32's range, so LayerNorm statistics cannot
       overflow), or fp32 (none).
@@ -33,6 +35,7 @@ class SessionOptions:
 
     device: str = "cpu"
     intra_op_threads: int = 0
+    actors_per_node: int = 1
     trt_precision: str = "fp16"
     max_batch: int = 32
     trt_cache_dir: str | None = None
@@ -78,11 +81,27 @@ def provider_list(options: SessionOptions, image_size: int) -> list[tuple[str, d
     raise ValueError(f"unknown device {options.device!r}; choose from {', '.join(PROVIDERS)}")
 
 
+def intra_op_threads(options: SessionOptions, node_cpus: int | None = None) -> int:
+    """The session's intra-op threads: as given, else this node's CPUs shared by the actors on it. The node's,
+    not the cluster's: an actor on one 16-core node of an 8-node cluster got 128 threads."""
+    if options.intra_op_threads:
+        return options.intra_op_threads
+    return max(1, (node_cpus or usable_cpus()) // max(1, options.actors_per_node))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's CPU set, where the system says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def ort_session_options(options: SessionOptions):
     import onnxruntime as ort
 
     session_options = ort.SessionOptions()
-    session_options.intra_op_num_threads = options.intra_op_threads
+    session_options.intra_op_num_threads = intra_op_threads(options)
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session_options.enable_cpu_mem_arena = True  # batches have one shape: the arena's blocks are reused as they are
     # Idle intra-op threads spin instead of sleeping between operators (ORT's default, set to say so): with
