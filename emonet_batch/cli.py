@@ -76,10 +76,28 @@ def cli() -> None:
     show_default=True,
     help="ONNX opset (20 and newer keep GELU one operator instead of ten).",
 )
+@click.option(
+    "--heads-only",
+    is_flag=True,
+    help="Export only the heads, as a model whose input is the tower's embedding (what score --embedding stores); "
+    "it records the id of the tower (--encoder or --synthetic) whose embeddings it reads. fp32 only.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory for model.onnx and model.json.")
 @click.option("--overwrite", is_flag=True, help="Replace a model already in --out.")
 def export(
-    encoder, heads, synthetic, head_size, seed, only_heads, precision, parity_images, normalize, opset, out, overwrite
+    encoder,
+    heads,
+    synthetic,
+    head_size,
+    seed,
+    only_heads,
+    precision,
+    parity_images,
+    normalize,
+    opset,
+    heads_only,
+    out,
+    overwrite,
 ) -> None:
     """Export the tower and heads to one verified ONNX graph (needs the `export` extra)."""
     try:
@@ -104,13 +122,16 @@ def export(
         normalize=normalize,
         opset=opset,
         overwrite=overwrite,
+        heads_only=heads_only,
     )
     result = export_model(config)
     parity = result.parity
     record = result.record
-    click.echo(f"exported {len(record['heads'])} {record['head_size']} heads, {record['precision']}, to {out}")
+    what = "heads only (embedding in)" if heads_only else record["precision"]
+    click.echo(f"exported {len(record['heads'])} {record['head_size']} heads, {what}, to {out}")
     click.echo(
-        f"parity vs PyTorch on {parity.images} images: max |Δ score| {parity.max_abs_score_diff:.3g}, "
+        f"parity vs PyTorch on {parity.images} {'embeddings' if heads_only else 'images'}: "
+        f"max |Δ score| {parity.max_abs_score_diff:.3g}, "
         f"embedding cosine min {parity.embedding_cosine_min:.6f}, "
         f"top-emotion agreement {parity.top_emotion_agreement:.0%}"
     )

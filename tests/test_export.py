@@ -293,3 +293,26 @@ def test_cli_usage_errors_are_one_line(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == f"emonet-batch: error: not an exported model directory (no model.json): {tmp_path / 'missing'}"
     )
+
+
+def test_a_heads_only_export_reads_its_towers_embeddings_and_score_refuses_it(tiny_models, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from emonet_batch.run.config import score_config
+    from emonet_batch.run.score import run_score
+
+    # the same synthetic tower as tiny_models["small"] (seed 7), its heads alone
+    args = ["export", "--synthetic", "tiny", "--head-size", "small", "--seed", "7", "--heads-only"]
+    assert main([*args, "--out", str(tmp_path / "heads")]) == 0
+    assert "heads only (embedding in)" in capsys.readouterr().out
+    heads, full = load_model_info(tmp_path / "heads"), load_model_info(tiny_models["small"])
+    assert heads.heads_only and not full.heads_only and heads.tower_id == full.tower_id and heads.image_size == 0
+    assert heads.record["parity"]["max_abs_score_diff"] <= 1e-4
+    pixels = np.random.default_rng(3).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    scores, embedding = OnnxScorer(full).run(pixels)
+    (rescored,) = ort.InferenceSession(str(heads.onnx_path)).run(["scores"], {"embedding": embedding})
+    np.testing.assert_allclose(rescored, scores, rtol=0, atol=1e-5)
+    with pytest.raises(UsageError, match="heads-only"):
+        run_score(score_config((str(tmp_path),), str(tmp_path / "out"), str(tmp_path / "heads")))
+    assert main([*args, "--precision", "int8", "--out", str(tmp_path / "int8")]) == 2
+    assert "--heads-only exports fp32 only" in capsys.readouterr().err

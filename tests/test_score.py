@@ -10,6 +10,7 @@ import pytest
 from emonet_batch.devtools.samples import demo_samples
 from emonet_batch.errors import UsageError
 from emonet_batch.job.inputs import shard_id
+from emonet_batch.model.record import load_model_info
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
@@ -69,6 +70,8 @@ def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_
     assert schema.field("embedding").type.list_size == 64
     assert set(table.column("top_emotion").to_pylist()) <= set(EMOTIONS)
     assert schema.metadata[b"emonet_batch.model_id"].decode() == result.manifest["model"]["id"]
+    tower = load_model_info(tiny_models["small"]).tower_id  # what a heads-only model is checked against
+    assert schema.metadata[b"emonet_batch.tower_id"].decode() == tower
     rows = table.to_pandas()
     np.testing.assert_allclose(rows.filter(like="_softmax").iloc[:, :40].sum(axis=1), 1.0, atol=1e-5)
     assert rows["valence_softmax"].isna().all()

@@ -24,18 +24,23 @@ from ..model.accuracy import Parity
 from ..model.postprocess import packaged_neutral_means
 from ..model.record import (
     FORMAT_VERSION,
+    FULL,
     GRAPH_INPUT,
     GRAPH_OUTPUTS,
+    HEADS_INPUT,
+    HEADS_ONLY,
+    HEADS_OUTPUTS,
     MODEL_JSON,
     MODEL_ONNX,
     load_model_info,
     sha256_file,
+    tower_id,
     write_model_json,
 )
 from .checkpoint import Encoder, HeadSet, load_encoder, load_heads
-from .graph import FusedModel, to_fp16, write_onnx
+from .graph import BatchedHeads, FusedModel, to_fp16, write_onnx
 from .hub import resolve_checkpoint
-from .parity import FP32_PARITY_TOLERANCE, check_parity
+from .parity import FP32_PARITY_TOLERANCE, check_heads_parity, check_parity
 from .quantize import INT8_QUANTIZATION
 from .reference import ReferenceModel
 
@@ -58,6 +63,7 @@ class ExportConfig:
     opset: int = 20  # 20: GELU is one operator; the fp32 tower ran 0.233 vs 0.195 images/s at 18 on 2 CPU cores
     parity_images: int | None = None  # calibration images for the accuracy record; None: 4 for fp32, 16 otherwise
     overwrite: bool = False
+    heads_only: bool = False  # a model whose input is the tower's embedding (see export_heads_only)
 
 
 @dataclass
@@ -71,6 +77,8 @@ class ExportResult:
 def export_model(config: ExportConfig) -> ExportResult:
     """Resolve checkpoints, export, verify parity, then write model.json (last)."""
     _check_config(config)
+    if config.heads_only:
+        return export_heads_only(config)
     seconds: dict[str, float] = {}
     out = config.out
     _prepare_out(out, config.overwrite)
@@ -84,7 +92,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     if heads.in_dim != encoder.width:
         raise ModelError(f"heads take {heads.in_dim}-d input but the encoder produces {encoder.width}-d embeddings")
     neutral = packaged_neutral_means()
-    metadata = _graph_metadata(config, encoder, heads, neutral)
+    metadata = _graph_metadata(config, encoder, heads)
     seconds["load"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -92,7 +100,8 @@ def export_model(config: ExportConfig) -> ExportResult:
     if config.precision == "fp16":
         # the reference below keeps its own fp32 tower: copy before converting
         fused = to_fp16(copy.deepcopy(fused))
-    onnx_files = write_onnx(fused, out, encoder.image_size, config.opset, metadata)
+    example = torch.zeros(2, encoder.image_size, encoder.image_size, 3, dtype=torch.uint8)
+    onnx_files = write_onnx(fused, out, example, config.opset, metadata)
     seconds["export"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -100,12 +109,69 @@ def export_model(config: ExportConfig) -> ExportResult:
     images = config.parity_images or (4 if config.precision == "fp32" else 16)
     parity = check_parity(reference, out / MODEL_ONNX, heads.columns, neutral, encoder.image_size, images, config.seed)
     seconds["parity"] = time.perf_counter() - started
+    return _finish(
+        config, metadata, heads, neutral, parity, onnx_files, sources, _source_hashes(encoder, heads), seconds
+    )
+
+
+def export_heads_only(config: ExportConfig) -> ExportResult:
+    """Only the heads, as a model whose input is the tower's embedding (what `score --embedding` stores), for
+    applying other heads to stored embeddings without the tower (~519 GFLOP an image against a few MFLOP). The
+    encoder is read for its identity and width only: the record names the tower whose embeddings the model
+    reads (`tower_id`). fp32 only: the heads cost next to nothing. Parity is against the heads in PyTorch on
+    the same (random, normalised as the tower's are) embeddings."""
+    if config.precision != "fp32":
+        raise UsageError("--heads-only exports fp32 only: the heads are a few MFLOP an image, nothing to save")
+    seconds: dict[str, float] = {}
+    _prepare_out(config.out, config.overwrite)
+    started = time.perf_counter()
+    encoder_dir, heads_dir, sources = _checkpoint_dirs(config)
+    encoder = load_encoder(encoder_dir)
+    heads = load_heads(heads_dir, config.only_heads)
+    if heads.in_dim != encoder.width:
+        raise ModelError(f"heads take {heads.in_dim}-d input but the encoder produces {encoder.width}-d embeddings")
+    neutral = packaged_neutral_means()
+    metadata = {
+        **_graph_metadata(config, encoder, heads),
+        "kind": HEADS_ONLY,
+        "image_size": None,
+        "resize_filter": None,
+        "inputs": {HEADS_INPUT: "float32 [N, D] the tower's embedding as `score --embedding` stores it"},
+        "outputs": {HEADS_OUTPUTS[0]: "float32 [N, H] raw head outputs, in the order of `heads`"},
+    }
+    seconds["load"] = time.perf_counter() - started
+    started = time.perf_counter()
+    example = torch.zeros(2, encoder.width)
+    files = write_onnx(
+        BatchedHeads(heads).eval(), config.out, example, config.opset, metadata, (HEADS_INPUT, HEADS_OUTPUTS)
+    )
+    seconds["export"] = time.perf_counter() - started
+    started = time.perf_counter()
+    images = config.parity_images or 16
+    parity = check_heads_parity(
+        heads, config.out / MODEL_ONNX, neutral, encoder.width, config.normalize, images, config.seed
+    )
+    seconds["parity"] = time.perf_counter() - started
+    return _finish(config, metadata, heads, neutral, parity, files, sources, _source_hashes(encoder, heads), seconds)
+
+
+def _finish(
+    config: ExportConfig,
+    metadata: dict[str, Any],
+    heads: HeadSet,
+    neutral: dict[str, float],
+    parity: Parity,
+    onnx_files: list[Path],
+    sources: dict[str, str],
+    source_hashes: dict[str, str],
+    seconds: dict[str, float],
+) -> ExportResult:
+    """Check fp32 parity, then write model.json (last) and read it back."""
     if config.precision == "fp32" and not parity.max_abs_score_diff <= FP32_PARITY_TOLERANCE:
         raise ExportError(
             f"parity check failed: max |score difference| {parity.max_abs_score_diff:.3g} between ONNX Runtime and "
-            f"PyTorch exceeds {FP32_PARITY_TOLERANCE:g}; the ONNX file in {out} is not usable"
+            f"PyTorch exceeds {FP32_PARITY_TOLERANCE:g}; the ONNX file in {config.out} is not usable"
         )
-
     record = {
         "format_version": FORMAT_VERSION,
         **metadata,
@@ -113,12 +179,12 @@ def export_model(config: ExportConfig) -> ExportResult:
         "opset": config.opset,
         "parity": parity.as_dict(),
         "files": {path.name: sha256_file(path) for path in onnx_files},
-        "sources": {**sources, "sha256": _source_hashes(encoder, heads)},
+        "sources": {**sources, "sha256": source_hashes},
         "versions": _versions(),
     }
-    write_model_json(out, record)
-    load_model_info(out)  # proves the record reads back and the hashes verify
-    return ExportResult(out, record, parity, seconds)
+    write_model_json(config.out, record)
+    load_model_info(config.out)  # proves the record reads back and the hashes verify
+    return ExportResult(config.out, record, parity, seconds)
 
 
 def _check_config(config: ExportConfig) -> None:
@@ -162,11 +228,12 @@ def neutral_subset(neutral: dict[str, float], columns: Sequence[str]) -> dict[st
     return {column: neutral[column] for column in columns}
 
 
-def _graph_metadata(
-    config: ExportConfig, encoder: Encoder, heads: HeadSet, neutral: dict[str, float]
-) -> dict[str, Any]:
+def _graph_metadata(config: ExportConfig, encoder: Encoder, heads: HeadSet) -> dict[str, Any]:
     """The facts consumers need, recorded in model.json and mirrored in the ONNX metadata."""
+    encoder_hashes = {f"encoder/{path.name}": sha256_file(path) for path in encoder.files}
     return {
+        "kind": FULL,
+        "tower_id": tower_id(encoder_hashes, config.normalize),
         "heads": list(heads.columns),
         "head_size": heads.head_size,
         "image_size": encoder.image_size,

@@ -26,14 +26,12 @@ from .reference import embed
 EXTERNAL_DATA_BYTES = 3 * 1024**3 // 2
 
 
-class FusedModel(nn.Module):
-    """Tower + all heads as batched matrix products: the first head layer of every head is one
-    [D, H*h0] matmul; each later layer is one batched matmul over the H heads."""
+class BatchedHeads(nn.Module):
+    """Every head as a few batched matrix products: the first head layer of every head is one [D, H*h0] matmul;
+    each later layer is one batched matmul over the H heads. embedding [N, D] -> scores [N, H]."""
 
-    def __init__(self, encoder: Encoder, heads: HeadSet, normalize: bool):
+    def __init__(self, heads: HeadSet):
         super().__init__()
-        self.tower = encoder.model
-        self.normalize = normalize
         linears = [head.linears for head in heads.modules]  # [H][layers]
         self.first = nn.Linear(heads.in_dim, sum(layer[0].out_features for layer in linears))
         with torch.no_grad():
@@ -51,27 +49,47 @@ class FusedModel(nn.Module):
             )
         self.num_heads = len(linears)
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = embed(self.tower, pixels, self.normalize)
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         hidden = torch.relu(self.first(embedding))
         hidden = hidden.reshape(hidden.shape[0], self.num_heads, -1).transpose(0, 1)  # [H, N, h0]
         for depth, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             hidden = torch.matmul(hidden, weight) + bias
             if depth < len(self.weights) - 1:
                 hidden = torch.relu(hidden)
-        scores = hidden.squeeze(-1).transpose(0, 1)  # [N, H]
-        return scores, embedding
+        return hidden.squeeze(-1).transpose(0, 1)  # [N, H]
 
 
-def write_onnx(model: FusedModel, out: Path, image_size: int, opset: int, metadata: dict[str, Any]) -> list[Path]:
-    """Export to out/model.onnx (weights in model.onnx.data when over the protobuf limit)."""
+class FusedModel(nn.Module):
+    """Tower + all heads (BatchedHeads): uint8 pixels -> (scores, embedding)."""
+
+    def __init__(self, encoder: Encoder, heads: HeadSet, normalize: bool):
+        super().__init__()
+        self.tower = encoder.model
+        self.normalize = normalize
+        self.heads = BatchedHeads(heads)
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = embed(self.tower, pixels, self.normalize)
+        return self.heads(embedding), embedding
+
+
+def write_onnx(
+    model: nn.Module,
+    out: Path,
+    example: torch.Tensor,
+    opset: int,
+    metadata: dict[str, Any],
+    names: tuple[str, tuple[str, ...]] = (GRAPH_INPUT, GRAPH_OUTPUTS),
+) -> list[Path]:
+    """Export to out/model.onnx (weights in model.onnx.data when over the protobuf limit). `example` is an input
+    of batch 2 (the batch axis is dynamic); `names` the graph's input and output names."""
     import onnx
 
     staging = out / ".export-staging"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    input_name, output_names = names
     try:
-        dummy = torch.zeros(2, image_size, image_size, 3, dtype=torch.uint8)
         batch = {0: "batch"}
         # The TorchScript exporter: it exports this model in well under a second for the tiny tower and
         # keeps our output names; the dynamo exporter (torch 2.13) collides an internal value with the
@@ -82,11 +100,11 @@ def write_onnx(model: FusedModel, out: Path, image_size: int, opset: int, metada
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter; see the comment above
             torch.onnx.export(
                 model,
-                (dummy,),
+                (example,),
                 str(staging / MODEL_ONNX),
-                input_names=[GRAPH_INPUT],
-                output_names=list(GRAPH_OUTPUTS),
-                dynamic_axes={name: batch for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
+                input_names=[input_name],
+                output_names=list(output_names),
+                dynamic_axes={name: batch for name in (input_name, *output_names)},
                 opset_version=opset,
                 dynamo=False,
             )

@@ -37,6 +37,7 @@ from .layout import (
     STAGING,
     TOP_EMOTION,
     TOP_PROB,
+    TOWER_ID_METADATA,
     centered_column,
     commit_file,
     error_file,
@@ -133,6 +134,7 @@ def file_metadata(info: ModelInfo) -> dict[str, str]:
     return {
         "emonet_batch.version": __version__,
         MODEL_ID_METADATA: info.model_id,
+        **({TOWER_ID_METADATA: info.tower_id} if info.tower_id else {}),
         "emonet_batch.heads": json.dumps(list(info.heads)),
         "emonet_batch.precision": info.precision,
     }

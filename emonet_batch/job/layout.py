@@ -32,6 +32,8 @@ EMBEDDING_COLUMN = "embedding"
 CENTERED_SUFFIX, SOFTMAX_SUFFIX = "_centered", "_softmax"
 #: The Parquet key-value metadata of label and error files that names the model which produced them.
 MODEL_ID_METADATA = "emonet_batch.model_id"
+#: ... and the tower whose embeddings it holds (record.tower_id): what heads-only models are checked against.
+TOWER_ID_METADATA = "emonet_batch.tower_id"
 #: Columns of an error file.
 ERROR_COLUMNS = (KEY, SHARD, "stage", "error_type", "message")
 

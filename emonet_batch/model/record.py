@@ -29,6 +29,11 @@ METADATA_PREFIX = "emonet_batch."
 #: The fused graph's interface: uint8 pixels in, raw head scores and the embedding out.
 GRAPH_INPUT = "pixels"
 GRAPH_OUTPUTS = ("scores", "embedding")
+#: A heads-only graph's interface: the tower's embedding in, raw head scores out.
+HEADS_INPUT = "embedding"
+HEADS_OUTPUTS = ("scores",)
+#: model.json `kind`: the tower and heads (pixels in), or the heads only (embeddings in). Records without it are full.
+FULL, HEADS_ONLY = "full", "heads"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,12 @@ class ModelInfo:
     neutral_means: dict[str, float]
     files: dict[str, str]  # file name in the directory -> sha256
     record: dict[str, Any] = field(repr=False)
+    kind: str = FULL
+    tower_id: str | None = None  # the embeddings' tower (see tower_id()); None in records written before it
+
+    @property
+    def heads_only(self) -> bool:
+        return self.kind == HEADS_ONLY
 
     @property
     def onnx_path(self) -> Path:
@@ -59,7 +70,15 @@ class ModelInfo:
 
 
 def model_id(record: dict[str, Any]) -> str:
-    identity = {"files": record["files"], **{fact: record[fact] for fact in LABEL_FACTS}}
+    identity = {"files": record["files"], **{fact: record.get(fact) for fact in LABEL_FACTS}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def tower_id(encoder_hashes: dict[str, str], normalize: bool) -> str:
+    """Identifies the embeddings a tower gives: the sha256 of its checkpoint files and whether the embedding is
+    L2-normalised. A full model records the id of its tower; a heads-only model the id of the tower whose
+    embeddings it reads (any precision of that tower: they differ within the recorded accuracy)."""
+    identity = {"encoder": encoder_hashes, "normalize": normalize}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -89,15 +108,17 @@ def load_model_info(directory: str | Path, verify: bool = True) -> ModelInfo:
         info = ModelInfo(
             directory=directory,
             heads=tuple(record["heads"]),
-            image_size=int(record["image_size"]),
+            image_size=int(record["image_size"] or 0),  # null for a heads-only model
             embedding_dim=int(record["embedding_dim"]),
             head_size=record["head_size"],
             normalize=bool(record["normalize"]),
-            resize_filter=record["resize_filter"],
+            resize_filter=record["resize_filter"] or "",
             precision=record["precision"],
             neutral_means={k: float(v) for k, v in record["neutral_means"].items()},
             files=dict(record["files"]),
             record=record,
+            kind=record.get("kind", FULL),
+            tower_id=record.get("tower_id"),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{path}: malformed model record ({type(exc).__name__}: {exc})") from None

@@ -176,6 +176,11 @@ def check_config(config: ScoreConfig) -> None:
 
 def check_accuracy(info: ModelInfo, config: ScoreConfig) -> None:
     """Refuse a reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
+    if info.heads_only:
+        raise UsageError(
+            f"model {config.model} is heads-only (its input is the tower's embedding, not images); "
+            "score images with a full export"
+        )
     problems = accuracy_problems(info.record)
     if problems and not config.allow_inaccurate_model:
         raise UsageError(
