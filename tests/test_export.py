@@ -301,8 +301,9 @@ def test_a_heads_only_export_reads_its_towers_embeddings_and_score_refuses_it(ti
     from emonet_batch.run.config import score_config
     from emonet_batch.run.score import run_score
 
-    # the same synthetic tower as tiny_models["small"] (seed 7), its heads alone
-    args = ["export", "--synthetic", "tiny", "--head-size", "small", "--seed", "7", "--heads-only"]
+    # the checkpoint tiny_models["small"] was exported from: its heads alone, for its tower
+    checkpoint = tiny_models["small"] / "checkpoint"
+    args = ["export", "--encoder", str(checkpoint / "encoder"), "--heads", str(checkpoint / "heads"), "--heads-only"]
     assert main([*args, "--out", str(tmp_path / "heads")]) == 0
     assert "heads only (embedding in)" in capsys.readouterr().out
     heads, full = load_model_info(tmp_path / "heads"), load_model_info(tiny_models["small"])

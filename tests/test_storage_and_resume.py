@@ -114,7 +114,7 @@ def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models, tmp_path):
+def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models, tmp_path, capsys):
     """Through a proxy that answers 503 SlowDown to the first read of every shard and the first write of every
     staged, published and commit file: every row still arrives, once."""
     endpoint, client = s3
@@ -168,21 +168,14 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     )
     assert CANARY not in everything and "emonet-test-key" not in everything and signature not in everything
 
-    # a second run (same options: the output records them) commits nothing twice
-    again = cli(
-        "score",
-        "s3://corpus/faces/shard-{00000..00001}.tar",
-        "--output",
-        "s3://results/run1",
-        "--model",
-        str(tiny_models["small"]),
-        "--endpoint-url",
-        endpoint,
-        "--meta-fields",
-        "gender",
+    # a second run (same options: the output records them) commits nothing twice; in-process: it starts no Ray
+    again = main(
+        ["score", "s3://corpus/faces/shard-{00000..00001}.tar", "--output", "s3://results/run1"]
+        + ["--model", str(tiny_models["small"]), "--endpoint-url", endpoint, "--meta-fields", "gender"]
     )
-    assert again.returncode == 0, again.stderr
-    assert "skipped (committed earlier)  2" in again.stdout and CANARY not in again.stdout + again.stderr
+    out, err = capsys.readouterr()
+    assert again == 0, err
+    assert "skipped (committed earlier)  2" in out and CANARY not in out + err
 
 
 def test_object_storage_problems_fail_before_anything_starts(s3, tiny_models, tmp_path, monkeypatch, capsys):
