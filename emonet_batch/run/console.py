@@ -23,7 +23,8 @@ STDERR_FD = 2
 @contextmanager
 def native_stderr_to_file(enabled: bool) -> Iterator[list[int]]:
     """Inside, descriptor 2 is a log file and sys.stderr the terminal; the caller puts the exit code into the
-    yielded list, and a non-zero code keeps the file (and says where), zero removes it."""
+    yielded list: zero removes the file, anything else (or none, when an exception escaped) keeps it and says
+    where."""
     exit_code: list[int] = []
     if not enabled or not _stderr_is_descriptor_2():
         yield exit_code
@@ -41,7 +42,7 @@ def native_stderr_to_file(enabled: bool) -> Iterator[list[int]]:
         os.dup2(terminal, STDERR_FD)
         sys.stderr = original
         os.close(terminal)
-        _keep_or_remove(path, failed=bool(exit_code and exit_code[0]))
+        _keep_or_remove(path, failed=not exit_code or exit_code[0] != 0)  # none recorded: an exception escaped
 
 
 def _stderr_is_descriptor_2() -> bool:
