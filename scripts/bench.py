@@ -32,6 +32,7 @@ Run time on 2 cores: tiny ~1 minute; full ~12 minutes (the fp32 paths run ~0.2 i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -168,6 +169,25 @@ def without_ray_address() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
+def job_run(samples, samples_per_shard: int, model_dir: Path, batch_size: int, measured=None, **options):
+    """The whole `score` job (stats off) on shards of `samples`, Ray started first; `measured`, a context manager,
+    wraps the run alone."""
+    with tempfile.TemporaryDirectory() as work:
+        shards = write_shards(samples, Path(work) / "shards", samples_per_shard)
+        ensure_ray()
+        config = score_config(
+            tuple(map(str, shards)),
+            str(Path(work) / "out"),
+            str(model_dir),
+            batch_size=batch_size,
+            progress="off",
+            stats=False,
+            **options,
+        )
+        with measured or contextlib.nullcontext():
+            return run_score(config)
+
+
 class ProcessTreeCPU:
     """CPU seconds (user + system) of this process and its descendants (the Ray runtime it started) over a block."""
 
@@ -265,23 +285,10 @@ def model_and_job_figures(kind: str, count: int, batch_size: int, decode_images:
     model, model_ips = model_figures(fp32_dir, fast_dir, pixels, batch_size)
     # before this process starts Ray: each command starts its own
     latency_figures = latency(fast_dir, images) if kind == "tiny" else {}
-    with tempfile.TemporaryDirectory() as work:
-        shards = write_shards(
-            ((f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()}) for i, d in enumerate(images)),
-            Path(work) / "shards",
-            samples_per_shard=max(1, count // 8),
-        )
-        ensure_ray()
-        result = run_score(
-            score_config(
-                tuple(map(str, shards)),
-                str(Path(work) / "out"),
-                str(fast_dir),
-                batch_size=batch_size,
-                progress="off",
-                stats=False,
-            )
-        )
+    samples = (
+        (f"img-{i:05d}", {"jpg": d, "json": json.dumps(demo_metadata(i)).encode()}) for i, d in enumerate(images)
+    )
+    result = job_run(samples, max(1, count // 8), fast_dir, batch_size)
     e2e = result.figures["images_per_s"]
     return {
         "model": f"synthetic {kind} Large, {info.image_size} px; fast path {info.precision}",
@@ -316,27 +323,11 @@ def pipeline_figures(count: int, batch_size: int, decode_images: int) -> dict:
     model_only = measure(scorer.run, np.concatenate([pixels] * 4), batch_size).images_per_s
     cores = os.cpu_count() or 1
     ideal = cores / (1 / decode_per_core + 1 / model_only)
-    with tempfile.TemporaryDirectory() as work:
-        shards = write_shards(
-            ((f"img-{i:05d}", {"jpg": distinct[i % len(distinct)]}) for i in range(count)),
-            Path(work) / "shards",
-            samples_per_shard=512,
-        )
-        ensure_ray()
-        with ProcessTreeCPU() as cpu:
-            result = run_score(
-                score_config(
-                    tuple(map(str, shards)),
-                    str(Path(work) / "out"),
-                    str(model_dir),
-                    batch_size=batch_size,
-                    # one ONNX Runtime thread, as in model_only: the null model needs no more, and idle threads
-                    # spinning between its operators would take CPU from the decode tasks
-                    threads_per_worker=1,
-                    progress="off",
-                    stats=False,
-                )
-            )
+    samples = ((f"img-{i:05d}", {"jpg": distinct[i % len(distinct)]}) for i in range(count))
+    cpu = ProcessTreeCPU()
+    # one ONNX Runtime thread, as in model_only: the null model needs no more, and idle threads spinning between
+    # its operators would take CPU from the decode tasks
+    result = job_run(samples, 512, model_dir, batch_size, measured=cpu, threads_per_worker=1)
     run = result.figures
     stages = run["cpu_ms_per_image"]
     ceiling = run["scoring_images_per_s"]
