@@ -1,10 +1,10 @@
 """The Ray Data plan of a scoring run: each stage with its resources and batch size, next to the job-core
 function it runs.
 
-    read + decode  ShardDatasource   CPU tasks, one per shard, decode_batch_size rows per decode call and block
-    infer          infer.InferStage  actor pool: one actor per GPU, or CPU actors spread over the nodes
+    read + decode  datasource.ShardDatasource  CPU tasks, one per shard, decode_batch_size rows per decode call
+    infer          ArrowInferStage (InferStage)  actor pool: one actor per GPU, or CPU actors spread over the nodes
 
-Blocks are kept near BLOCK_BYTES and typed by blocks.to_block.
+Blocks are kept near BLOCK_BYTES and typed by the row protocol (blocks.py).
 """
 
 from __future__ import annotations
