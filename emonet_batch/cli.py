@@ -159,7 +159,18 @@ def info(model_dir: Path, no_verify: bool) -> None:
 @click.option(
     "--output", required=True, metavar="URL", help="Output directory or URL (s3://bucket/prefix, gs://..., a path)."
 )
-@click.option("--model", required=True, metavar="DIR", help="Exported model directory (emonet-batch export).")
+@click.option(
+    "--model",
+    required=True,
+    metavar="DIR|URL",
+    help="Exported model directory (emonet-batch export), or its URL (s3://, gs://, any fsspec URL): each node "
+    "downloads it once into --model-cache and verifies its hashes.",
+)
+@click.option(
+    "--model-cache",
+    metavar="DIR",
+    help="Where each node keeps models fetched from a URL [default: ~/.cache/emonet-batch/models].",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -253,6 +264,7 @@ def score(
     inputs,
     output,
     model,
+    model_cache,
     workers,
     batch_size,
     gpus_per_worker,
@@ -293,7 +305,7 @@ def score(
         inputs,
         output,
         model,
-        StorageOptions(endpoint_url=endpoint_url),
+        StorageOptions(endpoint_url=endpoint_url, model_cache=model_cache),
         workers=workers,
         batch_size=batch_size,
         gpus_per_worker=gpus_per_worker,

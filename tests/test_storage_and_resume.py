@@ -36,6 +36,7 @@ class FaultyProxy:
         import threading
 
         self.injected: list[str] = []
+        self.requests: list[str] = []  # every request forwarded, as "METHOD /path"
         proxy = self
         host, port = upstream.removeprefix("http://").split(":")
 
@@ -60,6 +61,7 @@ class FaultyProxy:
                     self.end_headers()
                     self.wfile.write(error)
                     return
+                proxy.requests.append(request)
                 upstream_connection = http.client.HTTPConnection(host, int(port), timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
                 upstream_connection.request(self.command, self.path, body=body or None, headers=headers)
@@ -274,3 +276,45 @@ def test_commit_records_are_create_only_on_s3(s3):
     assert create_only(fs, path, b"first") is True
     assert create_only(fs, path, b"second") is False
     assert client.get_object(Bucket="results", Key="x/_commits/a.json")["Body"].read() == b"first"
+
+
+def test_a_model_from_object_storage_is_fetched_once_per_node_and_refetched_when_corrupted(
+    s3, ray_runtime, tiny_models, tmp_path
+):
+    """The driver and two inference actors on one node share one download; a cached file that no longer matches
+    its recorded hash makes the next run fetch the model again."""
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.model.record import load_model_info
+    from emonet_batch.run.config import score_config
+    from emonet_batch.run.score import run_score
+
+    endpoint, client = s3
+    for path in tiny_models["small"].iterdir():
+        if path.is_file():
+            client.upload_file(str(path), "corpus", f"models/small/{path.name}")
+    good_shards(tmp_path / "in", shards=2, per_shard=3)
+    proxy = FaultyProxy(endpoint, ())
+    cache = tmp_path / "cache"
+    storage = StorageOptions(endpoint_url=proxy.endpoint, model_cache=str(cache))
+
+    def run(out: str):
+        config = score_config(
+            (str(tmp_path / "in"),), str(tmp_path / out), "s3://corpus/models/small", storage, workers=2, stats=False
+        )
+        return run_score(config)
+
+    def downloads() -> int:
+        return proxy.requests.count("GET /corpus/models/small/model.onnx")
+
+    try:
+        first = run("one")
+        entry = cache / load_model_info(tiny_models["small"]).model_id
+        assert first.exit_code == 0 and first.figures["labels"] == 6 and downloads() == 1
+        assert sorted(p.name for p in cache.iterdir()) == [entry.name, f"{entry.name}.lock"]  # nothing half-written
+        with open(entry / "model.onnx", "r+b") as handle:
+            handle.seek(64)
+            handle.write(b"corrupt")
+        second = run("two")
+        assert second.exit_code == 0 and downloads() == 2 and load_model_info(entry).model_id == entry.name
+    finally:
+        proxy.close()

@@ -19,6 +19,7 @@ from ray.data.block import BlockAccessor
 
 from ..errors import UsageError
 from ..job.config import EngineOptions, LabelOptions, StorageOptions
+from ..job.fetch import is_remote
 from ..job.infer import InferStage, SessionOptions
 from ..job.inputs import Shard
 from ..job.rows import PIXELS, SAMPLE
@@ -79,14 +80,16 @@ def actor_resources(engine: EngineOptions) -> dict[str, float | None]:
 
 def build_dataset(
     shards: list[Shard],
+    model: str,
     info: ModelInfo,
     labels: LabelOptions,
     engine: EngineOptions,
     storage: StorageOptions,
     require_provider: bool = True,
 ):
-    """The plan over `shards`. require_provider=False lets actors run when ONNX Runtime could not load the
-    GPU provider (only where GPUs are simulated, as in the tests); a real run always insists on it."""
+    """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record).
+    require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
+    are simulated, as in the tests); a real run always insists on it."""
     check_gpus(engine)
     workers = inference_workers(engine)
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
@@ -100,11 +103,13 @@ def build_dataset(
     return dataset.map_batches(
         ArrowInferStage,
         fn_constructor_kwargs={
-            "model_dir": str(info.directory),
+            "model": model if is_remote(model) else str(info.directory),
             "options": session_options(engine, workers),
             "with_embedding": labels.embedding,
             "check_provider": require_provider,
             "verified_on": socket.gethostname(),  # the run's load_model_info hashed the files on this host
+            "storage": storage,
+            "model_id": info.model_id,
         },
         batch_size=engine.batch_size,
         batch_format="pyarrow",

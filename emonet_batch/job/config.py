@@ -23,6 +23,8 @@ class StorageOptions:
     #: connection errors with exponential backoff and jitter; set here rather than left to whatever the
     #: environment's AWS config says.
     s3_attempts: int = 5
+    #: Where each node keeps models fetched from object storage (None: job.fetch.DEFAULT_MODEL_CACHE).
+    model_cache: str | None = None
 
     def fsspec_options(self, protocol: str) -> dict:
         if protocol not in ("s3", "s3a"):

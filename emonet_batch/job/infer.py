@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, ModelInfo
+from .config import StorageOptions
 from .rows import EMBEDDING, INFER_CPU, PIXELS, SAMPLE, SCORES, WORKER, cpu_share
 
 #: ONNX Runtime provider names of the devices a session can run on.
@@ -173,15 +174,28 @@ class InferStage:
     """Ray actor body: one ORT session per actor, scoring the `sample` rows of each batch.
 
     Other rows pass through with NaN scores. A session whose intended provider did not load is an error
-    (OnnxScorer.check_provider) unless `check_provider` is off (tests with fake GPUs).
-    The model's files are hashed again only on a host other than the driver's, which has just done it."""
+    (OnnxScorer.check_provider) unless `check_provider` is off (tests with fake GPUs). `model` is a directory or
+    a URL (fetched into this node's cache, job/fetch.py). A local model's files are hashed again only on a host
+    other than the driver's, which has just done it; a fetched one is verified by the fetch."""
 
     def __init__(
-        self, model_dir: str, options: SessionOptions, with_embedding: bool, check_provider: bool, verified_on: str
+        self,
+        model: str,
+        options: SessionOptions,
+        with_embedding: bool,
+        check_provider: bool,
+        verified_on: str,
+        storage: StorageOptions | None = None,
+        model_id: str | None = None,
     ):
         from ..model.record import load_model_info
+        from .fetch import is_remote, local_model
 
-        self.scorer = OnnxScorer(load_model_info(model_dir, verify=socket.gethostname() != verified_on), options)
+        storage = storage or StorageOptions()
+        # a model URL: this node's verified copy of the model the driver checked (`model_id`)
+        directory = local_model(model, storage, storage.model_cache, expected_id=model_id)
+        verify = not is_remote(model) and socket.gethostname() != verified_on
+        self.scorer = OnnxScorer(load_model_info(directory, verify=verify), options)
         self.with_embedding = with_embedding
         # which actor scored a row: the driver sums images per worker into the manifest
         self.worker = f"{socket.gethostname()}:{os.getpid()}:gpu={os.environ.get('CUDA_VISIBLE_DEVICES', '-')}"

@@ -33,7 +33,7 @@ _PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
 #: Flags that switch a default off, and the option each one sets to false.
 _NEGATED = {"no_stats": "stats", "no_report": "report"}
 #: The score flags by their long names (dashes or underscores): the options a nightly config takes.
-FLAG_NAMES = {*(set(OPTION_GROUPS) - set(_NEGATED.values())), *_NEGATED, "endpoint_url"}
+FLAG_NAMES = {*(set(OPTION_GROUPS) - set(_NEGATED.values())), *_NEGATED, "endpoint_url", "model_cache"}
 #: Names earlier releases took, and the flag that replaced each.
 _RENAMED = {
     "fast_decode": "exact_decode (true decodes at full size)",
@@ -82,7 +82,9 @@ class NightlyConfig:
         if missing:
             raise UsageError(f"{path}: missing {', '.join(missing)}")
         options = score_options(dict(raw.get("options") or {}), str(path))
-        storage = StorageOptions(endpoint_url=options.pop("endpoint_url", None))
+        storage = StorageOptions(
+            endpoint_url=options.pop("endpoint_url", None), model_cache=options.pop("model_cache", None)
+        )
         inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]
         return cls(tuple(inputs), raw["output_root"], str(raw["model"]), options, storage)
 

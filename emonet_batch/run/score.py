@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, commit_shard, discard_attempt
+from ..job.fetch import local_model
 from ..job.inputs import Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output
@@ -59,7 +60,8 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
 
 def score_with_progress(config: ScoreConfig, require_provider: bool, counters: Counters, progress: Progress):
     progress.phase("checking the model", logged=False)
-    info = load_model_info(config.model)
+    check_credentials([*config.inputs, config.output, config.model])
+    info = load_model_info(local_model(config.model, config.storage, config.storage.model_cache))
     check_accuracy(info, config)
     clash = sorted(
         set(config.labels.meta_fields) & reserved_columns(info.heads, config.labels.centered, config.labels.softmax)
@@ -67,7 +69,6 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     if clash:
         raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
     progress.phase("listing the inputs", logged=False)
-    check_credentials([*config.inputs, config.output])
     shards = expand_inputs(config.inputs, config.storage)
     progress.phase(f"checking the output and {len(shards)} inputs", logged=False)
     fs, output = filesystem(config.output, config.storage)
@@ -207,7 +208,7 @@ def stream_and_commit(
 
     progress.phase("starting Ray")
     ensure_ray(config.presentation.verbose)
-    dataset = build_dataset(todo, info, config.labels, config.engine, config.storage, require_provider)
+    dataset = build_dataset(todo, config.model, info, config.labels, config.engine, config.storage, require_provider)
     progress.phase("starting the inference actors")
     by_id = {s.shard_id: s for s in todo}
     attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging

@@ -1,0 +1,83 @@
+"""Models from object storage: `--model s3://...` (any fsspec URL) is downloaded once per node into a local
+cache keyed by the model id, verified against the sha256 its model.json records, and shared by every process
+of that node.
+
+One process downloads while the others wait on a file lock (filelock, which works across processes on one
+machine); the files land in a staging folder of the cache and are renamed into place only after every hash
+matched, so a half-written entry is never used. An entry is verified again whenever it is used, and a
+corrupted one is downloaded anew.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import ModelError, first_line
+from ..model.record import MODEL_JSON, load_model_info, model_id
+from .config import StorageOptions
+from .storage import filesystem, join, redact_url
+
+#: Where models from object storage are kept on each node when no --model-cache is given.
+DEFAULT_MODEL_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "models")
+
+
+def is_remote(model: str) -> bool:
+    return "://" in model and not model.startswith("file://")
+
+
+def local_model(model: str, storage: StorageOptions, cache: str | None = None, expected_id: str | None = None) -> Path:
+    """A directory holding `model` on this node: the path itself when local, else the verified cache entry.
+    `expected_id` (the id the run's driver checked): a cached entry of that id is used without reaching the
+    store, and a model that changed at its URL since is refused."""
+    if not is_remote(model):
+        return Path(model.removeprefix("file://"))
+    from filelock import FileLock
+
+    cache_root = Path(cache or DEFAULT_MODEL_CACHE)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    if expected_id is not None:
+        with FileLock(str(cache_root / f"{expected_id}.lock")):
+            if _usable(cache_root / expected_id):
+                return cache_root / expected_id
+    fs, root = filesystem(model, storage)
+    try:
+        record_bytes = fs.cat_file(join(root, MODEL_JSON))
+        identity = model_id(json.loads(record_bytes))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"cannot read {MODEL_JSON} of the model {redact_url(model)}: {first_line(exc)}") from None
+    if expected_id is not None and identity != expected_id:
+        raise ModelError(f"the model at {redact_url(model)} changed during the run (its id is now {identity[:12]})")
+    entry = cache_root / identity
+    with FileLock(str(cache_root / f"{identity}.lock")):
+        if not _usable(entry):
+            _download(fs, root, record_bytes, cache_root, entry, model)
+    return entry
+
+
+def _usable(entry: Path) -> bool:
+    if not entry.is_dir():
+        return False
+    try:
+        load_model_info(entry)  # every recorded file against its sha256
+    except ModelError:
+        return False
+    return True
+
+
+def _download(fs, root: str, record_bytes: bytes, cache_root: Path, entry: Path, model: str) -> None:
+    staging = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{entry.name[:12]}-"))
+    try:
+        for name in json.loads(record_bytes)["files"]:
+            fs.get_file(join(root, name), str(staging / name))
+        (staging / MODEL_JSON).write_bytes(record_bytes)
+        load_model_info(staging)  # a file that does not match its recorded hash never becomes the entry
+        shutil.rmtree(entry, ignore_errors=True)  # a corrupted entry
+        os.replace(staging, entry)
+    except (OSError, ModelError) as exc:
+        raise ModelError(f"cannot fetch the model {redact_url(model)}: {first_line(exc)}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
