@@ -142,7 +142,8 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     assert "emonet-batch: object storage refused or failed a request for now; retrying it in" in run.stderr
     assert any(i.startswith("GET /corpus/faces/shard") for i in proxy.injected), proxy.injected
     assert any(i.startswith("PUT /results/run1/") for i in proxy.injected), proxy.injected
-    assert cli("verify", "s3://results/run1", "--endpoint-url", endpoint).returncode == 0
+    assert main(["verify", "s3://results/run1", "--endpoint-url", endpoint]) == 0
+    capsys.readouterr()
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket="results")["Contents"])
     first, second = (shard_id(f"s3://corpus/faces/shard-0000{i}.tar") for i in (0, 1))
     third = shard_id(signed)
