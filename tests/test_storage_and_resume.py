@@ -311,7 +311,8 @@ def test_a_model_from_object_storage_is_fetched_once_per_node_and_refetched_when
         first = run("one")
         entry = cache / load_model_info(tiny_models["small"]).model_id
         assert first.exit_code == 0 and first.figures["labels"] == 6 and downloads() == 1
-        assert sorted(p.name for p in cache.iterdir()) == [entry.name, f"{entry.name}.lock"]  # nothing half-written
+        # nothing half-written: the entry, its lock and its record of the files' sizes and times when hashed
+        assert sorted(p.name for p in cache.iterdir()) == [entry.name, f"{entry.name}.lock", f"{entry.name}.verified"]
         with open(entry / "model.onnx", "r+b") as handle:
             handle.seek(64)
             handle.write(b"corrupt")

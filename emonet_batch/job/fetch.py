@@ -4,8 +4,8 @@ of that node.
 
 One process downloads while the others wait on a file lock (filelock, which works across processes on one
 machine); the files land in a staging folder of the cache and are renamed into place only after every hash
-matched, so a half-written entry is never used. An entry is verified again whenever it is used, and a
-corrupted one is downloaded anew.
+matched, so a half-written entry is never used. An entry is checked whenever it is used (hashed again when a file
+changed since it was last hashed), and a corrupted one is downloaded anew.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from ..model.record import MODEL_JSON, load_model_info, model_id
 from .config import StorageOptions
 from .storage import filesystem, join, redact_url
 
+#: Beside an entry `<id>`, `<id>.verified`: its files' sizes and modification times when their hashes last matched.
+VERIFIED_SUFFIX = ".verified"
 #: Where models from object storage are kept on each node when no --model-cache is given.
 DEFAULT_MODEL_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "models")
 
@@ -38,7 +40,10 @@ def local_model(model: str, storage: StorageOptions, cache: str | None = None, e
     from filelock import FileLock
 
     cache_root = Path(cache or DEFAULT_MODEL_CACHE)
-    cache_root.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"cannot create the model cache {cache_root}: {exc.strerror}") from None
     if expected_id is not None:
         with FileLock(str(cache_root / f"{expected_id}.lock")):
             if _usable(cache_root / expected_id):
@@ -59,13 +64,27 @@ def local_model(model: str, storage: StorageOptions, cache: str | None = None, e
 
 
 def _usable(entry: Path) -> bool:
+    """The entry holds its model intact: unchanged (size and modification time) since it was last hashed, or
+    every recorded file matches its sha256 now. Hashing a full model takes seconds, and every actor of a node
+    asks in turn under the lock."""
     if not entry.is_dir():
         return False
+    marker = entry.with_name(entry.name + VERIFIED_SUFFIX)
+    try:
+        if json.loads(marker.read_text()) == _stats(entry):
+            return True
+    except (OSError, ValueError):
+        pass
     try:
         load_model_info(entry)  # every recorded file against its sha256
-    except ModelError:
+        marker.write_text(json.dumps(_stats(entry)))
+    except (ModelError, OSError):
         return False
     return True
+
+
+def _stats(entry: Path) -> dict[str, list[int]]:
+    return {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(entry.iterdir())}
 
 
 def _download(fs, root: str, record_bytes: bytes, cache_root: Path, entry: Path, model: str) -> None:
@@ -77,6 +96,7 @@ def _download(fs, root: str, record_bytes: bytes, cache_root: Path, entry: Path,
         load_model_info(staging)  # a file that does not match its recorded hash never becomes the entry
         shutil.rmtree(entry, ignore_errors=True)  # a corrupted entry
         os.replace(staging, entry)
+        entry.with_name(entry.name + VERIFIED_SUFFIX).write_text(json.dumps(_stats(entry)))
     except (OSError, ModelError) as exc:
         raise ModelError(f"cannot fetch the model {redact_url(model)}: {first_line(exc)}") from None
     finally:

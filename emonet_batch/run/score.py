@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, commit_shard, discard_attempt
-from ..job.fetch import local_model
+from ..job.fetch import is_remote, local_model
 from ..job.inputs import Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output
@@ -61,7 +61,10 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
 def score_with_progress(config: ScoreConfig, require_provider: bool, counters: Counters, progress: Progress):
     progress.phase("checking the model", logged=False)
     check_credentials([*config.inputs, config.output, config.model])
-    info = load_model_info(local_model(config.model, config.storage, config.storage.model_cache))
+    # a fetched model was verified by the fetch; a local one is hashed here
+    info = load_model_info(
+        local_model(config.model, config.storage, config.storage.model_cache), verify=not is_remote(config.model)
+    )
     check_accuracy(info, config)
     clash = sorted(
         set(config.labels.meta_fields) & reserved_columns(info.heads, config.labels.centered, config.labels.softmax)
