@@ -37,10 +37,16 @@ def check_credentials(urls: list[str]) -> None:
 
 def check_output(fs, output: str, display: str) -> None:
     """The output can hold a run: no file in its place, its bucket exists, and a probe file can be written
-    and removed under it."""
+    and removed under it. A local output that does not exist yet is probed in its nearest existing folder
+    instead, so a run that then fails a check leaves no folder behind (and no other run starting on the same
+    new output at that moment sees its folder vanish)."""
+    probe_in = output
     if is_local(fs):
         if os.path.exists(output) and not os.path.isdir(output):
             raise UsageError(f"output is a file, not a directory: {display}")
+        probe_in = nearest_existing(output)
+        if not os.path.isdir(probe_in):
+            raise UsageError(f"cannot write to the output {display}: {probe_in} is a file, not a folder")
     else:
         try:
             found = fs.exists(output.split("/", 1)[0])
@@ -48,39 +54,20 @@ def check_output(fs, output: str, display: str) -> None:
             raise StorageError(f"cannot reach the output {display}: {type(exc).__name__}") from None
         if not found:
             raise UsageError(f"output bucket not found: {display}")
-    created = first_missing_folder(output) if is_local(fs) else None
-    probe = join(output, f"_probe-{secrets.token_hex(6)}")
+    probe = join(probe_in, f"._probe-{secrets.token_hex(6)}")
     try:
         write_bytes(fs, probe, b"")
         fs.rm(probe)
     except Exception as exc:  # any backend's refusal means the same here
         raise UsageError(f"cannot write to the output {display}: {first_line(exc)}") from None
-    finally:
-        if created is not None:
-            remove_empty_folders(output, created)  # a run that then fails a check leaves nothing behind
 
 
-def first_missing_folder(path: str) -> str | None:
-    """The outermost folder of `path` that does not exist yet (None when `path` exists)."""
-    missing = None
+def nearest_existing(path: str) -> str:
+    """`path` itself when it exists, else its nearest ancestor that does."""
     path = os.path.abspath(path)
     while not os.path.exists(path):
-        missing, path = path, os.path.dirname(path)
-    return missing
-
-
-def remove_empty_folders(path: str, outermost: str) -> None:
-    """Remove `path` and its parents up to `outermost` while they are empty: a run started at the same moment
-    may already be writing there."""
-    path = os.path.abspath(path)
-    while True:
-        try:
-            os.rmdir(path)
-        except OSError:
-            return
-        if path == outermost:
-            return
         path = os.path.dirname(path)
+    return path
 
 
 def check_inputs(shards: list[Shard], storage: StorageOptions) -> None:
