@@ -82,18 +82,9 @@ def export_model(config: ExportConfig) -> ExportResult:
     seconds: dict[str, float] = {}
     out = config.out
     _prepare_out(out, config.overwrite)
-    started = time.perf_counter()
-    encoder_dir, heads_dir, sources = _checkpoint_dirs(config)
-    seconds["checkpoint"] = time.perf_counter() - started
-
-    started = time.perf_counter()
-    encoder = load_encoder(encoder_dir)
-    heads = load_heads(heads_dir, config.only_heads)
-    if heads.in_dim != encoder.width:
-        raise ModelError(f"heads take {heads.in_dim}-d input but the encoder produces {encoder.width}-d embeddings")
+    encoder, heads, sources, hashes = _load(config, seconds)
     neutral = packaged_neutral_means()
-    metadata = _graph_metadata(config, encoder, heads)
-    seconds["load"] = time.perf_counter() - started
+    metadata = _graph_metadata(config, encoder, heads, hashes)
 
     started = time.perf_counter()
     fused = FusedModel(encoder, heads, config.normalize).eval()
@@ -109,9 +100,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     images = config.parity_images or (4 if config.precision == "fp32" else 16)
     parity = check_parity(reference, out / MODEL_ONNX, heads.columns, neutral, encoder.image_size, images, config.seed)
     seconds["parity"] = time.perf_counter() - started
-    return _finish(
-        config, metadata, heads, neutral, parity, onnx_files, sources, _source_hashes(encoder, heads), seconds
-    )
+    return _finish(config, metadata, heads, neutral, parity, onnx_files, sources, hashes, seconds)
 
 
 def export_heads_only(config: ExportConfig) -> ExportResult:
@@ -124,22 +113,16 @@ def export_heads_only(config: ExportConfig) -> ExportResult:
         raise UsageError("--heads-only exports fp32 only: the heads are a few MFLOP an image, nothing to save")
     seconds: dict[str, float] = {}
     _prepare_out(config.out, config.overwrite)
-    started = time.perf_counter()
-    encoder_dir, heads_dir, sources = _checkpoint_dirs(config)
-    encoder = load_encoder(encoder_dir)
-    heads = load_heads(heads_dir, config.only_heads)
-    if heads.in_dim != encoder.width:
-        raise ModelError(f"heads take {heads.in_dim}-d input but the encoder produces {encoder.width}-d embeddings")
+    encoder, heads, sources, hashes = _load(config, seconds)
     neutral = packaged_neutral_means()
     metadata = {
-        **_graph_metadata(config, encoder, heads),
+        **_graph_metadata(config, encoder, heads, hashes),
         "kind": HEADS_ONLY,
         "image_size": None,
         "resize_filter": None,
         "inputs": {HEADS_INPUT: "float32 [N, D] the tower's embedding as `score --embedding` stores it"},
         "outputs": {HEADS_OUTPUTS[0]: "float32 [N, H] raw head outputs, in the order of `heads`"},
     }
-    seconds["load"] = time.perf_counter() - started
     started = time.perf_counter()
     example = torch.zeros(2, encoder.width)
     files = write_onnx(
@@ -152,7 +135,22 @@ def export_heads_only(config: ExportConfig) -> ExportResult:
         heads, config.out / MODEL_ONNX, neutral, encoder.width, config.normalize, images, config.seed
     )
     seconds["parity"] = time.perf_counter() - started
-    return _finish(config, metadata, heads, neutral, parity, files, sources, _source_hashes(encoder, heads), seconds)
+    return _finish(config, metadata, heads, neutral, parity, files, sources, hashes, seconds)
+
+
+def _load(config: ExportConfig, seconds: dict[str, float]) -> tuple[Encoder, HeadSet, dict[str, str], dict[str, str]]:
+    """The checkpoints: encoder, heads (of its width), their sources and every source file's sha256."""
+    started = time.perf_counter()
+    encoder_dir, heads_dir, sources = _checkpoint_dirs(config)
+    seconds["checkpoint"] = time.perf_counter() - started
+    started = time.perf_counter()
+    encoder = load_encoder(encoder_dir)
+    heads = load_heads(heads_dir, config.only_heads)
+    if heads.in_dim != encoder.width:
+        raise ModelError(f"heads take {heads.in_dim}-d input but the encoder produces {encoder.width}-d embeddings")
+    hashes = _source_hashes(encoder, heads)
+    seconds["load"] = time.perf_counter() - started
+    return encoder, heads, sources, hashes
 
 
 def _finish(
@@ -228,9 +226,11 @@ def neutral_subset(neutral: dict[str, float], columns: Sequence[str]) -> dict[st
     return {column: neutral[column] for column in columns}
 
 
-def _graph_metadata(config: ExportConfig, encoder: Encoder, heads: HeadSet) -> dict[str, Any]:
+def _graph_metadata(
+    config: ExportConfig, encoder: Encoder, heads: HeadSet, source_hashes: dict[str, str]
+) -> dict[str, Any]:
     """The facts consumers need, recorded in model.json and mirrored in the ONNX metadata."""
-    encoder_hashes = {f"encoder/{path.name}": sha256_file(path) for path in encoder.files}
+    encoder_hashes = {name: digest for name, digest in source_hashes.items() if name.startswith("encoder/")}
     return {
         "kind": FULL,
         "tower_id": tower_id(encoder_hashes, config.normalize),
