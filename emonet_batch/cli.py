@@ -154,28 +154,90 @@ def info(model_dir: Path, no_verify: bool) -> None:
     click.echo(model_info_table(load_model_info(model_dir, verify=not no_verify)))
 
 
+#: The options of a run that score and rescore share, in the order --help lists them.
+_RUN_OPTIONS = (
+    click.option(
+        "--output", required=True, metavar="URL", help="Output directory or URL (s3://bucket/prefix, gs://..., a path)."
+    ),
+    click.option(
+        "--model",
+        required=True,
+        metavar="DIR|URL",
+        help="Exported model directory (emonet-batch export), or its URL (s3://, gs://, any fsspec URL): each node "
+        "downloads it once into --model-cache and verifies its hashes.",
+    ),
+    click.option(
+        "--model-cache",
+        metavar="DIR",
+        help="Where each node keeps models fetched from a URL [default: ~/.cache/emonet-batch/models].",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1.",
+    ),
+    click.option(
+        "--threads-per-worker",
+        type=click.IntRange(min=1),
+        help="ONNX Runtime threads per CPU actor. Default: the CPUs of its node / the actors on that node.",
+    ),
+    click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean)."),
+    click.option("--softmax", is_flag=True, help="Add <head>_softmax columns."),
+    click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32)."),
+    click.option("--overwrite", is_flag=True, help="Start afresh: remove labels, errors, commits and manifest first."),
+    click.option(
+        "--repair", is_flag=True, help="Redo the shards whose files differ from their commit records (see verify)."
+    ),
+    click.option(
+        "--max-error-rate",
+        type=click.FloatRange(0, 1),
+        default=0.01,
+        show_default=True,
+        help="Exit 3 when errors / samples exceeds this.",
+    ),
+    endpoint_url_option,
+    click.option(
+        "--progress",
+        type=click.Choice(["auto", "bar", "log", "off"]),
+        default="auto",
+        show_default=True,
+        help="auto: a live line on a terminal, log lines otherwise.",
+    ),
+    click.option("--verbose", is_flag=True, help="Also show Ray's warnings and its workers' logs (quiet by default)."),
+    click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ (nor the report) after the run."),
+    click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run."),
+    click.option(
+        "--gallery",
+        type=click.IntRange(min=0),
+        default=6,
+        show_default=True,
+        help="Report: highest-scoring images per emotion, read back from the shards (0: none).",
+    ),
+)
+
+
+def run_options(command):
+    for option in reversed(_RUN_OPTIONS):
+        command = option(command)
+    return command
+
+
+def run_and_summarise(make_config, output, model, model_cache, endpoint_url, no_stats, no_report, **options) -> int:
+    """Build a run's config with `make_config(output, model, storage, **flat options)`, run it, print its summary."""
+    from .analysis.summary import run_summary
+    from .job.config import StorageOptions
+    from .run.score import run_score
+
+    storage = StorageOptions(endpoint_url=endpoint_url, model_cache=model_cache)
+    config = make_config(output, model, storage, stats=not no_stats, report=not (no_stats or no_report), **options)
+    result = run_score(config)
+    click.echo(run_summary(result))
+    return result.exit_code
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option(
-    "--output", required=True, metavar="URL", help="Output directory or URL (s3://bucket/prefix, gs://..., a path)."
-)
-@click.option(
-    "--model",
-    required=True,
-    metavar="DIR|URL",
-    help="Exported model directory (emonet-batch export), or its URL (s3://, gs://, any fsspec URL): each node "
-    "downloads it once into --model-cache and verifies its hashes.",
-)
-@click.option(
-    "--model-cache",
-    metavar="DIR",
-    help="Where each node keeps models fetched from a URL [default: ~/.cache/emonet-batch/models].",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1.",
-)
+@run_options
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per inference call."
 )
@@ -211,28 +273,9 @@ def info(model_dir: Path, no_verify: bool) -> None:
     help="Score with a reduced-precision model whose recorded error against fp32 exceeds the documented limits.",
 )
 @click.option(
-    "--threads-per-worker",
-    type=click.IntRange(min=1),
-    help="ONNX Runtime threads per CPU actor. Default: CPUs / workers.",
-)
-@click.option(
     "--meta-fields", metavar="A,B,...", default="", help="Fields of each sample's json to copy into label columns."
 )
 @click.option("--strict-meta", is_flag=True, help="Fail (exit 1) when a --meta-fields name is in no scored sample.")
-@click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean).")
-@click.option("--softmax", is_flag=True, help="Add <head>_softmax columns.")
-@click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32).")
-@click.option("--overwrite", is_flag=True, help="Start afresh: remove labels, errors, commits and manifest first.")
-@click.option(
-    "--repair", is_flag=True, help="Redo the shards whose files differ from their commit records (see verify)."
-)
-@click.option(
-    "--max-error-rate",
-    type=click.FloatRange(0, 1),
-    default=0.01,
-    show_default=True,
-    help="Exit 3 when errors / samples exceeds this.",
-)
 @click.option(
     "--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images."
 )
@@ -242,98 +285,45 @@ def info(model_dir: Path, no_verify: bool) -> None:
     is_flag=True,
     help="Decode JPEGs at full size before resizing (slower; default: DCT-domain downscaling).",
 )
-@endpoint_url_option
-@click.option(
-    "--progress",
-    type=click.Choice(["auto", "bar", "log", "off"]),
-    default="auto",
-    show_default=True,
-    help="auto: a live line on a terminal, log lines otherwise.",
-)
-@click.option("--verbose", is_flag=True, help="Also show Ray's warnings and its workers' logs (quiet by default).")
-@click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ (nor the report) after the run.")
-@click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run.")
-@click.option(
-    "--gallery",
-    type=click.IntRange(min=0),
-    default=6,
-    show_default=True,
-    help="Report: highest-scoring images per emotion, read back from the shards (0: none).",
-)
-def score(
-    inputs,
-    output,
-    model,
-    model_cache,
-    workers,
-    batch_size,
-    gpus_per_worker,
-    execution_provider,
-    trt_precision,
-    trt_cache,
-    allow_inaccurate_model,
-    threads_per_worker,
-    meta_fields,
-    strict_meta,
-    centered,
-    softmax,
-    embedding,
-    overwrite,
-    repair,
-    max_error_rate,
-    max_pixels,
-    key_column,
-    exact_decode,
-    endpoint_url,
-    progress,
-    verbose,
-    no_stats,
-    no_report,
-    gallery,
-) -> int:
+def score(inputs, meta_fields, **options) -> int:
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
 
     INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.
     Exit codes: 0 clean, 1 failed or unfinished shards, 2 usage error, 3 more errors than --max-error-rate.
     """
-    from .analysis.summary import run_summary
-    from .job.config import StorageOptions
-    from .run.config import score_config
-    from .run.score import run_score
+    from functools import partial
 
-    config = score_config(
-        inputs,
-        output,
-        model,
-        StorageOptions(endpoint_url=endpoint_url, model_cache=model_cache),
-        workers=workers,
-        batch_size=batch_size,
-        gpus_per_worker=gpus_per_worker,
-        execution_provider=execution_provider,
-        trt_precision=trt_precision,
-        trt_cache=trt_cache,
-        allow_inaccurate_model=allow_inaccurate_model,
-        threads_per_worker=threads_per_worker,
-        meta_fields=[f.strip() for f in meta_fields.split(",") if f.strip()],
-        strict_meta=strict_meta,
-        centered=centered,
-        softmax=softmax,
-        embedding=embedding,
-        overwrite=overwrite,
-        repair=repair,
-        max_error_rate=max_error_rate,
-        max_pixels=max_pixels,
-        exact_decode=exact_decode,
-        key_column=key_column,
-        progress=progress,
-        verbose=verbose,
-        stats=not no_stats,
-        report=not (no_stats or no_report),
-        gallery=gallery,
+    from .run.config import score_config
+
+    fields = [f.strip() for f in meta_fields.split(",") if f.strip()]
+    return run_and_summarise(partial(score_config, inputs), meta_fields=fields, **options)
+
+
+@cli.command()
+@click.argument("source", metavar="SOURCE_OUTPUT")
+@run_options
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Embeddings per inference call (and per block read from the source).",
+)
+def rescore(source, batch_size, **options) -> int:
+    """Apply a heads-only model (export --heads-only) to the embeddings an output stores, into a new output.
+
+    SOURCE_OUTPUT: an output scored with --embedding (a path or URL). Its committed shards become the new output's,
+    with the same layout, commit records, manifest, stats and report; key, shard and metadata columns are carried
+    over, and its error rows too. No image is read and the tower does not run. The model must be for the tower
+    that made the embeddings. Exit codes as for score.
+    """
+    from functools import partial
+
+    from .run.config import rescore_config
+
+    return run_and_summarise(
+        partial(rescore_config, source), batch_size=batch_size, decode_batch_size=batch_size, **options
     )
-    result = run_score(config)
-    click.echo(run_summary(result))
-    return result.exit_code
 
 
 @cli.command()

@@ -22,6 +22,25 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(scope="session")
+def tiny_heads(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """Heads-only exports of the tiny models' checkpoints, by head size (both read the one tiny tower)."""
+    from emonet_batch.export import ExportConfig, export_model
+
+    root = tmp_path_factory.mktemp("heads")
+    return {
+        size: export_model(
+            ExportConfig(
+                out=root / size,
+                encoder=str(directory / "checkpoint" / "encoder"),
+                heads=str(directory / "checkpoint" / "heads"),
+                heads_only=True,
+            )
+        ).directory
+        for size, directory in tiny_models.items()
+    }
+
+
 @pytest.fixture
 def ray_runtime():
     """The embedded Ray runtime the in-process tests share: started on first use, kept for the session

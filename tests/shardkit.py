@@ -121,18 +121,26 @@ def commit_by_hand(output: Path, shard: str, table: pa.Table, **record) -> None:
     (output / "_commits" / f"{shard}.json").write_text(json.dumps({"shard": shard, "files": files, **record}))
 
 
+def model_inputs(info, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Random inputs of a model: pixels, or unit-length embeddings for a heads-only model."""
+    if info.heads_only:
+        embedding = rng.standard_normal((count, info.embedding_dim)).astype(np.float32)
+        return embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
+    return rng.integers(0, 256, (count, info.image_size, info.image_size, 3), dtype=np.uint8)
+
+
 def assert_scores_independent_of_the_batch(model_dir: Path) -> None:
-    """An image's scores and embedding are bit-identical alone, in a batch of 32, and among 7 other images."""
+    """An input's scores and embedding are bit-identical alone, in a batch of 32, and among 7 other inputs."""
     from emonet_batch.job.infer import OnnxScorer, SessionOptions
     from emonet_batch.model.record import load_model_info
 
     info = load_model_info(model_dir)
     scorer = OnnxScorer(info, SessionOptions(intra_op_threads=2))
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (32, info.image_size, info.image_size, 3), dtype=np.uint8)
+    pixels = model_inputs(info, rng, 32)
     alone = [scorer.run(pixels[i : i + 1]) for i in range(len(pixels))]
     batch = scorer.run(pixels)
-    others = scorer.run(np.concatenate([rng.integers(0, 256, (7, *pixels.shape[1:]), dtype=np.uint8), pixels[:1]]))
+    others = scorer.run(np.concatenate([model_inputs(info, rng, 7), pixels[:1]]))
     for output in (0, 1):
         assert np.array_equal(np.concatenate([a[output] for a in alone]), batch[output])
         assert np.array_equal(others[output][-1:], alone[0][output])

@@ -313,6 +313,7 @@ def test_a_heads_only_export_reads_its_towers_embeddings_and_score_refuses_it(ti
     scores, embedding = OnnxScorer(full).run(pixels)
     (rescored,) = ort.InferenceSession(str(heads.onnx_path)).run(["scores"], {"embedding": embedding})
     np.testing.assert_allclose(rescored, scores, rtol=0, atol=1e-5)
+    assert_scores_independent_of_the_batch(tmp_path / "heads")  # every call has the same number of rows
     with pytest.raises(UsageError, match="heads-only"):
         run_score(score_config((str(tmp_path),), str(tmp_path / "out"), str(tmp_path / "heads")))
     assert main([*args, "--precision", "int8", "--out", str(tmp_path / "int8")]) == 2

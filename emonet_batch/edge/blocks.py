@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 from ray.data.extensions import ArrowTensorArray
 
-from ..job.rows import CPU_COLUMNS, PIXELS, READ_SCHEMA, STAGE_COLUMNS, WORKER
+from ..job.rows import CPU_COLUMNS, EMBEDDING, PIXELS, READ_SCHEMA, STAGE_COLUMNS, WORKER
 
 #: Arrow types of the row columns (tensor columns are typed by their arrays).
 ROW_TYPES = (
@@ -43,7 +43,16 @@ def to_arrow(name: str, values: np.ndarray) -> pa.Array:
 
 def decoded_schema(size: int) -> pa.Schema:
     """The schema of the read+decode stage's blocks for `size` px images."""
-    pixels = ArrowTensorArray.from_numpy(np.zeros((1, size, size, 3), np.uint8)).type
-    dropped = STAGE_COLUMNS["decode"]["drops"]
-    kept = [f for f in READ_SCHEMA if f.name not in dropped]
-    return pa.schema([*kept, pa.field(PIXELS, pixels), pa.field(CPU_COLUMNS["decode"], pa.float64())])
+    pixels = np.zeros((1, size, size, 3), np.uint8)
+    return model_input_schema(PIXELS, pixels, (pa.field(CPU_COLUMNS["decode"], pa.float64()),))
+
+
+def embedding_schema(dim: int) -> pa.Schema:
+    """The schema of a rescore's read blocks: stored `dim`-d embeddings where score has pixels."""
+    return model_input_schema(EMBEDDING, np.zeros((1, dim), np.float32))
+
+
+def model_input_schema(name: str, example: np.ndarray, extra: tuple[pa.Field, ...] = ()) -> pa.Schema:
+    """The read stage's columns without the image bytes, the model's input `name` typed like `example`, `extra`."""
+    kept = [f for f in READ_SCHEMA if f.name not in STAGE_COLUMNS["decode"]["drops"]]
+    return pa.schema([*kept, pa.field(name, ArrowTensorArray.from_numpy(example).type), *extra])

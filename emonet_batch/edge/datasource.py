@@ -1,4 +1,5 @@
-"""The read and decode stages as one Ray Data datasource: one task per shard, streaming blocks of decoded rows.
+"""The read and decode stages as one Ray Data datasource: one task per shard, streaming blocks of decoded rows
+(and a rescore's read of stored embeddings, job/embeddings.py, on the same datasource).
 
 Decoding inside the read task keeps a shard's raw image bytes out of Ray's object store (they were copied in
 and out once more, and held a separate decode operator to a share of Ray Data's CPU budget that left cores
@@ -8,7 +9,7 @@ give at least as many shards as the cluster has cores for decoding.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -18,9 +19,10 @@ from ray.data.datasource import Datasource, ReadTask
 
 from ..job.config import StorageOptions
 from ..job.decode import decode_batch
+from ..job.embeddings import EmbeddingSource, embedding_batches
 from ..job.inputs import Shard
 from ..job.read import row_blocks
-from .blocks import decoded_schema, to_block
+from .blocks import decoded_schema, embedding_schema, to_block
 
 
 @dataclass(frozen=True)
@@ -42,20 +44,38 @@ def decoded_blocks(
         yield to_block(decode_batch(columns, decoding.size, decoding.resize_filter, decoding.max_pixels, decoding.fast))
 
 
+def embedding_blocks(
+    shard: Shard, source: EmbeddingSource, storage: StorageOptions, rows_per_block: int
+) -> Iterator[pa.Table]:
+    """A rescore's shard: the source's committed rows, `rows_per_block` at a time, with their embeddings."""
+    for batch in embedding_batches(source, shard.shard_id, storage, rows_per_block):
+        yield to_block(batch)
+
+
+def image_datasource(
+    shards: list[Shard], storage: StorageOptions, rows_per_block: int, key_column: str | None, decoding: Decoding
+) -> ShardDatasource:
+    read = partial(
+        decoded_blocks, storage=storage, rows_per_block=rows_per_block, key_column=key_column, decoding=decoding
+    )
+    return ShardDatasource(shards, read, decoded_schema(decoding.size), "ReadDecodeShards")
+
+
+def embedding_datasource(
+    shards: list[Shard], source: EmbeddingSource, storage: StorageOptions, rows_per_block: int
+) -> ShardDatasource:
+    read = partial(embedding_blocks, source=source, storage=storage, rows_per_block=rows_per_block)
+    return ShardDatasource(shards, read, embedding_schema(source.dim), "ReadEmbeddings")
+
+
 class ShardDatasource(Datasource):
-    def __init__(
-        self,
-        shards: list[Shard],
-        storage: StorageOptions,
-        rows_per_block: int,
-        key_column: str | None,
-        decoding: Decoding,
-    ):
+    """One read task per shard, each running `read(shard)` (a picklable function) for its blocks."""
+
+    def __init__(self, shards: list[Shard], read: Callable[[Shard], Iterator[pa.Table]], schema: pa.Schema, name: str):
         self.shards = shards
-        self.storage = storage
-        self.rows_per_block = rows_per_block
-        self.key_column = key_column
-        self.decoding = decoding
+        self.read = read
+        self.schema = schema
+        self.name = name
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -65,12 +85,12 @@ class ShardDatasource(Datasource):
     ) -> list[ReadTask]:
         return [
             ReadTask(
-                partial(decoded_blocks, shard, self.storage, self.rows_per_block, self.key_column, self.decoding),
+                partial(self.read, shard),
                 BlockMetadata(num_rows=None, size_bytes=None, input_files=[shard.display_url], exec_stats=None),
-                schema=decoded_schema(self.decoding.size),
+                schema=self.schema,
             )
             for shard in self.shards
         ]
 
     def get_name(self) -> str:
-        return "ReadDecodeShards"
+        return self.name

@@ -1,7 +1,8 @@
 """The Ray Data plan of a scoring run: each stage with its resources and batch size, next to the job-core
 function it runs.
 
-    read + decode  datasource.ShardDatasource  CPU tasks, one per shard, decode_batch_size rows per decode call
+    read + decode  datasource.image_datasource  CPU tasks, one per shard, decode_batch_size rows per decode call
+                   (rescore: datasource.embedding_datasource, the stored embeddings of a source's shards)
     infer          ArrowInferStage (InferStage)  actor pool: one actor per GPU, or CPU actors spread over the nodes
 
 Blocks are kept near BLOCK_BYTES and typed by the row protocol (blocks.py).
@@ -19,13 +20,14 @@ from ray.data.block import BlockAccessor
 
 from ..errors import UsageError
 from ..job.config import EngineOptions, LabelOptions, StorageOptions
+from ..job.embeddings import EmbeddingSource
 from ..job.fetch import is_remote
 from ..job.infer import InferStage, SessionOptions
 from ..job.inputs import Shard
-from ..job.rows import PIXELS, SAMPLE
+from ..job.rows import SAMPLE
 from ..model.record import ModelInfo
 from .blocks import append_columns
-from .datasource import Decoding, ShardDatasource
+from .datasource import Decoding, embedding_datasource, image_datasource
 
 #: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
 #: the default, decoded pixels (442 KB an image) left a task in blocks of ~290 images, which reach the actors late
@@ -86,16 +88,22 @@ def build_dataset(
     engine: EngineOptions,
     storage: StorageOptions,
     require_provider: bool = True,
+    source: EmbeddingSource | None = None,
 ):
-    """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record).
+    """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record);
+    with `source`, the shards are that output's and their stored embeddings go to a heads-only model.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
     check_gpus(engine)
     workers = inference_workers(engine)
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
-    decoding = Decoding(info.image_size, info.resize_filter, labels.max_pixels, fast=not labels.exact_decode)
+    if source is None:
+        decoding = Decoding(info.image_size, info.resize_filter, labels.max_pixels, fast=not labels.exact_decode)
+        datasource = image_datasource(shards, storage, engine.decode_batch_size, labels.key_column, decoding)
+    else:
+        datasource = embedding_datasource(shards, source, storage, engine.decode_batch_size)
     dataset = ray.data.read_datasource(
-        ShardDatasource(shards, storage, engine.decode_batch_size, labels.key_column, decoding),
+        datasource,
         override_num_blocks=len(shards),
         num_cpus=1,
         memory=DECODE_TASK_MEMORY,
@@ -119,10 +127,11 @@ def build_dataset(
 
 
 class ArrowInferStage(InferStage):
-    """The infer stage on Arrow blocks: only the pixels and the row kinds become numpy (without a copy), and the
-    other columns pass through as Arrow, instead of becoming Python strings and back for every row."""
+    """The infer stage on Arrow blocks: only the model's input (pixels or embeddings) and the row kinds become
+    numpy (without a copy), and the other columns pass through as Arrow, instead of becoming Python strings and
+    back for every row."""
 
     def __call__(self, block: pa.Table) -> pa.Table:
         is_sample = pc.equal(block["kind"], SAMPLE).to_numpy(zero_copy_only=False)
-        pixels = BlockAccessor.for_block(block).to_numpy(PIXELS)
-        return append_columns(block.drop_columns([PIXELS]), self.outputs(is_sample, pixels))
+        inputs = BlockAccessor.for_block(block).to_numpy(self.input_column)
+        return append_columns(block.drop_columns([self.input_column]), self.outputs(is_sample, inputs))

@@ -10,13 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, ModelInfo
+from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_OUTPUTS, ModelInfo
 from .config import StorageOptions
 from .rows import EMBEDDING, INFER_CPU, PIXELS, SAMPLE, SCORES, WORKER, cpu_share
 
 #: ONNX Runtime provider names of the devices a session can run on.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 TRT_PRECISIONS = ("fp16", "bf16", "fp32")
+#: Rows in every call of a heads-only model (the last call of a batch padded with zeros), so that an embedding's
+#: scores never depend on how many others share its batch: ONNX Runtime's matrix kernels are chosen by the row
+#: count, and 1, 31 or 33 rows gave other low bits than 32 or 256 for the same row. Fixed, not --batch-size, so
+#: that no option changes a label; 256 rows ran the 44 Large heads at ~95% of the best rate on 2 cores.
+HEADS_CALL_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ def ort_session_options(options: SessionOptions):
 
 
 class OnnxScorer:
-    """One ORT session; `run` maps uint8 [N, S, S, 3] to (scores [N, H], embedding [N, D]) float32.
+    """One ORT session; `run` maps uint8 [N, S, S, 3] to (scores [N, H], embedding [N, D]) float32, or for a
+    heads-only model float32 embeddings [N, D] to (scores, the same embeddings).
 
     On a GPU the batch is bound with IOBinding: the pixels are copied to the device once, and only the
     scores and embeddings come back to host memory."""
@@ -131,7 +137,26 @@ class OnnxScorer:
             provider_options=[opts for _, opts in providers],
         )
 
-    def run(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.info.heads_only:
+            return self.run_heads(inputs), inputs
+        return self.run_tower(inputs)
+
+    def run_heads(self, embedding: np.ndarray) -> np.ndarray:
+        dim = self.info.embedding_dim
+        if embedding.dtype != np.float32 or embedding.ndim != 2 or embedding.shape[1] != dim:
+            raise ValueError(f"embeddings must be float32 [N, {dim}], got {embedding.dtype} {embedding.shape}")
+        scores = np.empty((len(embedding), len(self.info.heads)), np.float32)
+        call = np.zeros((HEADS_CALL_ROWS, dim), np.float32)
+        for first in range(0, len(embedding), HEADS_CALL_ROWS):
+            rows = len(embedding[first : first + HEADS_CALL_ROWS])
+            call[:rows] = embedding[first : first + rows]
+            call[rows:] = 0.0
+            (got,) = self.session.run(list(HEADS_OUTPUTS), {HEADS_INPUT: call})
+            scores[first : first + rows] = got[:rows]
+        return scores
+
+    def run_tower(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         size = self.info.image_size
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
             raise ValueError(f"pixels must be uint8 [N, {size}, {size}, 3], got {pixels.dtype} {pixels.shape}")
@@ -202,24 +227,29 @@ class InferStage:
         if check_provider:
             self.scorer.check_provider()
 
+    @property
+    def input_column(self) -> str:
+        """The column the model reads: pixels, or for a heads-only model (a rescore) the stored embedding."""
+        return EMBEDDING if self.scorer.info.heads_only else PIXELS
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The infer stage over a batch of rows (see rows.STAGE_COLUMNS)."""
-        pixels = batch.pop(PIXELS)
-        batch.update(self.outputs(batch["kind"] == SAMPLE, pixels))
+        inputs = batch.pop(self.input_column)
+        batch.update(self.outputs(batch["kind"] == SAMPLE, inputs))
         return batch
 
-    def outputs(self, is_sample: np.ndarray, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        """The columns the infer stage adds, for rows whose pixels are `pixels` and of which `is_sample` are
-        samples (the others get NaN scores)."""
+    def outputs(self, is_sample: np.ndarray, inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns the infer stage adds, for rows whose model inputs are `inputs` and of which `is_sample`
+        are samples (the others get NaN scores). A rescore's embedding column comes back as it went in."""
         started = time.process_time()  # the session's threads included
-        count = len(pixels)
+        count = len(inputs)
         info = self.scorer.info
         scores = np.full((count, len(info.heads)), np.nan, dtype=np.float32)
         embedding = np.full((count, info.embedding_dim), np.nan, dtype=np.float32) if self.with_embedding else None
         rows = np.flatnonzero(is_sample)
         if rows.size:
             # a batch of samples only (the usual case) goes as it is: picking rows would copy every image
-            got_scores, got_embedding = self.scorer.run(pixels if rows.size == count else pixels[rows])
+            got_scores, got_embedding = self.scorer.run(inputs if rows.size == count else inputs[rows])
             scores[rows] = got_scores
             if embedding is not None:
                 embedding[rows] = got_embedding

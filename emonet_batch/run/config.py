@@ -6,11 +6,12 @@ The CLI flags and the nightly YAML name options flat (`batch_size`, `meta_fields
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import UsageError
 from ..job.config import EngineOptions, LabelOptions, StorageOptions
+from ..job.inputs import EMBEDDINGS, IMAGES
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class ScoreConfig:
     max_error_rate: float = 0.01  # exit 3 above this share of error rows
     allow_inaccurate_model: bool = False  # score with a model whose recorded error exceeds the limits
     strict_meta: bool = False  # a --meta-fields name no scored sample has makes the run fail (exit 1)
+    #: what `inputs` are: image shards ("images"), or one output scored with --embedding whose stored embeddings a
+    #: heads-only model reads ("embeddings": `emonet-batch rescore`)
+    reads: str = IMAGES
 
 
 _GROUPS = {"labels": LabelOptions, "engine": EngineOptions, "presentation": Presentation}
@@ -69,3 +73,11 @@ def score_config(
         grouped["labels"]["meta_fields"] = tuple(grouped["labels"]["meta_fields"])
     parts = {group: kind(**grouped[group]) for group, kind in _GROUPS.items()}
     return ScoreConfig(inputs=tuple(inputs), output=output, model=model, storage=storage, **parts, **top)
+
+
+def rescore_config(
+    source: str, output: str, model: str, storage: StorageOptions = StorageOptions(), **options: Any
+) -> ScoreConfig:
+    """A rescore: the heads-only `model` over the stored embeddings of the output `source`, into `output`. The
+    label options the source recorded (metadata fields, decode) are taken from it when the run starts."""
+    return replace(score_config([source], output, model, storage, **options), reads=EMBEDDINGS)

@@ -8,7 +8,8 @@ from typing import Any
 
 from .. import __version__
 from ..job.commit import ShardOutcome
-from ..job.inputs import Shard
+from ..job.inputs import EMBEDDINGS, Shard
+from ..job.storage import redact_url
 from ..model.record import ModelInfo
 from .config import ScoreConfig
 from .progress import Counters
@@ -97,6 +98,7 @@ def build_manifest(
             "source": info.record.get("sources", {}).get("heads", "not recorded"),
         },
         "inputs": [s.display_url for s in shards],
+        **({"rescored_from": redact_url(config.inputs[0])} if config.reads == EMBEDDINGS else {}),
         "options": {
             "meta_fields": list(labels.meta_fields),
             "centered": labels.centered,

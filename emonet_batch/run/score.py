@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, commit_shard, discard_attempt
+from ..job.config import LabelOptions
+from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
-from ..job.inputs import Shard, expand_inputs
+from ..job.inputs import EMBEDDINGS, Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output
 from ..job.rows import collected_columns
@@ -65,26 +67,26 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     info = load_model_info(
         local_model(config.model, config.storage, config.storage.model_cache), verify=not is_remote(config.model)
     )
-    check_accuracy(info, config)
+    check_model(info, config)
+    progress.phase("listing the inputs", logged=False)
+    config, source, shards = input_shards(config, info)
     clash = sorted(
         set(config.labels.meta_fields) & reserved_columns(info.heads, config.labels.centered, config.labels.softmax)
     )
     if clash:
         raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
-    progress.phase("listing the inputs", logged=False)
-    shards = expand_inputs(config.inputs, config.storage)
     progress.phase(f"checking the output and {len(shards)} inputs", logged=False)
     fs, output = filesystem(config.output, config.storage)
     check_output(fs, output, redact_url(config.output))
     if config.overwrite:
-        check_inputs(shards, config.storage)  # before anything is removed: a run that cannot start changes nothing
+        check_shards(shards, config)  # before anything is removed: a run that cannot start changes nothing
         clear_output(fs, output)
     repaired = repair(fs, output) if config.repair else []
     committed, warnings = load_commits(fs, output)
     warnings = repaired + warnings
     outcomes, todo = split_committed(shards, committed)
     if not config.overwrite:
-        check_inputs(todo, config.storage)
+        check_shards(todo, config)
     claim_label_options(fs, output, label_options(info, config.labels), committed)
 
     counters.total_shards, counters.skipped = len(shards), len(outcomes)
@@ -92,7 +94,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     if todo:
         try:
             stage_stats = stream_and_commit(
-                todo, info, config, fs, output, outcomes, counters, progress, require_provider
+                todo, info, config, fs, output, outcomes, counters, progress, require_provider, source
             )
         except PipelineError as exc:
             # committed shards stay committed; the rest is recorded as failed and retried by the next run
@@ -166,6 +168,34 @@ def commit_whole_shard(
     outcomes[shard_id] = outcome
 
 
+def input_shards(config: ScoreConfig, info: ModelInfo) -> tuple[ScoreConfig, EmbeddingSource | None, list[Shard]]:
+    """The shards the inputs name; for a rescore the source's committed shards, the source, and the config with
+    the label options the source recorded."""
+    if config.reads != EMBEDDINGS:
+        return config, None, expand_inputs(config.inputs, config.storage)
+    source, shards = open_source(config.inputs[0], config.output, info, config.storage)
+    return replace(config, labels=source_labels(config.labels, source)), source, shards
+
+
+def check_shards(shards: list[Shard], config: ScoreConfig) -> None:
+    """Image shards exist and are of their format; a rescore's shards are checked against the source's commit
+    records as they are read."""
+    if config.reads != EMBEDDINGS:
+        check_inputs(shards, config.storage)
+
+
+def source_labels(labels: LabelOptions, source: EmbeddingSource) -> LabelOptions:
+    """A rescore's label options: the source's metadata fields (carried over) and how it decoded, this run's
+    derived columns."""
+    recorded = source.label_options
+    return replace(
+        labels,
+        meta_fields=source.meta_fields,
+        exact_decode=bool(recorded.get("exact_decode")),
+        key_column=recorded.get("key_column"),
+    )
+
+
 def check_config(config: ScoreConfig) -> None:
     engine = config.engine
     if engine.batch_size < 1 or engine.decode_batch_size < 1:
@@ -178,12 +208,18 @@ def check_config(config: ScoreConfig) -> None:
         raise UsageError("--max-error-rate must be between 0 and 1")
 
 
-def check_accuracy(info: ModelInfo, config: ScoreConfig) -> None:
-    """Refuse a reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
-    if info.heads_only:
+def check_model(info: ModelInfo, config: ScoreConfig) -> None:
+    """Refuse a model that cannot read the inputs (images need the tower, stored embeddings the heads only), or a
+    reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
+    if info.heads_only and config.reads != EMBEDDINGS:
         raise UsageError(
-            f"model {config.model} is heads-only (its input is the tower's embedding, not images); "
-            "score images with a full export"
+            f"model {config.model} is heads-only (its input is the tower's embedding, not images); score images "
+            "with a full export, or rescore the stored embeddings of an output with `emonet-batch rescore`"
+        )
+    if not info.heads_only and config.reads == EMBEDDINGS:
+        raise UsageError(
+            f"model {config.model} has the tower (images in); rescore reads stored embeddings with a heads-only "
+            "model: `emonet-batch export --heads-only`"
         )
     problems = accuracy_problems(info.record)
     if problems and not config.allow_inaccurate_model:
@@ -203,6 +239,7 @@ def stream_and_commit(
     counters: Counters,
     progress: Progress,
     require_provider: bool,
+    source: EmbeddingSource | None = None,
 ) -> str:
     """Run the plan over `todo`, committing each shard as it becomes whole; Ray Data's stage figures."""
     from ..edge.plan import build_dataset
@@ -211,7 +248,9 @@ def stream_and_commit(
 
     progress.phase("starting Ray")
     ensure_ray(config.presentation.verbose)
-    dataset = build_dataset(todo, config.model, info, config.labels, config.engine, config.storage, require_provider)
+    dataset = build_dataset(
+        todo, config.model, info, config.labels, config.engine, config.storage, require_provider, source
+    )
     progress.phase("starting the inference actors")
     by_id = {s.shard_id: s for s in todo}
     attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging

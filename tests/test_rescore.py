@@ -1,0 +1,134 @@
+"""`emonet-batch rescore`: heads-only models over the embeddings an output stores, on the embedded Ray runtime."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from emonet_batch.cli import main
+from emonet_batch.errors import UsageError
+from emonet_batch.export import ExportConfig, export_model
+from emonet_batch.job.inputs import normalised_location
+from emonet_batch.job.verify import verify_output
+from emonet_batch.model.record import load_model_info
+from emonet_batch.run.config import rescore_config
+from emonet_batch.run.score import run_score
+
+from .shardkit import MAX_PIXELS, good_shards, manifest, odd_samples
+from .test_score import score
+
+FAST = {"progress": "off", "stats": False, "max_error_rate": 1.0}  # the source holds 6 error rows in 23
+
+
+def rescore(source, output, model, **options):
+    return run_score(rescore_config(str(source), str(output), str(model), **{**FAST, **options}))
+
+
+def label_files(output):
+    return {p.name: pq.read_table(p) for p in sorted((output / "labels").iterdir())}
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_models, tmp_path_factory):
+    """An output scored with --embedding from shards with odd samples (error rows) and metadata; its inputs are
+    then moved away, so a rescore that read an image would fail. The tests only read it."""
+    from emonet_batch.devtools.shards import write_shards
+    from emonet_batch.edge.runtime import ensure_ray
+
+    ensure_ray()  # the shared runtime (conftest.ray_runtime)
+    tmp_path = tmp_path_factory.mktemp("scored")
+
+    write_shards(odd_samples(), tmp_path / "in", 13, prefix="odd")
+    good_shards(tmp_path / "in", shards=2, per_shard=5)
+    result = score(
+        tmp_path,
+        tiny_models["small"],
+        [tmp_path / "in"],
+        out="source",
+        embedding=True,
+        meta_fields=("gender", "age"),
+        max_pixels=MAX_PIXELS,
+        max_error_rate=1.0,
+    )
+    assert result.exit_code == 0
+    shutil.move(tmp_path / "in", tmp_path / "moved")
+    return tmp_path / "source"
+
+
+def test_rescore_equals_scoring_the_images_and_carries_keys_metadata_and_errors(scored, tiny_heads, tmp_path):
+    result = rescore(scored, tmp_path / "new", tiny_heads["small"], embedding=True, batch_size=5)
+    assert result.exit_code == 0 and result.figures["images"] == 23 and result.figures["errors"] == 6
+    source, new = label_files(scored), label_files(tmp_path / "new")
+    assert source.keys() == new.keys() and len(source) == 3
+    heads = load_model_info(tiny_heads["small"])
+    for name, table in new.items():
+        before = source[name]
+        assert table.column_names == before.column_names  # key, shard, heads, top_*, embedding, gender, age
+        for column in ("key", "shard", "gender", "age", "embedding"):
+            assert table.column(column).equals(before.column(column)), column
+        for head in heads.heads:
+            diff = np.abs(table.column(head).to_numpy() - before.column(head).to_numpy())
+            assert diff.max(initial=0) <= 1e-5, head
+        assert table.schema.metadata[b"emonet_batch.model_id"].decode() == heads.model_id
+        assert table.schema.metadata[b"emonet_batch.tower_id"] == before.schema.metadata[b"emonet_batch.tower_id"]
+    errors = {p.name: pq.read_table(p) for p in (tmp_path / "new" / "errors").iterdir()}
+    assert {n: t.to_pylist() for n, t in errors.items()} == {
+        p.name: pq.read_table(p).to_pylist() for p in (scored / "errors").iterdir()
+    }
+    for name in source:  # the records count the same samples, for the same inputs (the report's gallery reads them)
+        old, fresh = (
+            json.loads((o / "_commits" / name.replace(".parquet", ".json")).read_text())
+            for o in (scored, tmp_path / "new")
+        )
+        assert [fresh[k] for k in ("samples", "labels", "errors", "location")] == [
+            old[k] for k in ("samples", "labels", "errors", "location")
+        ]
+        assert normalised_location(fresh["input"]) == old["location"]
+    written = manifest(tmp_path / "new")
+    assert written["rescored_from"] == str(scored) and written["options"]["meta_fields"] == ["gender", "age"]
+    assert verify_output(*_local(tmp_path / "new")) == {}
+    assert rescore(scored, tmp_path / "new", tiny_heads["small"], embedding=True).figures["shards_skipped"] == 3
+
+
+def test_rescore_labels_do_not_depend_on_the_batch_and_any_head_set_applies(scored, tiny_heads, tmp_path):
+    rescore(scored, tmp_path / "a", tiny_heads["small"], batch_size=3)
+    rescore(scored, tmp_path / "b", tiny_heads["small"], batch_size=1024)
+    for name in label_files(tmp_path / "a"):
+        assert (tmp_path / "a" / "labels" / name).read_bytes() == (tmp_path / "b" / "labels" / name).read_bytes()
+    result = rescore(scored, tmp_path / "large", tiny_heads["large"], centered=True)  # other heads, one tower
+    assert result.exit_code == 0 and result.manifest["model"]["head_size"] == "large"
+
+
+def test_rescore_refuses_in_one_line_what_it_cannot_rescore(scored, tiny_models, tiny_heads, tmp_path, capsys):
+    plain = tmp_path / "plain"
+    shutil.copytree(scored, plain)
+    options = json.loads((plain / "_label_options.json").read_text())
+    (plain / "_label_options.json").write_text(json.dumps({**options, "embedding": False}))
+    other = export_model(
+        ExportConfig(out=tmp_path / "other", synthetic="tiny", head_size="small", seed=8, heads_only=True)
+    )
+    capsys.readouterr()
+    cases = {
+        "holds no embeddings": (plain, tiny_heads["small"]),
+        "holds embeddings of tower": (scored, other.directory),
+        "has the tower (images in)": (scored, tiny_models["small"]),
+        "is not an emonet-batch output": (scored.parent / "moved", tiny_heads["small"]),
+        "--output is the source": (scored, tiny_heads["small"], scored),
+    }
+    for message, (source, model, *output) in cases.items():
+        args = ["rescore", str(source), "--model", str(model), "--output", str((output or [tmp_path / "x"])[0])]
+        assert main([*args, "--progress", "off", "--no-stats"]) == 2, message
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("emonet-batch: error: ") and message in err and "\n" not in err, err
+    with pytest.raises(UsageError, match="heads-only"):
+        score(tmp_path, tiny_heads["small"], [scored / "labels"])
+    assert not (tmp_path / "x").exists()
+
+
+def _local(path):
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.storage import filesystem
+
+    return filesystem(str(path), StorageOptions())
