@@ -36,8 +36,9 @@ def cli() -> None:
 @click.option("--heads", metavar="PATH|HUB_ID", help="Directory or hub repo of model_<emotion>_best.pth files.")
 @click.option(
     "--synthetic",
-    type=click.Choice(["tiny", "null", "full"]),
-    help="Write and export a random-weight checkpoint instead.",
+    type=click.Choice(["tiny", "null", "wide", "full"]),  # export/synthetic.TOWERS (importing it imports torch)
+    help="Write and export a random-weight checkpoint instead: tiny (tests), null (384 px, next to no compute), "
+    "wide (1152-d embedding, next to no tower; for --heads-only), full (the so400m shape).",
 )
 @click.option(
     "--head-size",

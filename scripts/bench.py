@@ -1,6 +1,6 @@
 """Benchmark of the scoring job on this machine's CPUs; prints one JSON object.
 
-    python scripts/bench.py [--model tiny|null|full] [--images N] [--batch-size B]
+    python scripts/bench.py [--model tiny|null|full|heads] [--images N] [--batch-size B]
 
 Measured in one run, on the same weights, images and cores:
 - decode: the job's decode path vs plain PIL open/convert/resize on 1024x1024 JPEG faces (one core, best of
@@ -17,6 +17,9 @@ Measured in one run, on the same weights, images and cores:
 - latency_8_images_s, startup_8_images_s (tiny model only): `emonet-batch score` on one shard of 8 images with
   `--no-stats` (a fresh process and Ray runtime each time, median of 3): wall seconds from the command to the
   prompt, and from the run's start to its first scored batch.
+
+`--model heads` measures `rescore` (see rescore_figures): the 44 Small and Large heads over generated 1152-d
+embeddings stored as a scored output, end to end through the job, against the heads alone.
 
 `--model null` measures the job's own cost instead (see pipeline_figures): a model of the real input size
 (384 px) with next to no compute, so what remains is reading, decoding, moving 442 KB an image through Ray,
@@ -58,23 +61,30 @@ from emonet_batch.export.reference import reference_runner
 from emonet_batch.job.decode import RESIZE_FILTERS, decode_image
 from emonet_batch.job.infer import SessionOptions
 from emonet_batch.model.record import load_model_info
-from emonet_batch.run.config import score_config
+from emonet_batch.run.config import rescore_config, score_config
 from emonet_batch.run.score import run_score
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE_SIZE = 1024
 
 
-def exported_model(kind: str, precision: str, head_size: str = "large") -> Path:
+def exported_model(kind: str, precision: str, head_size: str = "large", heads_only: bool = False) -> Path:
     """The synthetic `kind` model at `precision` (same seed, so the same weights), exported once."""
-    directory = ROOT / "benchmarks" / "models" / f"{kind}-{head_size}-{precision}"
+    directory = ROOT / "benchmarks" / "models" / f"{kind}-{head_size}-{'heads' if heads_only else precision}"
     try:
         load_model_info(directory)
     except EmonetError:
         from emonet_batch.export import ExportConfig, export_model
 
         export_model(
-            ExportConfig(out=directory, synthetic=kind, head_size=head_size, precision=precision, overwrite=True)
+            ExportConfig(
+                out=directory,
+                synthetic=kind,
+                head_size=head_size,
+                precision=precision,
+                heads_only=heads_only,
+                overwrite=True,
+            )
         )
     return directory
 
@@ -241,9 +251,12 @@ class PeakMemory:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark the scoring job (prints JSON).")
-    parser.add_argument("--model", choices=["tiny", "null", "full"], default="tiny")
+    parser.add_argument("--model", choices=["tiny", "null", "full", "heads"], default="tiny")
     parser.add_argument(
-        "--images", type=int, help="images through the model and the job (default: tiny 256, null 4096, full 32)"
+        "--images",
+        type=int,
+        help="images through the model and the job (default: tiny 256, null 4096, full 32; heads: embeddings, "
+        "Large 40,000 and Small 5x as many)",
     )
     parser.add_argument("--decode-images", type=int, default=40)
     parser.add_argument("--batch-size", type=int, help="default: tiny and null 32, full 4")
@@ -251,10 +264,12 @@ def main() -> None:
         "--out", type=Path, help="also write the JSON here (e.g. benchmarks/results/<date>-<machine>.json)"
     )
     args = parser.parse_args()
-    count = args.images or {"tiny": 256, "null": 4096, "full": 32}[args.model]
-    batch_size = args.batch_size or (4 if args.model == "full" else 32)
+    count = args.images or {"tiny": 256, "null": 4096, "full": 32, "heads": 40_000}[args.model]
+    batch_size = args.batch_size or {"full": 4, "heads": 1024}.get(args.model, 32)
     with PeakMemory() as memory:
-        if args.model == "null":
+        if args.model == "heads":
+            figures = rescore_figures(count, batch_size)
+        elif args.model == "null":
             figures = pipeline_figures(count, batch_size, args.decode_images)
         else:
             figures = model_and_job_figures(args.model, count, batch_size, args.decode_images)
@@ -347,6 +362,88 @@ def pipeline_figures(count: int, batch_size: int, decode_images: int) -> dict:
         "all_cpu_ms_per_image": round(cpu.seconds * 1000 / count, 3),
         "e2e_exit_code": result.exit_code,
     }
+
+
+def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
+    """`rescore` with the 44 Small and Large heads (1152-d, heads-only exports of the synthetic `wide` tower) over
+    generated unit-length embeddings stored as an output scored with --embedding (shards of `per_shard`, two
+    metadata fields): the job's embeddings/s over the whole run and after its first batch, against the heads
+    alone (ONNX Runtime on every core, the job's fixed-size calls)."""
+    figures = {"model": "synthetic wide tower (1152-d embedding), heads-only fp32"}
+    for size, embeddings in (("large", count), ("small", count * 5)):
+        heads_dir = exported_model("wide", "fp32", head_size=size, heads_only=True)
+        info = load_model_info(heads_dir)
+        scorer = ort_scorer(heads_dir, SessionOptions(intra_op_threads=os.cpu_count() or 1))
+        sample = unit_embeddings(np.random.default_rng(0), 4096, info.embedding_dim)
+        model_only = measure(scorer.run, sample, batch_size).images_per_s
+        with tempfile.TemporaryDirectory() as work:
+            source = write_embedding_output(Path(work) / "source", info, embeddings, per_shard)
+            ensure_ray()
+            config = rescore_config(
+                str(source), str(Path(work) / "out"), str(heads_dir), batch_size=batch_size, progress="off", stats=False
+            )
+            run = run_score(config).figures
+        scoring = run["scoring_images_per_s"]
+        figures[size] = {
+            "heads": len(info.heads),
+            "mflop_per_embedding": round(2 * head_macs(info) / 1e6, 1),
+            "embeddings": embeddings,
+            "model_only_embeddings_per_s": round(model_only),
+            "e2e_embeddings_per_s": round(run["images_per_s"]),
+            "scoring_embeddings_per_s": round(scoring),
+            "pipeline_efficiency": round(scoring / model_only, 3),
+            "startup_s": run["startup_s"],
+            "minutes_for_400k": round(400_000 / scoring / 60, 1),
+            "cpu_ms_per_embedding": run["cpu_ms_per_image"],
+        }
+    return figures
+
+
+def unit_embeddings(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    embedding = rng.standard_normal((count, dim)).astype(np.float32)
+    return embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
+
+
+def head_macs(info) -> int:
+    """Multiply-adds of the heads per embedding, from the checkpoint's layer widths."""
+    from emonet_batch.export.checkpoint import HEAD_SIZES
+
+    widths = (info.embedding_dim, *HEAD_SIZES[info.head_size], 1)
+    return len(info.heads) * sum(a * b for a, b in zip(widths, widths[1:]))
+
+
+def write_embedding_output(output: Path, info, count: int, per_shard: int) -> Path:
+    """An output as `score --embedding --meta-fields gender,age` leaves it, committed by the job's own commit step,
+    with generated embeddings and scores (the heads of `info` read the embeddings; its record names their tower)."""
+    import fsspec
+
+    from emonet_batch.job.commit import commit_shard
+    from emonet_batch.job.config import LabelOptions
+    from emonet_batch.job.inputs import make_shard
+    from emonet_batch.job.layout import LABEL_OPTIONS
+    from emonet_batch.job.rows import COMPLETE, EMBEDDING, SAMPLE, SCORES, ShardEnd
+    from emonet_batch.run.resume import label_options
+
+    fs = fsspec.filesystem("file")
+    labels = LabelOptions(embedding=True, meta_fields=("gender", "age"))
+    output.mkdir(parents=True)
+    (output / LABEL_OPTIONS).write_text(json.dumps(label_options(info, labels)))
+    rng = np.random.default_rng(1)
+    for first in range(0, count, per_shard):
+        rows = min(per_shard, count - first)
+        shard = make_shard(f"/generated/shard-{first // per_shard:05d}.tar")
+        columns = {
+            "kind": np.full(rows, SAMPLE, dtype=object),
+            "shard": np.full(rows, shard.shard_id, dtype=object),
+            "seq": np.arange(rows),
+            "key": np.array([f"img-{first + i:07d}" for i in range(rows)], dtype=object),
+            "meta": np.array([json.dumps(demo_metadata(first + i)) for i in range(rows)], dtype=object),
+            **{name: np.full(rows, None, dtype=object) for name in ("stage", "error_type", "message")},
+            SCORES: rng.standard_normal((rows, len(info.heads))).astype(np.float32),
+            EMBEDDING: unit_embeddings(rng, rows, info.embedding_dim),
+        }
+        commit_shard(fs, str(output), shard, columns, ShardEnd(rows, COMPLETE), info, labels, "generated")
+    return output
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ class ExportConfig:
     out: Path
     encoder: str | None = None
     heads: str | None = None
-    synthetic: str | None = None  # "tiny" | "full"
+    synthetic: str | None = None  # a synthetic.TOWERS name
     head_size: str = "large"  # for synthetic checkpoints
     seed: int = 0
     only_heads: tuple[str, ...] | None = None

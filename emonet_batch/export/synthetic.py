@@ -1,7 +1,8 @@
 """Random-weight checkpoints in exactly the released layout, for tests and benchmarks (no hub here).
 
 `tiny` is a few-MB tower for fast tests; `null` takes 384 px images with next to no compute (the pipeline's
-own cost); `full` has the exact so400m-patch16-384 shape. Both are written
+own cost); `wide` gives the real 1152-d embedding with next to no tower (heads-only models for rescore
+benchmarks); `full` has the exact so400m-patch16-384 shape. Both are written
 with transformers' own `save_pretrained` and `torch.save`, then loaded by the same code as real releases.
 """
 
@@ -22,6 +23,15 @@ TOWERS: dict[str, dict[str, int]] = {
     # the real input size with next to no compute: what the job itself costs per image (scripts/bench.py)
     "null": dict(
         hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=1, image_size=384, patch_size=32
+    ),
+    # the real embedding width (1152) with next to no tower: heads-only exports for rescore benchmarks
+    "wide": dict(
+        hidden_size=1152,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=16,
+        image_size=32,
+        patch_size=16,
     ),
     "full": dict(
         hidden_size=1152,
