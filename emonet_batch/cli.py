@@ -393,9 +393,9 @@ def nightly(config_file: Path, day: str | None, progress: str) -> int:
 )
 @click.option("--entrypoint-num-cpus", type=float, help="CPUs reserved for the job's driver.")
 @click.option("--entrypoint-num-gpus", type=float, help="GPUs reserved for the job's driver.")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- score|nightly ARGS...")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- score|rescore|nightly ARGS...")
 def submit(address, wait, working_dir, pip_packages, entrypoint_num_cpus, entrypoint_num_gpus, command) -> int:
-    """Submit `score` or `nightly` as a Ray job; the same arguments while it runs are not submitted twice."""
+    """Submit `score`, `rescore` or `nightly` as a Ray job; the same arguments while it runs are not submitted twice."""
     from .ops.submit import SubmitConfig
     from .ops.submit import submit as submit_job
 

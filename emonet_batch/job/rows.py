@@ -15,6 +15,10 @@ The stages add and drop columns (see STAGE_COLUMNS):
     infer   + scores (float32 [N, heads], NaN on other rows), + embedding (float32 [N, D], only when the
             labels keep it), + worker (which actor scored the batch), - pixels
 
+A rescore (job/embeddings.py) reads a scored output instead: its sample rows carry the stored `embedding` (float32
+[N, D]) where these carry `image`, nothing is decoded, and infer drops the embedding (and adds it back only when
+the new labels keep it).
+
 Each stage also adds its CPU seconds (read_cpu_s, decode_cpu_s, infer_cpu_s), spread evenly over the rows it
 handled in one call, so the driver can sum what each stage cost a run.
 

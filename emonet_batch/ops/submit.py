@@ -1,4 +1,4 @@
-"""Ray Jobs: submit `emonet-batch score|nightly ...` to a cluster, follow it, stop it.
+"""Ray Jobs: submit `emonet-batch score|rescore|nightly ...` to a cluster, follow it, stop it.
 
 The submission id is derived from the arguments, so submitting the same job while it runs is detected
 and reported instead of starting it twice. Nothing from this process's environment goes into the
@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import EmonetError, UsageError, first_line
 
-SUBMITTABLE = ("score", "nightly")
+SUBMITTABLE = ("score", "rescore", "nightly")
 ACTIVE = {"PENDING", "RUNNING"}
 
 
