@@ -143,7 +143,7 @@ def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models
 def test_submit_usage_errors(tiny_models):
     env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:9"}
     wrong = cli("submit", "--", "export", "--synthetic", "tiny", env=env)
-    assert wrong.returncode == 2 and "submit runs one of: score, nightly" in wrong.stderr
+    assert wrong.returncode == 2 and "submit runs one of: score, rescore, nightly" in wrong.stderr
     refused = cli(
         "submit", "--address", "http://127.0.0.1:9", "--", "score", "x", "--output", "y", "--model", "z", env=env
     )
