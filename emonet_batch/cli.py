@@ -182,6 +182,15 @@ _RUN_OPTIONS = (
         type=click.IntRange(min=1),
         help="ONNX Runtime threads per CPU actor. Default: the CPUs of its node / the actors on that node.",
     ),
+    click.option(
+        "--wait-for-resources",
+        type=click.FloatRange(min=0),
+        default=300,
+        show_default=True,
+        metavar="SECONDS",
+        help="On a cluster (RAY_ADDRESS) without the GPUs (or CPUs) the actors need: ask its autoscaler for them and "
+        "wait this long (0: fail at once).",
+    ),
     click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean)."),
     click.option("--softmax", is_flag=True, help="Add <head>_softmax columns."),
     click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32)."),

@@ -33,9 +33,47 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: The head's node id as the fake node provider names nodes (its own ids count up from this one).
+FAKE_HEAD_ID = "f" * 51 + "00000"
+
+
+def autoscaling_config(gcs_address: str) -> dict:
+    """A cluster whose autoscaler can add one node with a GPU, and has none at the start: Ray's fake multi-node
+    provider starts "nodes" as local raylets, loaded as an external provider (the wheel lacks the defaults file its
+    own provider type reads)."""
+    return {
+        "cluster_name": "emonet-fake",
+        "max_workers": 1,
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 5,
+        "provider": {
+            "type": "external",
+            "module": "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider",
+            "gcs_address": gcs_address,
+            "head_node_id": FAKE_HEAD_ID,
+            "launch_multiple": True,
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
+        "head_node_type": "ray.head.default",
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 2}, "node_config": {}, "max_workers": 0},
+            "gpu": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 1},
+        },
+        **dict.fromkeys(("auth", "docker", "file_mounts"), {}),
+        **dict.fromkeys(("cluster_synced_files", "rsync_exclude", "rsync_filter"), []),
+        **dict.fromkeys(("initialization_commands", "setup_commands", "head_setup_commands"), []),
+        **dict.fromkeys(("worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands"), []),
+        "file_mounts_sync_continuously": False,
+    }
+
+
 @pytest.fixture(scope="module")
-def ray_head():
-    """One `ray start --head` with the job server, shared by the submit tests; token auth on, as by default."""
+def ray_head(tmp_path_factory):
+    """One `ray start --head` with the job server, shared by the tests here: token auth on, as by default, and an
+    autoscaler (v2) that can add one 1-GPU node. Yields the dashboard URL, the clients' environment and the GCS
+    address."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -46,25 +84,36 @@ def ray_head():
 
     ray.shutdown()  # the shared in-process runtime, if a test started it: one Ray on the machine at a time here
     port, dashboard = free_port(), free_port()
+    config = tmp_path_factory.mktemp("head") / "autoscaling.json"
+    # the head listens on this machine's address: Ray resolves a driver's 127.0.0.1 to it
+    gcs = f"{ray.util.get_node_ip_address()}:{port}"
+    config.write_text(json.dumps(autoscaling_config(gcs)))
+    fake_cluster = {
+        "RAY_FAKE_CLUSTER": "1",
+        "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+        "RAY_enable_autoscaler_v2": "1",
+        "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_ID,
+        "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_ID,
+    }
     subprocess.run(
         [
             str(BIN / "ray"),
             "start",
             "--head",
-            "--node-ip-address=127.0.0.1",
             f"--port={port}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
             "--num-cpus=2",
             "--include-dashboard=true",
             "--disable-usage-stats",
+            f"--autoscaling-config={config}",
         ],
-        env=env,
+        env={**env, **fake_cluster},
         check=True,
         capture_output=True,
         timeout=120,
     )
-    yield f"http://127.0.0.1:{dashboard}", env
+    yield f"http://127.0.0.1:{dashboard}", env, gcs
     # `ray stop` stops every Ray process on the machine: the shared in-process runtime goes first, or its
     # driver (this pytest process) would exit when its GCS is killed under it
     ray.shutdown()
@@ -78,7 +127,7 @@ def cli(*args, env, timeout=300):
 
 
 def test_submit_wait_scores_on_the_head(ray_head, tiny_models, tmp_path):
-    address, env = ray_head
+    address, env, _ = ray_head
     good_shards(tmp_path / "in", shards=3, per_shard=4)
     started = time.perf_counter()
     run = cli(
@@ -106,7 +155,7 @@ def test_submit_wait_scores_on_the_head(ray_head, tiny_models, tmp_path):
 
 
 def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models, tmp_path):
-    address, env = ray_head
+    address, env, _ = ray_head
     good_shards(tmp_path / "in", shards=2, per_shard=3)
     args = [
         "--",
@@ -138,6 +187,52 @@ def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models
     assert "stop requested" in cli("jobs", "stop", f"{submission_id}-2", "--address", address, env=env).stdout
     missing = cli("jobs", "status", "no-such-job", "--address", address, env=env)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+
+
+#: A driver on the autoscaling head (its own process: Ray keeps one authentication token per process) that scores
+#: with the GPUs per worker given as its argument; the GPU is simulated, so ONNX Runtime runs on the CPU.
+GPU_DRIVER = """
+import json, sys
+from emonet_batch.errors import UsageError
+from emonet_batch.run.config import score_config
+from emonet_batch.run.score import run_score
+inputs, output, model, gpus = sys.argv[1:]
+config = score_config((inputs,), output, model, gpus_per_worker=float(gpus), batch_size=2, progress="log", stats=False)
+try:
+    result = run_score(config, require_provider=False)
+except UsageError as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps({"exit": result.exit_code, "figures": result.figures}))
+"""
+
+
+def test_gpu_actors_wait_for_the_autoscaler_to_add_a_gpu_node(ray_head, tiny_models, tmp_path):
+    """The head has no GPU and its autoscaler can add one 1-GPU node: a run that needs more GPUs than any node type
+    has fails in one line at once; a 1-GPU run asks for the node, says it waits, and scores on it."""
+    _, env, gcs = ray_head
+    good_shards(tmp_path / "in", shards=2, per_shard=3)
+
+    def drive(gpus: str):
+        args = [str(tmp_path / "in"), str(tmp_path / "out"), str(tiny_models["small"]), gpus]
+        started = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-c", GPU_DRIVER, *args],
+            env={**env, "RAY_ADDRESS": gcs},  # attached to the head, as a Ray job's driver is
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr, time.perf_counter() - started
+
+    refused, _, refused_s = drive("2")
+    assert "no node type that provides 2 GPU" in refused["error"] and "\n" not in refused["error"]
+    scored, log, scored_s = drive("1")
+    assert scored["exit"] == 0 and scored["figures"]["images"] == 6, scored
+    assert {worker.rsplit("gpu=", 1)[1] for worker in scored["figures"]["images_by_worker"]} == {"0"}
+    assert "emonet-batch: waiting for the autoscaler to add 1 GPU (0 of 300 s)" in log
+    print(f"infeasible request refused in {refused_s:.1f} s; scored on the added GPU node in {scored_s:.1f} s")
 
 
 def test_submit_usage_errors(tiny_models):

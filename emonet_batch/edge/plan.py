@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 import ray
 from ray.data.block import BlockAccessor
 
-from ..errors import UsageError
 from ..job.config import EngineOptions, LabelOptions, StorageOptions
 from ..job.embeddings import EmbeddingSource
 from ..job.fetch import is_remote
@@ -71,12 +70,6 @@ def actors_per_node(workers: int, node_cpus: list[float]) -> int:
     return max(1, math.ceil(workers / max(1, sum(1 for cpus in node_cpus if cpus > 0))))
 
 
-def check_gpus(engine: EngineOptions) -> None:
-    """GPU actors on a cluster without GPUs would wait forever for a placement: say so instead."""
-    if engine.gpus_per_worker > 0 and ray.cluster_resources().get("GPU", 0) == 0:
-        raise UsageError("--gpus-per-worker was given but the Ray cluster has no GPUs; leave it out to run on CPU")
-
-
 def actor_resources(engine: EngineOptions) -> dict[str, float | None]:
     """What each inference actor asks Ray for: its GPU share, and no CPU slot. A CPU actor is busy only while
     it scores a batch, and the decode tasks use every core in between (the system shares the cores); a slot held
@@ -95,11 +88,11 @@ def build_dataset(
     require_provider: bool = True,
     source: EmbeddingSource | None = None,
 ):
-    """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record);
+    """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record), on a
+    cluster that has the resources (capacity.ensure_capacity);
     with `source`, the shards are that output's and their stored embeddings go to a heads-only model.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
-    check_gpus(engine)
     workers = inference_workers(engine, info.heads_only)
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
     if source is None:

@@ -11,8 +11,9 @@ import ray
 EMBEDDED_OBJECT_STORE_BYTES = 1 << 30
 
 
-def ensure_ray(verbose: bool = False) -> None:
-    """Attach to RAY_ADDRESS when set; otherwise start a local runtime sized to this machine.
+def ensure_ray(verbose: bool = False) -> bool:
+    """Attach to RAY_ADDRESS when set (and return True: a cluster, which an autoscaler may grow); otherwise start a
+    local runtime sized to this machine (False).
 
     Quiet unless `verbose`: Ray's own Python loggers (`ray`, `ray.data`) report errors only, through the
     logging level ray.init documents, and workers' output stays in Ray's log directory (log_to_driver), so
@@ -36,3 +37,4 @@ def ensure_ray(verbose: bool = False) -> None:
     context.enable_progress_bars = False  # our own progress display replaces Ray's bars
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(level)
+    return bool(os.environ.get("RAY_ADDRESS"))

@@ -60,3 +60,4 @@ class EngineOptions:
     trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use
     trt_cache: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers
+    wait_for_resources: float = 300.0  # seconds to wait for an autoscaler to add the nodes the actors need

@@ -242,12 +242,14 @@ def stream_and_commit(
     source: EmbeddingSource | None = None,
 ) -> str:
     """Run the plan over `todo`, committing each shard as it becomes whole; Ray Data's stage figures."""
+    from ..edge.capacity import ensure_capacity, needed_bundles
     from ..edge.plan import build_dataset
     from ..edge.runtime import ensure_ray
     from ..edge.stream import result_batches, stage_stats
 
     progress.phase("starting Ray")
-    ensure_ray(config.presentation.verbose)
+    attached = ensure_ray(config.presentation.verbose)
+    ensure_capacity(needed_bundles(config.engine), config.engine.wait_for_resources, attached, progress.phase)
     dataset = build_dataset(
         todo, config.model, info, config.labels, config.engine, config.storage, require_provider, source
     )

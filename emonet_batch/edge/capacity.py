@@ -1,0 +1,116 @@
+"""Capacity: the cluster has what the inference actors and read tasks need, or the autoscaler is asked for it.
+
+A cluster whose GPU (or CPU) workers start at zero has none until the autoscaler adds them, and the autoscaler adds
+nodes for demand it sees. Ray Data's actor pool would wait for its actors silently and forever, so before the plan
+starts the job asks for the resources itself (Ray's `request_resources`) and waits for them, up to
+`--wait-for-resources` seconds, saying so on the progress line. It stops at once, in one line, when the autoscaler
+reports that no node type can provide them, and when the runtime is one this process started (no autoscaler
+could add a node to it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import ray
+
+from ..errors import UsageError
+from ..job.config import EngineOptions
+
+#: How often the cluster's resources are read while waiting.
+POLL_S = 1.0
+#: How often a waiting run logs a line in log mode (the live line shows every poll).
+LOG_EVERY_S = 10.0
+
+
+def needed_bundles(engine: EngineOptions) -> list[dict[str, float]]:
+    """What the plan cannot start without: every GPU actor's share (one actor when --workers is not given), or for
+    CPU runs one CPU for the read tasks (CPU actors hold no slot)."""
+    if engine.gpus_per_worker > 0:
+        return [{"GPU": engine.gpus_per_worker}] * (engine.workers or 1)
+    return [{"CPU": 1.0}]
+
+
+def shortfall(bundles: list[dict[str, float]], available: dict[str, float]) -> dict[str, float]:
+    """Resource -> how much the cluster lacks of the bundles' total (empty when it has enough)."""
+    total: dict[str, float] = {}
+    for bundle in bundles:
+        for name, amount in bundle.items():
+            total[name] = total.get(name, 0.0) + amount
+    return {
+        name: amount - available.get(name, 0.0) for name, amount in total.items() if available.get(name, 0.0) < amount
+    }
+
+
+def describe(amounts: dict[str, float]) -> str:
+    return ", ".join(f"{amount:g} {name}" for name, amount in sorted(amounts.items()))
+
+
+def ensure_capacity(
+    bundles: list[dict[str, float]], wait_s: float, attached: bool, show: Callable[[str, bool], None]
+) -> None:
+    """Return once the cluster holds `bundles`; ask the autoscaler and wait up to `wait_s` seconds when it does not.
+    `attached`: the runtime is a cluster this process attached to (RAY_ADDRESS), not one it started.
+    `show(text, logged)`: the progress line."""
+    missing = shortfall(bundles, ray.cluster_resources())
+    if not missing:
+        return
+    lacking = f"the Ray cluster lacks {describe(missing)} for this run"
+    if not attached:
+        raise UsageError(
+            f"{lacking} and this machine's own Ray runtime cannot grow; leave out --gpus-per-worker to "
+            "run on CPU, or attach to a cluster with RAY_ADDRESS"
+        )
+    if wait_s <= 0:
+        raise UsageError(f"{lacking} (--wait-for-resources 0: not waiting for the autoscaler)")
+    from ray.autoscaler.sdk import request_resources
+
+    request_resources(bundles=bundles)
+    started = time.monotonic()
+    next_log = started
+    try:
+        while missing:
+            waited = time.monotonic() - started
+            infeasible = [bundle for bundle in infeasible_constraints() if bundle in bundles]
+            if infeasible:
+                raise UsageError(
+                    f"{lacking}, and the autoscaler has no node type that provides {describe(infeasible[0])}: "
+                    "add one to the cluster's node types, or ask for less (--gpus-per-worker, --workers)"
+                )
+            if waited >= wait_s:
+                raise UsageError(
+                    f"{lacking}: no node brought it within --wait-for-resources {wait_s:g} s; `ray status` on the "
+                    "cluster shows what the autoscaler is doing (node types, quotas, failed launches)"
+                )
+            show(
+                f"waiting for the autoscaler to add {describe(missing)} ({waited:.0f} of {wait_s:g} s)",
+                time.monotonic() >= next_log,
+            )
+            if time.monotonic() >= next_log:
+                next_log += LOG_EVERY_S
+            time.sleep(POLL_S)
+            missing = shortfall(bundles, ray.cluster_resources())
+    except BaseException:
+        request_resources(bundles=[])  # a run that does not go ahead leaves no demand behind
+        raise
+
+
+def infeasible_constraints() -> list[dict[str, float]]:
+    """The bundles of the cluster's requested resources (`request_resources`, the latest request overrides the
+    others) that the autoscaler reports none of its node types can hold. Only the v2 autoscaler reports them (the v1
+    one only logs them, so on v1 a run waits out --wait-for-resources); the reply is read whole here because the
+    parsed form of Ray's v2 SDK (`get_cluster_status`) leaves them out."""
+    from ray._raylet import GcsClient
+    from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
+
+    reply = GetClusterStatusReply()
+    try:
+        reply.ParseFromString(GcsClient(ray.get_runtime_context().gcs_address).get_cluster_status(timeout_s=5))
+    except Exception:  # an older GCS or a v1-only cluster: nothing reported, so nothing known to be infeasible
+        return []
+    return [
+        dict(counted.request.resources_bundle)
+        for constraint in reply.autoscaling_state.infeasible_cluster_resource_constraints
+        for counted in constraint.resource_requests
+    ]
