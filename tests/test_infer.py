@@ -98,3 +98,15 @@ def test_a_cpu_actor_takes_its_share_of_its_own_node_not_of_the_cluster():
     assert intra_op_threads(SessionOptions(intra_op_threads=3, actors_per_node=4), node_cpus=16) == 3  # as given
     assert intra_op_threads(SessionOptions(actors_per_node=32), node_cpus=16) == 1
     assert actors_per_node(2, []) == 2  # no node known yet (a cluster scaling from zero): never zero
+
+
+def test_what_a_run_asks_the_autoscaler_for_and_what_it_lacks():
+    from emonet_batch.edge.capacity import describe, needed_bundles, shortfall
+    from emonet_batch.job.config import EngineOptions
+
+    assert needed_bundles(EngineOptions(gpus_per_worker=0.5, workers=3)) == [{"GPU": 0.5}] * 3
+    assert needed_bundles(EngineOptions(gpus_per_worker=1.0)) == [{"GPU": 1.0}]  # one actor until GPUs are there
+    assert needed_bundles(EngineOptions(workers=4)) == [{"CPU": 1.0}]  # CPU actors hold no slot: the read tasks' CPU
+    lacking = shortfall([{"GPU": 0.5}] * 3, {"GPU": 1.0, "CPU": 8.0})
+    assert lacking == {"GPU": 0.5} and describe(lacking) == "0.5 GPU"
+    assert shortfall([{"CPU": 1.0}], {"CPU": 2.0}) == {} and shortfall([{"CPU": 1.0}], {}) == {"CPU": 1.0}
