@@ -38,7 +38,7 @@ FAKE_HEAD_ID = "f" * 51 + "00000"
 
 
 def autoscaling_config(gcs_address: str) -> dict:
-    """A cluster whose autoscaler can add one node with a GPU, and has none at the start: Ray's fake multi-node
+    """A cluster whose autoscaler can add one node with two GPUs, and has none at the start: Ray's fake multi-node
     provider starts "nodes" as local raylets, loaded as an external provider (the wheel lacks the defaults file its
     own provider type reads)."""
     return {
@@ -59,7 +59,7 @@ def autoscaling_config(gcs_address: str) -> dict:
         "head_node_type": "ray.head.default",
         "available_node_types": {
             "ray.head.default": {"resources": {"CPU": 2}, "node_config": {}, "max_workers": 0},
-            "gpu": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 1},
+            "gpu": {"resources": {"CPU": 1, "GPU": 2}, "node_config": {}, "min_workers": 0, "max_workers": 1},
         },
         **dict.fromkeys(("auth", "docker", "file_mounts"), {}),
         **dict.fromkeys(("cluster_synced_files", "rsync_exclude", "rsync_filter"), []),
@@ -72,7 +72,7 @@ def autoscaling_config(gcs_address: str) -> dict:
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """One `ray start --head` with the job server, shared by the tests here: token auth on, as by default, and an
-    autoscaler (v2) that can add one 1-GPU node. Yields the dashboard URL, the clients' environment and the GCS
+    autoscaler (v2) that can add one 2-GPU node. Yields the dashboard URL, the clients' environment and the GCS
     address."""
     env = {
         **os.environ,
@@ -190,14 +190,16 @@ def test_same_job_is_not_submitted_twice_and_jobs_commands(ray_head, tiny_models
 
 
 #: A driver on the autoscaling head (its own process: Ray keeps one authentication token per process) that scores
-#: with the GPUs per worker given as its argument; the GPU is simulated, so ONNX Runtime runs on the CPU.
+#: with the GPUs per worker and workers (0: the default) given as its arguments; the GPUs are simulated, so ONNX
+#: Runtime runs on the CPU.
 GPU_DRIVER = """
 import json, sys
 from emonet_batch.errors import UsageError
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
-inputs, output, model, gpus = sys.argv[1:]
-config = score_config((inputs,), output, model, gpus_per_worker=float(gpus), batch_size=2, progress="log", stats=False)
+inputs, output, model, gpus, workers = sys.argv[1:]
+options = dict(gpus_per_worker=float(gpus), workers=int(workers) or None, batch_size=2, progress="log", stats=False)
+config = score_config((inputs,), output, model, **options)
 try:
     result = run_score(config, require_provider=False)
 except UsageError as exc:
@@ -207,14 +209,16 @@ else:
 """
 
 
-def test_gpu_actors_wait_for_the_autoscaler_to_add_a_gpu_node(ray_head, tiny_models, tmp_path):
-    """The head has no GPU and its autoscaler can add one 1-GPU node: a run that needs more GPUs than any node type
-    has fails in one line at once; a 1-GPU run asks for the node, says it waits, and scores on it."""
+def test_gpu_actors_wait_for_the_autoscaler_and_get_a_gpu_each(ray_head, tiny_models, tmp_path):
+    """The head has no GPU and its autoscaler can add one 2-GPU node: a run that needs more GPUs than any node type
+    has fails in one line at once; a 1-GPU-per-actor run asks for a GPU, says it waits, and once the node is there
+    has one actor per GPU (the default), each on its own device (Ray sets CUDA_VISIBLE_DEVICES), scoring every
+    row."""
     _, env, gcs = ray_head
-    good_shards(tmp_path / "in", shards=2, per_shard=3)
+    good_shards(tmp_path / "in", shards=4, per_shard=3)
 
-    def drive(gpus: str):
-        args = [str(tmp_path / "in"), str(tmp_path / "out"), str(tiny_models["small"]), gpus]
+    def drive(gpus: str, workers: str):
+        args = [str(tmp_path / "in"), str(tmp_path / "out"), str(tiny_models["small"]), gpus, workers]
         started = time.perf_counter()
         run = subprocess.run(
             [sys.executable, "-c", GPU_DRIVER, *args],
@@ -226,11 +230,12 @@ def test_gpu_actors_wait_for_the_autoscaler_to_add_a_gpu_node(ray_head, tiny_mod
         assert run.returncode == 0, run.stderr
         return json.loads(run.stdout.strip().splitlines()[-1]), run.stderr, time.perf_counter() - started
 
-    refused, _, refused_s = drive("2")
-    assert "no node type that provides 2 GPU" in refused["error"] and "\n" not in refused["error"]
-    scored, log, scored_s = drive("1")
-    assert scored["exit"] == 0 and scored["figures"]["images"] == 6, scored
-    assert {worker.rsplit("gpu=", 1)[1] for worker in scored["figures"]["images_by_worker"]} == {"0"}
+    refused, _, refused_s = drive("3", "1")
+    assert "no node type that provides 3 GPU" in refused["error"] and "\n" not in refused["error"]
+    scored, log, scored_s = drive("1", "0")
+    assert scored["exit"] == 0 and scored["figures"]["images"] == 12, scored
+    scored_by = scored["figures"]["images_by_worker"]
+    assert sorted(worker.rsplit("gpu=", 1)[1] for worker in scored_by) == ["0", "1"], scored_by
     assert "emonet-batch: waiting for the autoscaler to add 1 GPU (0 of 300 s)" in log
     print(f"infeasible request refused in {refused_s:.1f} s; scored on the added GPU node in {scored_s:.1f} s")
 
@@ -247,46 +252,6 @@ def test_submit_usage_errors(tiny_models):
         and refused.stderr.count("\n") == 1
         and "cannot reach the Ray job server" in refused.stderr
     )
-
-
-def test_one_inference_actor_per_gpu(own_ray, tiny_models, tmp_path):
-    """With 2 (fake) GPUs: a pool of 2 actors, each asking for one GPU, and Ray gives them different devices."""
-    import numpy as np
-    import ray
-
-    from emonet_batch.edge.plan import actor_resources, inference_workers, session_options
-    from emonet_batch.job.infer import InferStage
-
-    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False)
-    try:
-        config = score_config(
-            (str(tmp_path / "in"),),
-            str(tmp_path / "out"),
-            str(tiny_models["small"]),
-            gpus_per_worker=1.0,
-            batch_size=2,
-            progress="off",
-            stats=False,
-        )
-        engine = config.engine
-        workers = inference_workers(engine)
-        assert workers == 2 and actor_resources(engine) == {"num_gpus": 1.0, "num_cpus": 0}
-        # the pipeline's own actor class and resource request, started as the pool would start them
-        actor = ray.remote(**actor_resources(engine))(InferStage)
-        pool = [actor.remote(config.model, session_options(engine, workers), False, False, "") for _ in range(workers)]
-        batch = {"kind": np.array(["sample"], dtype=object), "pixels": np.zeros((1, 64, 64, 3), np.uint8)}
-        devices = sorted(ray.get(a.__call__.remote(dict(batch)))["worker"][0].rsplit("gpu=", 1)[1] for a in pool)
-        assert devices == ["0", "1"]
-        for started in pool:
-            ray.kill(started)  # give the GPUs back to the job below
-        # and the whole job on that cluster scores every row on GPU-assigned actors
-        good_shards(tmp_path / "in", shards=4, per_shard=4)
-        result = run_score(config, require_provider=False)  # the GPUs are simulated: ORT runs on the CPU
-    finally:
-        ray.shutdown()
-    scored_by = result.figures["images_by_worker"]
-    assert result.exit_code == 0 and sum(scored_by.values()) == 16
-    assert {w.rsplit("gpu=", 1)[1] for w in scored_by} <= {"0", "1"}
 
 
 def kill_processes(title: str) -> int:

@@ -102,7 +102,11 @@ def test_a_cpu_actor_takes_its_share_of_its_own_node_not_of_the_cluster():
 
 def test_what_a_run_asks_the_autoscaler_for_and_what_it_lacks():
     from emonet_batch.edge.capacity import describe, needed_bundles, shortfall
+    from emonet_batch.edge.plan import actor_resources
     from emonet_batch.job.config import EngineOptions
+
+    assert actor_resources(EngineOptions(gpus_per_worker=1.0)) == {"num_gpus": 1.0, "num_cpus": 0}
+    assert actor_resources(EngineOptions()) == {"num_gpus": None, "num_cpus": 0}
 
     assert needed_bundles(EngineOptions(gpus_per_worker=0.5, workers=3)) == [{"GPU": 0.5}] * 3
     assert needed_bundles(EngineOptions(gpus_per_worker=1.0)) == [{"GPU": 1.0}]  # one actor until GPUs are there

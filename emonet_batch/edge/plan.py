@@ -89,8 +89,8 @@ def build_dataset(
     source: EmbeddingSource | None = None,
 ):
     """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record), on a
-    cluster that has the resources (capacity.ensure_capacity);
-    with `source`, the shards are that output's and their stored embeddings go to a heads-only model.
+    cluster that has the resources (capacity.ensure_capacity). With `source`, the shards are that output's and
+    their stored embeddings go to a heads-only model.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
     workers = inference_workers(engine, info.heads_only)

@@ -11,7 +11,6 @@ commit record before a row is given, so a rescore never spreads a tampered or ha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -39,6 +38,7 @@ from .layout import (
 )
 from .rows import COMPLETE, EMBEDDING, END, ERROR, FAILED, READ_CPU, SAMPLE, cpu_share
 from .storage import filesystem, join, read_json_files, redact_url
+from .verify import recorded_bytes
 
 
 @dataclass(frozen=True)
@@ -134,10 +134,7 @@ def checked_tables(source: EmbeddingSource, shard_id: str, storage: StorageOptio
     files = record["files"]
 
     def checked(name: str) -> pa.Table:
-        data = fs.cat_file(join(root, name))
-        if hashlib.sha256(data).hexdigest() != files[name]:
-            raise ValueError(f"{name} differs from its commit record (`emonet-batch verify` on the source)")
-        return pq.read_table(pa.BufferReader(data))
+        return pq.read_table(pa.BufferReader(recorded_bytes(fs, root, name, files[name])))
 
     labels = checked(label_file(shard_id))
     tower = (labels.schema.metadata or {}).get(TOWER_ID_METADATA.encode(), b"").decode()

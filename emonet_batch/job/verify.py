@@ -29,13 +29,28 @@ def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
     return commits
 
 
-def file_problem(fs, output: str, name: str, digest: str) -> str | None:
-    """Why a committed file does not hold the bytes its record names (None when it does)."""
+class CommittedFileError(ValueError):
+    """A committed file is missing or does not hold the bytes its record names."""
+
+
+def recorded_bytes(fs, output: str, name: str, digest: str | None) -> bytes:
+    """The bytes of the committed file `name`, checked against the sha256 its record names."""
     try:
         data = fs.cat_file(join(output, name))
     except FileNotFoundError:
-        return f"{name} is missing"
-    return None if hashlib.sha256(data).hexdigest() == digest else f"{name} differs from its recorded sha256"
+        raise CommittedFileError(f"{name} is missing") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise CommittedFileError(f"{name} differs from its recorded sha256")
+    return data
+
+
+def file_problem(fs, output: str, name: str, digest: str) -> str | None:
+    """Why a committed file does not hold the bytes its record names (None when it does)."""
+    try:
+        recorded_bytes(fs, output, name, digest)
+    except CommittedFileError as exc:
+        return str(exc)
+    return None
 
 
 def verify_output(fs, output: str) -> dict[str, str]:
@@ -61,14 +76,12 @@ def checked_label_files(fs, output: str, commits: dict[str, Any]) -> Iterator[tu
     for shard_id in sorted(commits):
         name = label_file(shard_id)
         try:
-            data = fs.cat_file(join(output, name))
-        except FileNotFoundError:
-            raise UsageError(f"{name} is committed but missing; `emonet-batch score --repair` redoes it") from None
-        if hashlib.sha256(data).hexdigest() != commits[shard_id].get("files", {}).get(name):
+            data = recorded_bytes(fs, output, name, commits[shard_id].get("files", {}).get(name))
+        except CommittedFileError as exc:
             raise UsageError(
-                f"{name} differs from its commit record; `emonet-batch verify` lists every such shard, "
-                "`emonet-batch score --repair` redoes them"
-            )
+                f"committed {exc}; `emonet-batch verify` lists every such shard, `emonet-batch score --repair` "
+                "redoes them"
+            ) from None
         parquet = pq.ParquetFile(pa.BufferReader(data))
         schema = parquet.schema_arrow
         if first is None:
