@@ -92,13 +92,24 @@ def test_rescore_equals_scoring_the_images_and_carries_keys_metadata_and_errors(
     assert rescore(scored, tmp_path / "new", tiny_heads["small"], embedding=True).figures["shards_skipped"] == 3
 
 
-def test_rescore_labels_do_not_depend_on_the_batch_and_any_head_set_applies(scored, tiny_heads, tmp_path):
+def test_rescore_labels_do_not_depend_on_the_batch_any_head_set_applies_and_changed_files_fail(
+    scored, tiny_heads, tmp_path
+):
     rescore(scored, tmp_path / "a", tiny_heads["small"], batch_size=3)
     rescore(scored, tmp_path / "b", tiny_heads["small"], batch_size=1024)
     for name in label_files(tmp_path / "a"):
         assert (tmp_path / "a" / "labels" / name).read_bytes() == (tmp_path / "b" / "labels" / name).read_bytes()
-    result = rescore(scored, tmp_path / "large", tiny_heads["large"], centered=True)  # other heads, one tower
-    assert result.exit_code == 0 and result.manifest["model"]["head_size"] == "large"
+    # other heads of the same tower, from a copy of the source with one label file changed since its commit
+    tampered = tmp_path / "tampered"
+    shutil.copytree(scored, tampered)
+    changed = sorted((tampered / "labels").iterdir())[0]
+    changed.write_bytes(changed.read_bytes() + b"\0")
+    result = rescore(tampered, tmp_path / "large", tiny_heads["large"], centered=True)
+    assert result.exit_code == 1 and result.manifest["model"]["head_size"] == "large"
+    outcomes = {shard: outcome.status for shard, outcome in result.outcomes.items()}
+    assert outcomes.pop(changed.stem) == "failed" and set(outcomes.values()) == {"complete"}
+    assert "differs from its recorded sha256" in result.outcomes[changed.stem].reason
+    assert sorted(p.stem for p in (tmp_path / "large" / "labels").iterdir()) == sorted(outcomes)
 
 
 def test_rescore_refuses_in_one_line_what_it_cannot_rescore(scored, tiny_models, tiny_heads, tmp_path, capsys):

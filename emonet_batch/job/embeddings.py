@@ -76,7 +76,7 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
     records, _ = read_json_files(fs, join(root, COMMITS))
     if not records:
         raise UsageError(f"no committed shards under {display} (run `emonet-batch score --embedding` first)")
-    tower, dim = stored_tower(fs, join(root, label_file(min(records))))
+    tower, dim = stored_tower(fs, root, sorted(records))
     if not info.tower_id:
         raise UsageError("the model records no tower id (exported before heads-only models): export it again")
     if tower != info.tower_id:
@@ -91,13 +91,21 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
     return source, shards
 
 
-def stored_tower(fs, path: str) -> tuple[str | None, int]:
-    """The tower id a label file records and the width of its embedding column (from its footer only)."""
-    with fs.open(path, "rb") as stream:
-        schema = pq.read_schema(stream)
-    tower = (schema.metadata or {}).get(TOWER_ID_METADATA.encode())
-    field = schema.field(EMBEDDING_COLUMN) if EMBEDDING_COLUMN in schema.names else None
-    return (tower.decode() if tower else None), (field.type.list_size if field is not None else 0)
+def stored_tower(fs, root: str, shard_ids: list[str]) -> tuple[str | None, int]:
+    """The tower id the label files record and the width of their embedding column, from the footer of the first
+    one that can be read (a damaged file fails its own shard when it is read, not the whole run)."""
+    problem = ""
+    for shard_id in shard_ids:
+        try:
+            with fs.open(join(root, label_file(shard_id)), "rb") as stream:
+                schema = pq.read_schema(stream)
+        except (OSError, pa.ArrowException) as exc:
+            problem = problem or f"{label_file(shard_id)}: {type(exc).__name__}: {first_line(exc)}"
+            continue
+        tower = (schema.metadata or {}).get(TOWER_ID_METADATA.encode())
+        field = schema.field(EMBEDDING_COLUMN) if EMBEDDING_COLUMN in schema.names else None
+        return (tower.decode() if tower else None), (field.type.list_size if field is not None else 0)
+    raise UsageError(f"no label file of the source can be read ({problem})")
 
 
 def embedding_batches(
