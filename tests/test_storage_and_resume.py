@@ -116,9 +116,10 @@ def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models, tmp_path, capsys):
+def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models, tiny_heads, tmp_path, capsys):
     """Through a proxy that answers 503 SlowDown to the first read of every shard and the first write of every
-    staged, published and commit file: every row still arrives, once."""
+    staged, published and commit file: every row still arrives, once. Then the output's stored embeddings are
+    rescored from object storage into object storage."""
     endpoint, client = s3
     for path in good_shards(tmp_path / "in", shards=2, per_shard=4):
         client.upload_file(str(path), "corpus", f"faces/{path.name}")
@@ -132,7 +133,7 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
             "s3://corpus/faces/shard-{00000..00001}.tar",
             signed,
             *("--output", "s3://results/run1", "--model", str(tiny_models["small"])),
-            *("--endpoint-url", proxy.endpoint, "--meta-fields", "gender", "--progress", "log"),
+            *("--endpoint-url", proxy.endpoint, "--meta-fields", "gender", "--embedding", "--progress", "log"),
         )
     finally:
         proxy.close()
@@ -174,11 +175,25 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     # a second run (same options: the output records them) commits nothing twice; in-process: it starts no Ray
     again = main(
         ["score", "s3://corpus/faces/shard-{00000..00001}.tar", "--output", "s3://results/run1"]
-        + ["--model", str(tiny_models["small"]), "--endpoint-url", endpoint, "--meta-fields", "gender"]
+        + ["--model", str(tiny_models["small"]), "--endpoint-url", endpoint, "--meta-fields", "gender", "--embedding"]
     )
     out, err = capsys.readouterr()
     assert again == 0, err
     assert "skipped (committed earlier)  2" in out and CANARY not in out + err
+
+    rescored = main(
+        ["rescore", "s3://results/run1", "--model", str(tiny_heads["small"]), "--output", "s3://results/run1-heads"]
+        + ["--endpoint-url", endpoint, "--no-stats", "--progress", "off"]
+    )
+    assert rescored == 0, capsys.readouterr().err
+    new = pq.read_table(
+        pa.BufferReader(client.get_object(Bucket="results", Key=f"run1-heads/labels/{second}.parquet")["Body"].read())
+    )
+    assert new.column("key").equals(labels.column("key")) and new.column("gender").equals(labels.column("gender"))
+    assert (
+        max(abs(a - b) for a, b in zip(new.column("amusement").to_pylist(), labels.column("amusement").to_pylist()))
+        <= 1e-5
+    )
 
 
 def test_object_storage_problems_fail_before_anything_starts(s3, tiny_models, tmp_path, monkeypatch, capsys):
