@@ -5,9 +5,15 @@ from pathlib import Path
 
 import pytest
 
+from .shardkit import S3_CREDENTIALS
+
 # Tests never reach the Hugging Face hub: hub ids must fail as offline, at once. Set before any test imports
 # huggingface_hub or datasets, which read it once at import (a later monkeypatch.setenv would not count).
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The object-storage tests' credentials, in every process of the session: Ray's workers read their own environment,
+# as a cluster's nodes do, and the shared runtime may start before the first S3 test (only the moto server on
+# loopback accepts them).
+os.environ.update(S3_CREDENTIALS)
 
 
 @pytest.fixture(scope="session")

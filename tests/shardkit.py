@@ -13,6 +13,15 @@ from PIL import Image
 from emonet_batch.devtools.samples import demo_samples, encode, face_image
 from emonet_batch.devtools.shards import write_shards
 
+#: The object-storage tests' secret key: it must appear in no output, log or file.
+CANARY = "canary-Secret-7f3a9c1e5b"
+#: Their credentials, for the moto server; conftest puts them in the session's environment.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "emonet-test-key",
+    "AWS_SECRET_ACCESS_KEY": CANARY,
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
 
 def good_shards(directory: Path, shards: int, per_shard: int, size: int = 96) -> list[Path]:
     return write_shards(demo_samples(shards * per_shard, size=size), directory, per_shard)

@@ -16,9 +16,7 @@ import pytest
 from emonet_batch.cli import main
 from emonet_batch.job.inputs import shard_id
 
-from .shardkit import good_shards
-
-CANARY = "canary-Secret-7f3a9c1e5b"
+from .shardkit import CANARY, S3_CREDENTIALS, good_shards
 
 
 def free_port() -> int:
@@ -100,8 +98,7 @@ def s3(monkeypatch):
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ACCESS_KEY_ID": "emonet-test-key", "AWS_SECRET_ACCESS_KEY": CANARY, "AWS_DEFAULT_REGION": "us-east-1"}
-    for name, value in env.items():
+    for name, value in S3_CREDENTIALS.items():  # as conftest set them, whatever a test before changed
         monkeypatch.setenv(name, value)
     client = boto3.client("s3", endpoint_url=endpoint)
     client.create_bucket(Bucket="corpus")

@@ -11,6 +11,7 @@ could add a node to it).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import ray
@@ -34,10 +35,9 @@ def needed_bundles(engine: EngineOptions) -> list[dict[str, float]]:
 
 def shortfall(bundles: list[dict[str, float]], available: dict[str, float]) -> dict[str, float]:
     """Resource -> how much the cluster lacks of the bundles' total (empty when it has enough)."""
-    total: dict[str, float] = {}
+    total: Counter = Counter()
     for bundle in bundles:
-        for name, amount in bundle.items():
-            total[name] = total.get(name, 0.0) + amount
+        total.update(bundle)
     return {
         name: amount - available.get(name, 0.0) for name, amount in total.items() if available.get(name, 0.0) < amount
     }
@@ -67,8 +67,7 @@ def ensure_capacity(
     from ray.autoscaler.sdk import request_resources
 
     request_resources(bundles=bundles)
-    started = time.monotonic()
-    next_log = started
+    started, logged = time.monotonic(), -LOG_EVERY_S
     try:
         while missing:
             waited = time.monotonic() - started
@@ -83,12 +82,9 @@ def ensure_capacity(
                     f"{lacking}: no node brought it within --wait-for-resources {wait_s:g} s; `ray status` on the "
                     "cluster shows what the autoscaler is doing (node types, quotas, failed launches)"
                 )
-            show(
-                f"waiting for the autoscaler to add {describe(missing)} ({waited:.0f} of {wait_s:g} s)",
-                time.monotonic() >= next_log,
-            )
-            if time.monotonic() >= next_log:
-                next_log += LOG_EVERY_S
+            log = waited - logged >= LOG_EVERY_S
+            show(f"waiting for the autoscaler to add {describe(missing)} ({waited:.0f} of {wait_s:g} s)", log)
+            logged = waited if log else logged
             time.sleep(POLL_S)
             missing = shortfall(bundles, ray.cluster_resources())
     except BaseException:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError, first_line
 from ..model.record import ModelInfo
 from .config import StorageOptions
-from .inputs import EMBEDDINGS, Shard
+from .inputs import EMBEDDINGS, Shard, normalised_location
 from .layout import (
     COMMITS,
     EMBEDDING_COLUMN,
@@ -60,7 +60,7 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
     width, not an output, nothing committed, or the new output in the same place."""
     fs, root = filesystem(url, storage)
     display = redact_url(url)
-    if root.rstrip("/") == filesystem(output, storage)[1].rstrip("/"):
+    if normalised_location(url).rstrip("/") == normalised_location(output).rstrip("/"):
         raise UsageError(f"--output is the source {display}: write the new labels to another output")
     try:
         options = json.loads(fs.cat_file(join(root, LABEL_OPTIONS)))
@@ -86,9 +86,13 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
         )
     if dim != info.embedding_dim:
         raise UsageError(f"{display} holds {dim}-d embeddings, the model reads {info.embedding_dim}-d ones")
-    source = EmbeddingSource(url, tower, dim, options)
-    shards = [Shard(str(record.get("location")), shard_id, EMBEDDINGS) for shard_id, record in sorted(records.items())]
-    return source, shards
+    # each shard keeps its input's location (the new commit records name it, so the report finds its images); a
+    # record of an older emonet-batch that names none is located by its label file
+    shards = [
+        Shard(record.get("location") or normalised_location(join(url, label_file(shard_id))), shard_id, EMBEDDINGS)
+        for shard_id, record in sorted(records.items())
+    ]
+    return EmbeddingSource(url, tower, dim, options), shards
 
 
 def stored_tower(fs, root: str, shard_ids: list[str]) -> tuple[str | None, int]:
@@ -116,7 +120,7 @@ def embedding_batches(
     started = time.thread_time()
     try:
         labels, errors, samples = checked_tables(source, shard_id, storage)
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+    except Exception as exc:  # whatever the storage backend raises (botocore's credential errors are no OSError)
         reason = f"source shard unusable: {type(exc).__name__}: {first_line(exc)}"
         yield rows_of(shard_id, [], source.dim, end=(0, FAILED, reason), started=started)
         return
