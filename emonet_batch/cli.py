@@ -175,7 +175,7 @@ _RUN_OPTIONS = (
     click.option(
         "--workers",
         type=click.IntRange(min=1),
-        help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1.",
+        help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1 (rescore: one per CPU).",
     ),
     click.option(
         "--threads-per-worker",
