@@ -157,15 +157,17 @@ def load_heads(directory: str | os.PathLike, wanted: Iterable[str] | None = None
 
 @dataclass
 class Encoder:
-    model: nn.Module  # transformers SiglipVisionModel
+    model: nn.Module | None  # transformers SiglipVisionModel; None when loaded without its weights
     image_size: int
     width: int
     resize_filter: str
     files: list[Path]
 
 
-def load_encoder(directory: str | os.PathLike) -> Encoder:
-    """The SigLIP vision tower of a transformers checkpoint directory (full model or vision only)."""
+def load_encoder(directory: str | os.PathLike, weights: bool = True) -> Encoder:
+    """The SigLIP vision tower of a transformers checkpoint directory (full model or vision only); without
+    `weights`, its shape and files only: a heads-only export needs no more, and so400m's weights are 1.6 GB of
+    memory (its files are hashed either way, which is most of the ~5 s its load takes)."""
     from transformers import SiglipConfig, SiglipVisionConfig, SiglipVisionModel
 
     directory = Path(directory)
@@ -189,15 +191,15 @@ def load_encoder(directory: str | os.PathLike) -> Encoder:
             f"{directory}: no .safetensors weights; pickled weights (pytorch_model.bin) are never loaded, since "
             "unpickling can run code: use the checkpoint's safetensors release"
         )
-    try:
-        with _quiet_transformers():
-            model = SiglipVisionModel.from_pretrained(directory, config=vision_config, use_safetensors=True)
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{directory}: cannot load the encoder weights: {first_line(exc)}") from None
+    model = None
+    if weights:
+        try:
+            with _quiet_transformers():
+                model = SiglipVisionModel.from_pretrained(directory, config=vision_config, use_safetensors=True).eval()
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(f"{directory}: cannot load the encoder weights: {first_line(exc)}") from None
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in {".json", ".safetensors"})
-    return Encoder(
-        model.eval(), vision_config.image_size, vision_config.hidden_size, read_resize_filter(directory), files
-    )
+    return Encoder(model, vision_config.image_size, vision_config.hidden_size, read_resize_filter(directory), files)
 
 
 def read_resize_filter(directory: Path) -> str:

@@ -139,12 +139,13 @@ def export_heads_only(config: ExportConfig) -> ExportResult:
 
 
 def _load(config: ExportConfig, seconds: dict[str, float]) -> tuple[Encoder, HeadSet, dict[str, str], dict[str, str]]:
-    """The checkpoints: encoder, heads (of its width), their sources and every source file's sha256."""
+    """The checkpoints: encoder (without its weights for a heads-only export), heads (of its width), their sources
+    and every source file's sha256."""
     started = time.perf_counter()
     encoder_dir, heads_dir, sources = _checkpoint_dirs(config)
     seconds["checkpoint"] = time.perf_counter() - started
     started = time.perf_counter()
-    encoder = load_encoder(encoder_dir)
+    encoder = load_encoder(encoder_dir, weights=not config.heads_only)
     heads = load_heads(heads_dir, config.only_heads)
     if heads.in_dim != encoder.width:
         raise ModelError(f"heads take {heads.in_dim}-d input but the encoder produces {encoder.width}-d embeddings")
