@@ -20,7 +20,7 @@ TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: Rows in every call of a heads-only model (the last call of a batch padded with zeros), so that an embedding's
 #: scores never depend on how many others share its batch: ONNX Runtime's matrix kernels are chosen by the row
 #: count, and 1, 31 or 33 rows gave other low bits than 32 or 256 for the same row. Fixed, not --batch-size, so
-#: that no option changes a label; 256 rows ran the 44 Large heads at ~95% of the best rate on 2 cores.
+#: that no option changes a label; 256 rows ran the 44 Large heads at 99% of the best rate on 2 cores.
 HEADS_CALL_ROWS = 256
 
 
