@@ -198,7 +198,8 @@ from emonet_batch.errors import UsageError
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 inputs, output, model, gpus, workers = sys.argv[1:]
-options = dict(gpus_per_worker=float(gpus), workers=int(workers) or None, batch_size=2, progress="log", stats=False)
+options = dict(gpus_per_worker=float(gpus), workers=int(workers) or None, batch_size=2, progress="log", stats=False,
+               wait_for_resources=60)
 config = score_config((inputs,), output, model, **options)
 try:
     result = run_score(config, require_provider=False)
@@ -238,7 +239,7 @@ def test_gpu_actors_wait_for_the_autoscaler_and_get_a_gpu_each(ray_head, tiny_mo
     # one actor per GPU; which of them scored the 12 rows is Ray Data's choice (one may still be starting)
     scored_by = scored["figures"]["images_by_worker"]
     assert scored["pool"] == 2 and {worker.rsplit("gpu=", 1)[1] for worker in scored_by} <= {"0", "1"}, scored
-    assert "emonet-batch: waiting for the autoscaler to add 1 GPU (0 of 300 s)" in log
+    assert "emonet-batch: waiting for the autoscaler to add 1 GPU (0 of 60 s)" in log
     print(f"infeasible request refused in {refused_s:.1f} s; scored on the added GPU node in {scored_s:.1f} s")
 
 

@@ -101,7 +101,7 @@ def test_a_cpu_actor_takes_its_share_of_its_own_node_not_of_the_cluster():
 
 
 def test_what_a_run_asks_the_autoscaler_for_and_what_it_lacks():
-    from emonet_batch.edge.capacity import describe, needed_bundles, shortfall
+    from emonet_batch.edge.capacity import contains, describe, needed_bundles, shortfall, without
     from emonet_batch.edge.plan import actor_resources
     from emonet_batch.job.config import EngineOptions
 
@@ -114,3 +114,10 @@ def test_what_a_run_asks_the_autoscaler_for_and_what_it_lacks():
     lacking = shortfall([{"GPU": 0.5}] * 3, {"GPU": 1.0, "CPU": 8.0})
     assert lacking == {"GPU": 0.5} and describe(lacking) == "0.5 GPU"
     assert shortfall([{"CPU": 1.0}], {"CPU": 2.0}) == {} and shortfall([{"CPU": 1.0}], {}) == {"CPU": 1.0}
+    # the cluster's one resource request, which other requesters (Ray Data's coordinator) replace: is ours in it,
+    # and what remains of it without ours
+    theirs = [{"CPU": 1.0}, {"CPU": 1.0}]
+    assert contains(theirs + [{"GPU": 1.0}], [{"GPU": 1.0}]) and not contains(theirs, [{"GPU": 1.0}])
+    assert (
+        not contains([{"GPU": 1.0}], [{"GPU": 1.0}] * 2) and without(theirs + [{"GPU": 1.0}], [{"GPU": 1.0}]) == theirs
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import ray
 
@@ -71,7 +72,8 @@ def ensure_capacity(
     try:
         while missing:
             waited = time.monotonic() - started
-            infeasible = [bundle for bundle in infeasible_constraints() if bundle in bundles]
+            state = autoscaler_state()
+            infeasible = [bundle for bundle in (state.infeasible if state else []) if bundle in bundles]
             if infeasible:
                 raise UsageError(
                     f"{lacking}, and the autoscaler has no node type that provides {describe(infeasible[0])}: "
@@ -83,30 +85,76 @@ def ensure_capacity(
                     "cluster shows what the autoscaler is doing (node types, quotas, failed launches)"
                 )
             log = waited - logged >= LOG_EVERY_S
+            # A cluster has one resource request, and the latest call replaces it: Ray Data's coordinator actor,
+            # left on the cluster by any earlier Ray Data run, sends its own every 20 s. So the request is made
+            # again while it is not the cluster's, keeping what the others asked for (the v2 autoscaler's state
+            # says what is requested; with v1 it is asked again every LOG_EVERY_S).
+            if (state is not None and not contains(state.requested, bundles)) or (state is None and log):
+                request_resources(bundles=(state.requested if state else []) + bundles)
             show(f"waiting for the autoscaler to add {describe(missing)} ({waited:.0f} of {wait_s:g} s)", log)
             logged = waited if log else logged
             time.sleep(POLL_S)
             missing = shortfall(bundles, ray.cluster_resources())
     except BaseException:
-        request_resources(bundles=[])  # a run that does not go ahead leaves no demand behind
+        # a run that does not go ahead leaves no demand of its own behind
+        state = autoscaler_state()
+        request_resources(bundles=without(state.requested, bundles) if state else [])
         raise
 
 
-def infeasible_constraints() -> list[dict[str, float]]:
-    """The bundles of the cluster's requested resources (`request_resources`, the latest request overrides the
-    others) that the autoscaler reports none of its node types can hold. Only the v2 autoscaler reports them (the v1
-    one only logs them, so on v1 a run waits out --wait-for-resources); the reply is read whole here because the
-    parsed form of Ray's v2 SDK (`get_cluster_status`) leaves them out."""
+@dataclass(frozen=True)
+class AutoscalerState:
+    """What the v2 autoscaler reports: the cluster's resource request (every requester's bundles, one per unit) and
+    the bundles of it that none of its node types can hold."""
+
+    requested: list[dict[str, float]]
+    infeasible: list[dict[str, float]]
+
+
+def autoscaler_state() -> AutoscalerState | None:
+    """The v2 autoscaler's state, or None where there is none to read (a v1 autoscaler only logs what it cannot
+    provide, so there a run waits out --wait-for-resources). The GCS reply is read whole here because the parsed
+    form of Ray's v2 SDK (`get_cluster_status`) leaves the infeasible requests out."""
     from ray._raylet import GcsClient
     from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
     reply = GetClusterStatusReply()
     try:
         reply.ParseFromString(GcsClient(ray.get_runtime_context().gcs_address).get_cluster_status(timeout_s=5))
-    except Exception:  # an older GCS or a v1-only cluster: nothing reported, so nothing known to be infeasible
-        return []
+    except Exception:  # an older GCS, or none answering: nothing known
+        return None
+    if not reply.HasField("autoscaling_state"):  # no v2 autoscaler reports to this cluster
+        return None
+    return AutoscalerState(
+        unrolled(reply.cluster_resource_state.cluster_resource_constraints),
+        unrolled(reply.autoscaling_state.infeasible_cluster_resource_constraints),
+    )
+
+
+def unrolled(constraints) -> list[dict[str, float]]:
+    """Cluster resource constraints as bundles, one per unit counted."""
     return [
         dict(counted.request.resources_bundle)
-        for constraint in reply.autoscaling_state.infeasible_cluster_resource_constraints
+        for constraint in constraints
         for counted in constraint.resource_requests
+        for _ in range(counted.count)
     ]
+
+
+def contains(bundles: list[dict[str, float]], wanted: list[dict[str, float]]) -> bool:
+    """Whether `bundles` hold every bundle of `wanted` (as many times as it is wanted)."""
+    remaining = list(bundles)
+    for bundle in wanted:
+        if bundle not in remaining:
+            return False
+        remaining.remove(bundle)
+    return True
+
+
+def without(bundles: list[dict[str, float]], taken: list[dict[str, float]]) -> list[dict[str, float]]:
+    """`bundles` less one of each bundle of `taken` they hold."""
+    remaining = list(bundles)
+    for bundle in taken:
+        if bundle in remaining:
+            remaining.remove(bundle)
+    return remaining
