@@ -143,12 +143,7 @@ def unrolled(constraints) -> list[dict[str, float]]:
 
 def contains(bundles: list[dict[str, float]], wanted: list[dict[str, float]]) -> bool:
     """Whether `bundles` hold every bundle of `wanted` (as many times as it is wanted)."""
-    remaining = list(bundles)
-    for bundle in wanted:
-        if bundle not in remaining:
-            return False
-        remaining.remove(bundle)
-    return True
+    return len(without(bundles, wanted)) == len(bundles) - len(wanted)
 
 
 def without(bundles: list[dict[str, float]], taken: list[dict[str, float]]) -> list[dict[str, float]]:

@@ -106,10 +106,15 @@ def stored_tower(fs, root: str, shard_ids: list[str]) -> tuple[str | None, int]:
         except (OSError, pa.ArrowException) as exc:
             problem = problem or f"{label_file(shard_id)}: {type(exc).__name__}: {first_line(exc)}"
             continue
-        tower = (schema.metadata or {}).get(TOWER_ID_METADATA.encode())
         field = schema.field(EMBEDDING_COLUMN) if EMBEDDING_COLUMN in schema.names else None
-        return (tower.decode() if tower else None), (field.type.list_size if field is not None else 0)
+        return recorded_tower(schema), (field.type.list_size if field is not None else 0)
     raise UsageError(f"no label file of the source can be read ({problem})")
+
+
+def recorded_tower(schema: pa.Schema) -> str | None:
+    """The tower id a label file's metadata names (None in files written before it was recorded)."""
+    tower = (schema.metadata or {}).get(TOWER_ID_METADATA.encode())
+    return tower.decode() if tower else None
 
 
 def embedding_batches(
@@ -149,9 +154,9 @@ def checked_tables(source: EmbeddingSource, shard_id: str, storage: StorageOptio
         return pq.read_table(pa.BufferReader(recorded_bytes(fs, root, name, files[name])))
 
     labels = checked(label_file(shard_id))
-    tower = (labels.schema.metadata or {}).get(TOWER_ID_METADATA.encode(), b"").decode()
+    tower = recorded_tower(labels.schema)
     if tower != source.tower_id:
-        raise ValueError(f"{label_file(shard_id)} holds embeddings of another tower ({tower[:12] or 'unrecorded'})")
+        raise ValueError(f"{label_file(shard_id)} holds embeddings of another tower ({(tower or 'unrecorded')[:12]})")
     errors = checked(error_file(shard_id)) if error_file(shard_id) in files else None
     return labels, errors, int(record["samples"])
 
