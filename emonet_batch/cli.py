@@ -595,10 +595,11 @@ def run() -> None:
 
     with native_stderr_to_file(enabled="--verbose" not in sys.argv[1:]) as exit_code:
         code = main()
-        ray = sys.modules.get("ray")
         try:
-            if ray is not None and ray.is_initialized():
-                ray.shutdown()
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+                from .edge.runtime import stop_ray
+
+                stop_ray()
         except KeyboardInterrupt:
             code = interrupted()
         exit_code.append(code)

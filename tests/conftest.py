@@ -60,8 +60,8 @@ def ray_runtime():
 def own_ray():
     """For a test that starts its own Ray (fake GPUs, a multi-node cluster): the shared runtime is stopped
     first, and whatever the test started is stopped after it."""
-    import ray
+    from emonet_batch.edge.runtime import stop_ray
 
-    ray.shutdown()
+    stop_ray()
     yield
-    ray.shutdown()
+    stop_ray()

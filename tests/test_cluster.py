@@ -82,7 +82,9 @@ def ray_head(tmp_path_factory):
     }
     import ray
 
-    ray.shutdown()  # the shared in-process runtime, if a test started it: one Ray on the machine at a time here
+    from emonet_batch.edge.runtime import stop_ray
+
+    stop_ray()  # the shared in-process runtime, if a test started it: one Ray on the machine at a time here
     port, dashboard = free_port(), free_port()
     config = tmp_path_factory.mktemp("head") / "autoscaling.json"
     # the head listens on this machine's address: Ray resolves a driver's 127.0.0.1 to it
@@ -116,7 +118,7 @@ def ray_head(tmp_path_factory):
     yield f"http://127.0.0.1:{dashboard}", env, gcs
     # `ray stop` stops every Ray process on the machine: the shared in-process runtime goes first, or its
     # driver (this pytest process) would exit when its GCS is killed under it
-    ray.shutdown()
+    stop_ray()
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
