@@ -15,12 +15,18 @@ EMBEDDED_OBJECT_STORE_BYTES = 1 << 30
 #:   Ray's default 1 s, which stalled some starts by a whole second; 100 attempts 100 ms apart keep Ray's 10 s;
 #: - Ray starts one worker process per CPU when the driver connects and holds the connection until they run; here
 #:   they start as the plan asks for them instead (Ray Data's helper actors, the inference actor, the read task),
-#:   0.2 s sooner to the first batch.
+#:   0.2 s sooner to the first batch;
 EMBEDDED_SYSTEM_CONFIG = {
     "raylet_client_connect_timeout_milliseconds": 100,
     "raylet_client_num_connect_attempts": 100,
     "prestart_worker_first_driver": False,
 }
+
+#: No task events in the embedded runtime: they feed the dashboard and the state API (`ray list tasks`), which a
+#: runtime started without a dashboard and gone when the run ends never shows; every worker reported them every
+#: second, and the driver flushed them for 0.25 s at shutdown. Ray's documented switch is this variable (the
+#: driver reads it from its environment, not from the system config), set unless the user set it.
+TASK_EVENTS_INTERVAL_VARIABLE = "RAY_task_events_report_interval_ms"
 
 
 def ensure_ray(verbose: bool = False) -> bool:
@@ -35,6 +41,7 @@ def ensure_ray(verbose: bool = False) -> bool:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(logging_level=level, log_to_driver=verbose)
         else:
+            os.environ.setdefault(TASK_EVENTS_INTERVAL_VARIABLE, "0")
             ray.init(
                 # "local": a fresh runtime even when a `ray start` cluster runs on this machine (RAY_ADDRESS attaches)
                 address="local",
