@@ -589,9 +589,10 @@ def interrupted() -> int:
 
 def run() -> None:
     """The console script: the command, then Ray stopped here, where Ctrl-C is still one line and exit 130,
-    rather than in Ray's exit hook after the summary (where it printed a traceback and exited 0). Native
-    libraries' own stderr writes go to a log file unless --verbose (run/console.py says why)."""
-    from .run.console import native_stderr_to_file
+    rather than in Ray's exit hook after the summary (where it printed a traceback and exited 0), then the exit
+    without the interpreter's teardown. Native libraries' own stderr writes go to a log file unless --verbose
+    (run/console.py says why)."""
+    from .run.console import exit_without_teardown, native_stderr_to_file
 
     with native_stderr_to_file(enabled="--verbose" not in sys.argv[1:]) as exit_code:
         code = main()
@@ -603,4 +604,4 @@ def run() -> None:
         except KeyboardInterrupt:
             code = interrupted()
         exit_code.append(code)
-    sys.exit(code)
+    exit_without_teardown(code)

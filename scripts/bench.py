@@ -15,7 +15,7 @@ Measured in one run, on the same weights, images and cores:
 - pipeline_efficiency: e2e / the fast path's model-only images/s;
 - peak_rss_mb: the peak resident memory of this process and its children (the Ray workers);
 - latency_8_images_s, startup_8_images_s (tiny model only): `emonet-batch score` on one shard of 8 images with
-  `--no-stats` (a fresh process and Ray runtime each time, median of 3): wall seconds from the command to the
+  `--no-stats` (a fresh process and Ray runtime each time, median of 5): wall seconds from the command to the
   prompt, and from the run's start to its first scored batch.
 
 `--model heads` measures `rescore` (see rescore_figures): the 44 Small and Large heads over generated 1152-d
@@ -154,7 +154,7 @@ def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size
     return figures, fast
 
 
-def latency(model_dir: Path, images: list[bytes], runs: int = 3) -> dict[str, float]:
+def latency(model_dir: Path, images: list[bytes], runs: int = 5) -> dict[str, float]:
     """The console command on one shard of 8 images, `--no-stats`, each time a fresh process and Ray runtime:
     median wall seconds from the command to the prompt, and median seconds from the run's start to its first
     scored batch (the manifest's `startup_s`)."""
