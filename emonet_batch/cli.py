@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import EmonetError
+from .run.console import EXIT_INTERRUPTED
 
 #: Options several commands share, defined once so their names and help stay the same everywhere.
 endpoint_url_option = click.option(
@@ -552,10 +553,6 @@ def demo(out: Path, progress: str) -> int:
     text, code = run_demo(out, progress=progress)
     click.echo(text)
     return code
-
-
-#: The exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:

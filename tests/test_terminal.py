@@ -32,8 +32,12 @@ class Terminal:
     seconds: float
 
 
-def on_terminal(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Terminal:
-    """`python -m emonet_batch ARGS` with stderr on a COLUMNS x ROWS pseudo-terminal and stdout on a pipe."""
+def on_terminal(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, ctrl_c_at: str | None = None
+) -> Terminal:
+    """`python -m emonet_batch ARGS` with stderr on a COLUMNS x ROWS pseudo-terminal and stdout on a pipe; the
+    terminal is the command's controlling one, so `ctrl_c_at` (text of the live line) types Ctrl-C into it then,
+    and the terminal sends SIGINT to the command's process group, as a shell's terminal does."""
     primary, secondary = pty.openpty()
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLUMNS, 0, 0))
     screen = pyte.Screen(COLUMNS, ROWS)
@@ -45,6 +49,8 @@ def on_terminal(*args: str, env: dict[str, str] | None = None, timeout: float = 
         stdout=subprocess.PIPE,
         stderr=secondary,
         env=env,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),  # the terminal becomes the controlling one
     )
     os.close(secondary)
     frames = []
@@ -59,6 +65,9 @@ def on_terminal(*args: str, env: dict[str, str] | None = None, timeout: float = 
             break
         stream.feed(chunk)
         frames.append(screen.display[screen.cursor.y].rstrip())
+        if ctrl_c_at and ctrl_c_at in frames[-1]:
+            os.write(primary, b"\x03")
+            ctrl_c_at = None
     os.close(primary)
     code = process.wait(timeout=10)
     lines = [line.rstrip() for line in screen.display if line.strip()]
@@ -101,3 +110,13 @@ def test_what_cannot_work_fails_at_once_in_one_line(tiny_models, tmp_path):
         assert run.lines[0].startswith(f"emonet-batch: error: {message}"), run.lines
         assert run.seconds < 5, (message, run.seconds)
     assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_while_the_actors_start_is_one_line_and_exit_130(tiny_models, tmp_path):
+    good_shards(tmp_path / "in", shards=1, per_shard=8)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    args = ("score", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"]))
+    run = on_terminal(*args, "--no-stats", env=env, ctrl_c_at="starting the inference actors")
+    assert run.code == 130 and run.lines == ["emonet-batch: interrupted"], (run.code, run.lines, run.stdout)
+    assert run.stdout == ""  # no summary: the run did not end
+    assert not (tmp_path / "out" / "manifest.json").exists()

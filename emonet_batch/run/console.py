@@ -5,7 +5,7 @@ and out of reach of every Ray setting except one that would also silence Ray's o
 "constructor arguments in the object store" line each Ray Data actor pool prints, ray-project/ray#57733). So a quiet
 run points descriptor 2 at a log file and gives Python's sys.stderr a duplicate of the terminal: our lines,
 the live display and any traceback still show; what native code writes is kept in the file, named on a failed
-run and removed after a successful one. `--verbose` leaves stderr alone.
+run and removed after a successful or interrupted one. `--verbose` leaves stderr alone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 STDERR_FD = 2
+#: The exit code of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 @contextmanager
@@ -43,7 +45,8 @@ def native_stderr_to_file(enabled: bool) -> Iterator[list[int]]:
         os.dup2(terminal, STDERR_FD)
         sys.stderr = original
         os.close(terminal)
-        _keep_or_remove(path, failed=not exit_code or exit_code[0] != 0)  # none recorded: an exception escaped
+        # none recorded: an exception escaped; Ctrl-C is the operator's own stop, said in one line, nothing to look up
+        _keep_or_remove(path, failed=not exit_code or exit_code[0] not in (0, EXIT_INTERRUPTED))
 
 
 def _stderr_is_descriptor_2() -> bool:
