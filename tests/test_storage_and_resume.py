@@ -26,14 +26,16 @@ def free_port() -> int:
 
 
 class FaultyProxy:
-    """An HTTP proxy on loopback in front of the S3 server that answers the first GET or PUT of every object
-    whose key has one of `prefixes` in it with 503 SlowDown, as S3 does under load, and forwards the rest."""
+    """An HTTP proxy on loopback in front of the S3 server that answers the first GET and the first PUT of an
+    object whose key has one of `prefixes` in it, for each of them, with 503 SlowDown, as S3 does under load, and
+    forwards the rest. (Once per object made the test 5 s longer in backoff sleeps and tested nothing more.)"""
 
     def __init__(self, upstream: str, prefixes: tuple[str, ...]):
         import http.server
         import threading
 
         self.injected: list[str] = []
+        self.kinds: set[str] = set()  # "METHOD prefix" answered with 503 once
         self.requests: list[str] = []  # every request forwarded, as "METHOD /path"
         proxy = self
         host, port = upstream.removeprefix("http://").split(":")
@@ -49,8 +51,9 @@ class FaultyProxy:
 
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 request = f"{self.command} {self.path.partition('?')[0]}"
-                faulty = self.command in ("GET", "PUT") and any(p in request for p in prefixes)
-                if faulty and request not in proxy.injected:
+                kind = next((f"{self.command} {p}" for p in prefixes if p in request), None)
+                if self.command in ("GET", "PUT") and kind and kind not in proxy.kinds:
+                    proxy.kinds.add(kind)
                     proxy.injected.append(request)
                     error = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
                     self.send_response(503)

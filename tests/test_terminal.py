@@ -19,6 +19,8 @@ import pyte
 
 from .shardkit import good_shards
 
+# The runs here start their own Ray runtime, as an operator's command does, with the tests' shared one stopped
+# (`own_ray`): a second runtime on the machine finds Ray's fixed agent port taken and starts 3-4 s later.
 COLUMNS, ROWS = 400, 30  # wide enough for an error naming temporary paths twice in one line
 LIVE_LINE = re.compile(r"^[\w ,.]+: images \d+ scored \([\d.]+/s\) \| shards \d+/\d+ committed .* \| (\d+) s$")
 
@@ -74,7 +76,7 @@ def on_terminal(
     return Terminal(code, process.stdout.read().decode(), lines, frames, time.perf_counter() - started)
 
 
-def test_a_fresh_run_shows_only_our_lines_and_a_ticking_live_line(tiny_models, tmp_path):
+def test_a_fresh_run_shows_only_our_lines_and_a_ticking_live_line(tiny_models, tmp_path, own_ray):
     good_shards(tmp_path / "in", shards=1, per_shard=8)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     run = on_terminal(
@@ -112,7 +114,7 @@ def test_what_cannot_work_fails_at_once_in_one_line(tiny_models, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_ctrl_c_while_the_actors_start_is_one_line_and_exit_130(tiny_models, tmp_path):
+def test_ctrl_c_while_the_actors_start_is_one_line_and_exit_130(tiny_models, tmp_path, own_ray):
     good_shards(tmp_path / "in", shards=1, per_shard=8)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     args = ("score", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--model", str(tiny_models["small"]))
