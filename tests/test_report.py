@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 from PIL import Image
 
-from emonet_batch.analysis.report import build_report, cluster_order
+from emonet_batch.analysis.report import build_report, cluster_order, short_lines
 from emonet_batch.devtools.shards import write_shards
 
 from .test_stats import write_labels
@@ -90,3 +90,11 @@ def test_cluster_order_groups_correlated_columns():
     matrix = np.array([[1, 0.9, 0, 0], [0.9, 1, 0, 0], [0, 0, 1, 0.8], [0, 0, 0.8, 1]], dtype=float)
     order = list(cluster_order(matrix))
     assert abs(order.index(0) - order.index(1)) == 1 and abs(order.index(2) - order.index(3)) == 1
+
+
+def test_plot_titles_break_between_words_and_after_slashes():
+    assert short_lines("Thankfulness/Gratitude", 20) == "Thankfulness/\nGratitude"
+    assert short_lines("Intoxication/Altered States of Consciousness", 20) == (
+        "Intoxication/\nAltered States of\nConsciousness"
+    )
+    assert short_lines("Doubt", 20) == "Doubt"

@@ -78,7 +78,7 @@ def distributions_chart(stats: dict[str, Any]) -> str:
         counts = np.array(stats["histograms"][head][1:-1])  # without under- and overflow
         colour = _FAMILY_COLOURS[family_of(label_of(head))] if head in EMOTION_COLUMNS else "#555555"
         axis.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=colour)
-        axis.set_title(textwrap.fill(label_of(head), 20), fontsize=7)
+        axis.set_title(short_lines(label_of(head), 20), fontsize=7)
         axis.tick_params(labelsize=6)
         axis.set_yticks([])
     for axis in np.ravel(axes)[len(heads) :]:
@@ -87,6 +87,13 @@ def distributions_chart(stats: dict[str, Any]) -> str:
     figure.supxlabel("raw score", fontsize=8)
     figure.supylabel("images", fontsize=8)
     return figure_png(figure)
+
+
+def short_lines(label: str, width: int) -> str:
+    """`label` in lines of about `width` characters, broken at spaces and after slashes, never inside a word
+    ("Thankfulness/Gratitude" as "Thankfulness/" and "Gratitude", not "Thankfulness/Gratitu" and "de")."""
+    lines = textwrap.wrap(label.replace("/", "/ "), width, break_long_words=False)
+    return "\n".join(line.replace("/ ", "/") for line in lines)
 
 
 def cluster_order(matrix: np.ndarray) -> np.ndarray:
