@@ -15,7 +15,7 @@ EMBEDDED_OBJECT_STORE_BYTES = 1 << 30
 #:   Ray's default 1 s, which stalled some starts by a whole second; 100 attempts 100 ms apart keep Ray's 10 s;
 #: - Ray starts one worker process per CPU when the driver connects and holds the connection until they run; here
 #:   they start as the plan asks for them instead (Ray Data's helper actors, the inference actor, the read task),
-#:   0.2 s sooner to the first batch;
+#:   0.2 s sooner to the first batch.
 EMBEDDED_SYSTEM_CONFIG = {
     "raylet_client_connect_timeout_milliseconds": 100,
     "raylet_client_num_connect_attempts": 100,
