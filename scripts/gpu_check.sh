@@ -43,5 +43,6 @@ else
     echo "gpu_check: Ray does not import here; the pipeline ceiling was not measured (carry scripts/gpu_wheels.sh's set)"
 fi
 if [ -n "${OUT:-}" ]; then
+    mkdir -p "$OUT"
     cp "${written[@]}" "$OUT"/
 fi
