@@ -69,22 +69,29 @@ def _usable(entry: Path) -> bool:
     asks in turn under the lock."""
     if not entry.is_dir():
         return False
-    marker = entry.with_name(entry.name + VERIFIED_SUFFIX)
     try:
-        if json.loads(marker.read_text()) == _stats(entry):
+        if json.loads(_marker(entry).read_text()) == _stats(entry):
             return True
     except (OSError, ValueError):
         pass
     try:
         load_model_info(entry)  # every recorded file against its sha256
-        marker.write_text(json.dumps(_stats(entry)))
+        _mark_verified(entry)
     except (ModelError, OSError):
         return False
     return True
 
 
+def _marker(entry: Path) -> Path:
+    return entry.with_name(entry.name + VERIFIED_SUFFIX)
+
+
+def _mark_verified(entry: Path) -> None:
+    _marker(entry).write_text(json.dumps(_stats(entry)))
+
+
 def _stats(entry: Path) -> dict[str, list[int]]:
-    return {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in sorted(entry.iterdir())}
+    return {path.name: [(stat := path.stat()).st_size, stat.st_mtime_ns] for path in sorted(entry.iterdir())}
 
 
 def _download(fs, root: str, record_bytes: bytes, cache_root: Path, entry: Path, model: str) -> None:
@@ -96,7 +103,7 @@ def _download(fs, root: str, record_bytes: bytes, cache_root: Path, entry: Path,
         load_model_info(staging)  # a file that does not match its recorded hash never becomes the entry
         shutil.rmtree(entry, ignore_errors=True)  # a corrupted entry
         os.replace(staging, entry)
-        entry.with_name(entry.name + VERIFIED_SUFFIX).write_text(json.dumps(_stats(entry)))
+        _mark_verified(entry)
     except (OSError, ModelError) as exc:
         raise ModelError(f"cannot fetch the model {redact_url(model)}: {first_line(exc)}") from None
     finally:
