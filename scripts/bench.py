@@ -16,7 +16,10 @@ Measured in one run, on the same weights, images and cores:
 - peak_rss_mb: the peak resident memory of this process and its children (the Ray workers);
 - latency_8_images_s, startup_8_images_s (tiny model only): `emonet-batch score` on one shard of 8 images with
   `--no-stats` (a fresh process and Ray runtime each time, median of 5): wall seconds from the command to the
-  prompt, and from the run's start to its first scored batch.
+  prompt, and from the run's start to its first scored batch;
+- ray_data_floor_first_batch_s, startup_over_ray_floor_s (tiny model only): the same start-up for Ray Data alone
+  (emonet_batch/devtools/ray_floor.py: our runtime settings, one read task and one actor, nothing of ours), taking
+  turns with those runs, and the median of what `score` takes beyond it.
 
 `--model heads` measures `rescore` (see rescore_figures): the 44 Small and Large heads over generated 1152-d
 embeddings stored as a scored output, end to end through the job, against the heads alone.
@@ -157,10 +160,12 @@ def model_figures(fp32_dir: Path, fast_dir: Path, pixels: np.ndarray, batch_size
 def latency(model_dir: Path, images: list[bytes], runs: int = 5) -> dict[str, float]:
     """The console command on one shard of 8 images, `--no-stats`, each time a fresh process and Ray runtime:
     median wall seconds from the command to the prompt, and median seconds from the run's start to its first
-    scored batch (the manifest's `startup_s`)."""
+    scored batch (the manifest's `startup_s`). Each run takes turns with Ray Data's own floor (devtools/ray_floor:
+    the same runtime, the same plan shape, nothing of ours), so `startup_over_ray_floor_s` is what our code adds,
+    measured in the same minutes (this machine's speed drifts by 10-20% over an hour)."""
     with tempfile.TemporaryDirectory() as work:
         shards = write_shards(((f"img-{i}", {"jpg": d}) for i, d in enumerate(images[:8])), Path(work), 8)
-        walls, startups = [], []
+        walls, startups, floors = [], [], []
         for run in range(runs):
             output = Path(work) / f"out{run}"
             command = [sys.executable, "-m", "emonet_batch", "score", str(shards[0]), "--model", str(model_dir)]
@@ -169,9 +174,19 @@ def latency(model_dir: Path, images: list[bytes], runs: int = 5) -> dict[str, fl
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=without_ray_address())
             walls.append(time.perf_counter() - started)
             startups.append(json.loads((output / "manifest.json").read_text())["figures"]["startup_s"])
+            floor = subprocess.run(
+                [sys.executable, "-m", "emonet_batch.devtools.ray_floor"],
+                check=True,
+                capture_output=True,
+                text=True,
+                env=without_ray_address(),
+            )
+            floors.append(json.loads(floor.stdout.splitlines()[-1])["first_batch_s"])
     return {
         "latency_8_images_s": round(statistics.median(walls), 2),
         "startup_8_images_s": round(statistics.median(startups), 2),
+        "ray_data_floor_first_batch_s": round(statistics.median(floors), 2),
+        "startup_over_ray_floor_s": round(statistics.median(s - f for s, f in zip(startups, floors)), 2),
     }
 
 
