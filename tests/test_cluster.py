@@ -259,6 +259,45 @@ def test_submit_usage_errors(tiny_models):
     )
 
 
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("10.0.0.5:6379", ("10.0.0.5", 6379)),
+        ("ray://head.example:10001", ("head.example", 10001)),
+        ("[::1]:6379", ("::1", 6379)),
+        ("auto", None),
+        ("local", None),
+        ("http://head:8265", None),
+        ("head", None),
+    ],
+)
+def test_the_address_a_run_checks_before_attaching(address, expected):
+    from emonet_batch.job.preflight import ray_endpoint
+
+    assert ray_endpoint(address) == expected
+
+
+def test_attaching_where_no_cluster_answers_is_one_line_at_once(tiny_models, tmp_path):
+    """ray.init would retry an address where nothing listens for minutes without a word: the run checks it
+    before it writes anything. `auto` with no cluster on the machine is Ray's own refusal, worded for the user."""
+    good_shards(tmp_path / "in", shards=1, per_shard=2)
+    output = tmp_path / "out"
+
+    def attach_to(address: str):
+        # RAY_TMPDIR: where `auto` looks for a cluster started on this machine (the head other tests here start)
+        env = {**os.environ, "RAY_ADDRESS": address, "RAY_TMPDIR": str(tmp_path / "no-ray")}
+        args = ["score", str(tmp_path / "in"), "--model", str(tiny_models["large"]), "--output", str(output)]
+        started = time.monotonic()
+        result = cli(*args, "--progress", "off", env=env)
+        assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+        assert time.monotonic() - started < 30
+        return result.stderr
+
+    assert "RAY_ADDRESS: nothing answers at 127.0.0.1:" in attach_to(f"127.0.0.1:{free_port()}")
+    assert not output.exists()
+    assert "RAY_ADDRESS=auto: no Ray cluster runs on this machine" in attach_to("auto")
+
+
 def kill_processes(title: str) -> int:
     """SIGKILL every process whose command line names `title` (Ray titles actor processes by their class)."""
     import psutil

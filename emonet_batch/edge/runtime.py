@@ -7,6 +7,8 @@ import os
 
 import ray
 
+from ..errors import UsageError, first_line
+
 #: The embedded runtime's object store: enough for a few hundred decoded 384px images in flight.
 EMBEDDED_OBJECT_STORE_BYTES = 1 << 30
 
@@ -39,7 +41,7 @@ def ensure_ray(verbose: bool = False) -> bool:
     level = logging.INFO if verbose else logging.ERROR
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(logging_level=level, log_to_driver=verbose)
+            attach(os.environ["RAY_ADDRESS"], level, verbose)
         else:
             os.environ.setdefault(TASK_EVENTS_INTERVAL_VARIABLE, "0")
             ray.init(
@@ -58,6 +60,19 @@ def ensure_ray(verbose: bool = False) -> bool:
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(level)
     return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def attach(address: str, level: int, verbose: bool) -> None:
+    """Connect to the cluster at `address` (preflight.check_ray_address has seen its port answer), or say in one
+    line why Ray refused: e.g. `auto` with no cluster started on this machine."""
+    try:
+        ray.init(logging_level=level, log_to_driver=verbose)
+    except ConnectionError as exc:
+        reason = "no Ray cluster runs on this machine" if address == "auto" else first_line(exc)
+        raise UsageError(
+            f"RAY_ADDRESS={address}: {reason} (start one with `ray start --head`, or unset RAY_ADDRESS to run "
+            "on a Ray of this run's own)"
+        ) from None
 
 
 def stop_ray() -> None:

@@ -1,5 +1,6 @@
-"""Checks before any work starts, each failing in one line: credentials for object storage, an output that can
-be written, and inputs that exist, can be read and begin like the format their name says.
+"""Checks before any work starts, each failing in one line: credentials for object storage, a Ray cluster to
+attach to that answers, an output that can be written, and inputs that exist, can be read and begin like the
+format their name says.
 
 They run before Ray starts, so a run that cannot work stops in seconds and leaves nothing behind (no manifest,
 no label options record). The inputs are probed in parallel with one small ranged read each."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UsageError, first_line
@@ -19,6 +21,9 @@ from .storage import StorageError, filesystem, is_local, join, redact_url, write
 HEAD_BYTES = 512
 PROBE_THREADS = 16
 _S3 = ("s3://", "s3a://")
+#: How long the RAY_ADDRESS check waits for its host: ray.init itself retries an address where nothing listens
+#: for minutes, without a word.
+RAY_ADDRESS_TIMEOUT_S = 5.0
 
 
 def check_credentials(urls: list[str]) -> None:
@@ -33,6 +38,31 @@ def check_credentials(urls: list[str]) -> None:
             f"no credentials for {redact_url(s3[0].lstrip('@'))}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or AWS_PROFILE), or run where an instance or pod role provides them"
         )
+
+
+def check_ray_address(address: str | None) -> None:
+    """A cluster to attach to (RAY_ADDRESS as `host:port` or `ray://host:port`) answers on its port. The names Ray
+    resolves itself (`auto`) are Ray's to judge when it starts (edge.runtime.attach)."""
+    endpoint = ray_endpoint(address) if address else None
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=RAY_ADDRESS_TIMEOUT_S).close()
+    except OSError as exc:
+        host, port = endpoint
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise UsageError(
+            f"RAY_ADDRESS: nothing answers at {shown} ({exc.strerror or exc}); start the cluster there, or unset "
+            "RAY_ADDRESS to run on this machine"
+        ) from None
+
+
+def ray_endpoint(address: str) -> tuple[str, int] | None:
+    """The host and port a RAY_ADDRESS names (`host:port`, `ray://host:port`); None for anything else."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not host or "/" in host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
 
 
 def check_output(fs, output: str, display: str) -> None:

@@ -10,6 +10,7 @@ The driver consumes the stream and commits a shard as soon as all of its rows (k
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,7 @@ from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
 from ..job.inputs import EMBEDDINGS, Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
-from ..job.preflight import check_credentials, check_inputs, check_output
+from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address
 from ..job.rows import collected_columns
 from ..job.storage import StorageError, filesystem, join, redact_url, report_storage_retries, write_bytes
 from ..model.accuracy import accuracy_problems
@@ -63,6 +64,7 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
 def score_with_progress(config: ScoreConfig, require_provider: bool, counters: Counters, progress: Progress):
     progress.phase("checking the model", logged=False)
     check_credentials([*config.inputs, config.output, config.model])
+    check_ray_address(os.environ.get("RAY_ADDRESS"))
     # a fetched model was verified by the fetch; a local one is hashed here
     info = load_model_info(
         local_model(config.model, config.storage, config.storage.model_cache), verify=not is_remote(config.model)
