@@ -2,6 +2,7 @@
 a two-node cluster losing a node, nightly partitions, and the cluster configuration files."""
 
 import json
+import logging
 import os
 import runpy
 import secrets
@@ -277,25 +278,31 @@ def test_the_address_a_run_checks_before_attaching(address, expected):
     assert ray_endpoint(address) == expected
 
 
-def test_attaching_where_no_cluster_answers_is_one_line_at_once(tiny_models, tmp_path):
-    """ray.init would retry an address where nothing listens for minutes without a word: the run checks it
-    before it writes anything. `auto` with no cluster on the machine is Ray's own refusal, worded for the user."""
+def test_attaching_where_nothing_answers_is_one_line_before_anything_is_written(tiny_models, tmp_path):
+    """ray.init would retry an address where nothing listens for minutes without a word."""
     good_shards(tmp_path / "in", shards=1, per_shard=2)
-    output = tmp_path / "out"
+    args = ["score", str(tmp_path / "in"), "--model", str(tiny_models["large"]), "--output", str(tmp_path / "out")]
+    started = time.monotonic()
+    result = cli(*args, "--progress", "off", env={**os.environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"})
+    assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
+    assert "RAY_ADDRESS: nothing answers at 127.0.0.1:" in result.stderr and time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists()
 
-    def attach_to(address: str):
-        # RAY_TMPDIR: where `auto` looks for a cluster started on this machine (the head other tests here start)
-        env = {**os.environ, "RAY_ADDRESS": address, "RAY_TMPDIR": str(tmp_path / "no-ray")}
-        args = ["score", str(tmp_path / "in"), "--model", str(tiny_models["large"]), "--output", str(output)]
-        started = time.monotonic()
-        result = cli(*args, "--progress", "off", env=env)
-        assert (result.returncode, result.stderr.count("\n")) == (2, 1), result.stderr
-        assert time.monotonic() - started < 30
-        return result.stderr
 
-    assert "RAY_ADDRESS: nothing answers at 127.0.0.1:" in attach_to(f"127.0.0.1:{free_port()}")
-    assert not output.exists()
-    assert "RAY_ADDRESS=auto: no Ray cluster runs on this machine" in attach_to("auto")
+def test_ray_refusing_to_attach_is_one_line(monkeypatch):
+    """What ray.init raises when it cannot attach (`auto` with no cluster on the machine, a refused token) becomes
+    the run's one line; on this machine `auto` would find the tests' own runtimes, so Ray's answer is planted."""
+    import ray
+
+    from emonet_batch.edge.runtime import attach
+    from emonet_batch.errors import UsageError
+
+    def refuse(**_):
+        raise ConnectionError("Could not find any running Ray instance.\nPlease specify the one to connect to.")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(UsageError, match=r"^RAY_ADDRESS=auto: Could not find any running Ray instance\. \(start"):
+        attach("auto", logging.ERROR, verbose=False)
 
 
 def kill_processes(title: str) -> int:

@@ -64,14 +64,13 @@ def ensure_ray(verbose: bool = False) -> bool:
 
 def attach(address: str, level: int, verbose: bool) -> None:
     """Connect to the cluster at `address` (preflight.check_ray_address has seen its port answer), or say in one
-    line why Ray refused: e.g. `auto` with no cluster started on this machine."""
+    line why Ray could not (e.g. `auto` with no cluster on this machine, a cluster that refused its token)."""
     try:
         ray.init(logging_level=level, log_to_driver=verbose)
     except ConnectionError as exc:
-        reason = "no Ray cluster runs on this machine" if address == "auto" else first_line(exc)
         raise UsageError(
-            f"RAY_ADDRESS={address}: {reason} (start one with `ray start --head`, or unset RAY_ADDRESS to run "
-            "on a Ray of this run's own)"
+            f"RAY_ADDRESS={address}: {first_line(exc)} (start a cluster with `ray start --head`, or unset "
+            "RAY_ADDRESS to run on a Ray of this run's own)"
         ) from None
 
 
