@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # instead of backtracking for many minutes. setup.cfg keeps the open ranges users install with.
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean image
 
 venv: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[export,eval,dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[cpu,export,eval,dev]"
 	touch $@
 
 demo: $(STAMP)
@@ -30,6 +30,11 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The cluster image (Dockerfile); the README's "Install" shows the push and the cluster files that run it.
+image:
+	@test -n "$(IMAGE)" || { echo "make image: name the image, e.g. make image IMAGE=registry.example.com/emonet-batch:0.1.0" >&2; exit 2; }
+	docker build -t "$(IMAGE)" .
 
 clean:
 	rm -rf $(VENV) emonet-demo .pytest_cache

@@ -22,6 +22,18 @@ endpoint_url_option = click.option(
 address_option = click.option(
     "--address", metavar="URL", help="Ray dashboard / job server address (default: RAY_ADDRESS, else local)."
 )
+model_cache_option = click.option(
+    "--model-cache",
+    metavar="DIR",
+    help="Where each node keeps models fetched from a URL [default: ~/.cache/emonet-batch/models].",
+)
+trt_cache_option = click.option(
+    "--trt-cache",
+    metavar="DIR",
+    help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.",
+)
+#: The GPU providers of ONNX Runtime a run can use (job/accelerator.py PROVIDERS).
+GPU_PROVIDERS = click.Choice(["cuda", "tensorrt"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -168,11 +180,7 @@ _RUN_OPTIONS = (
         help="Exported model directory (emonet-batch export), or its URL (s3://, gs://, any fsspec URL): each node "
         "downloads it once into --model-cache and verifies its hashes.",
     ),
-    click.option(
-        "--model-cache",
-        metavar="DIR",
-        help="Where each node keeps models fetched from a URL [default: ~/.cache/emonet-batch/models].",
-    ),
+    model_cache_option,
     click.option(
         "--workers",
         type=click.IntRange(min=1),
@@ -261,7 +269,7 @@ def run_and_summarise(make_config, output, model, model_cache, endpoint_url, no_
 )
 @click.option(
     "--execution-provider",
-    type=click.Choice(["cuda", "tensorrt"]),
+    type=GPU_PROVIDERS,
     default="cuda",
     show_default=True,
     help="ONNX Runtime provider of GPU actors (with --gpus-per-worker); tensorrt builds engines once into --trt-cache.",
@@ -273,11 +281,7 @@ def run_and_summarise(make_config, output, model, model_cache, endpoint_url, no_
     show_default=True,
     help="Reduced precision TensorRT may use: fp16 for an fp16 export, bf16 (Ampere and newer) for an fp32 export.",
 )
-@click.option(
-    "--trt-cache",
-    metavar="DIR",
-    help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.",
-)
+@trt_cache_option
 @click.option(
     "--allow-inaccurate-model",
     is_flag=True,
@@ -535,6 +539,41 @@ def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefi
 
     paths = folder_to_shards(source, out, shard_size, metadata, prefix)
     click.echo(f"wrote {len(paths)} shards to {out}: {paths[0].name} .. {paths[-1].name}")
+
+
+@cli.command()
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Check every node of the Ray cluster (RAY_ADDRESS, else the one this machine belongs to), one task each.",
+)
+@click.option(
+    "--execution-provider",
+    type=GPU_PROVIDERS,
+    help="Check for a GPU run with this ONNX Runtime provider (default: a run on the CPU).",
+)
+@click.option("--model", metavar="DIR|URL", help="Fetch (into --model-cache) and verify this model, as a run does.")
+@model_cache_option
+@trt_cache_option
+@endpoint_url_option
+def doctor(cluster, execution_provider, model, model_cache, trt_cache, endpoint_url) -> int:
+    """What this machine (or every node) has and what a run needs; exit 0 only when such a run would start."""
+    from .analysis.summary import format_table
+    from .job.config import StorageOptions
+    from .ops.doctor import DoctorOptions, run_doctor, verdict
+
+    options = DoctorOptions(
+        device=execution_provider or "cpu",
+        model=model,
+        storage=StorageOptions(endpoint_url=endpoint_url, model_cache=model_cache),
+        trt_cache=trt_cache,
+    )
+    rows, code = run_doctor(options, cluster)
+    headers = ("node", "check", "status", "detail") if cluster else ("check", "status", "detail")
+    cells = [((row.node,) if cluster else ()) + (row.check, row.status, row.detail) for row in rows]
+    click.echo(format_table(headers, cells))
+    click.echo(verdict(rows, options))
+    return code
 
 
 @cli.command()

@@ -4,6 +4,7 @@ a two-node cluster losing a node, nightly partitions, and the cluster configurat
 import json
 import logging
 import os
+import re
 import runpy
 import secrets
 import socket
@@ -244,6 +245,30 @@ def test_gpu_actors_wait_for_the_autoscaler_and_get_a_gpu_each(ray_head, tiny_mo
     assert scored["pool"] == 2 and {worker.rsplit("gpu=", 1)[1] for worker in scored_by} <= {"0", "1"}, scored
     assert "emonet-batch: waiting for the autoscaler to add 1 GPU (0 of 60 s)" in log
     print(f"infeasible request refused in {refused_s:.1f} s; scored on the added GPU node in {scored_s:.1f} s")
+
+
+def test_doctor_asks_every_node_of_the_cluster(ray_head, tiny_models):
+    """One task per node, on the CPU head and on the node the autoscaler test added, which Ray gives 2 (fake) GPUs:
+    a CPU run would start; a CUDA run would not, and only that node's rows fail (its driver shows no GPU)."""
+    _, env, gcs = ray_head
+    env = {**env, "RAY_ADDRESS": gcs}
+    cpu = cli("doctor", "--cluster", "--model", str(tiny_models["small"]), env=env, timeout=180)
+    assert cpu.returncode == 0, cpu.stdout + cpu.stderr
+    assert cpu.stdout.rstrip().endswith("doctor: a run on the CPU would start")
+    rows = [re.split(r"\s{2,}", line, maxsplit=3) for line in cpu.stdout.splitlines()[2:-1]]
+    nodes = {row[0] for row in rows if row[0] != "*"}
+    assert {(node, "session (cpu)", "ok") in {tuple(r[:3]) for r in rows} for node in nodes} == {True}
+    assert {(node, "model", "ok") in {tuple(r[:3]) for r in rows} for node in nodes} == {True}
+    assert {("*", f"same {name}", "ok") for name in ("Python", "emonet-batch", "Ray")} <= {tuple(r[:3]) for r in rows}
+    if len(nodes) < 2:
+        pytest.skip("the GPU node is added by the autoscaler test before this one")
+    gpu = cli("doctor", "--cluster", "--execution-provider", "cuda", env=env, timeout=180)
+    assert gpu.returncode == 1, gpu.stdout + gpu.stderr
+    failing = [re.split(r"\s{2,}", line, maxsplit=3) for line in gpu.stdout.splitlines() if "  FAIL  " in line]
+    (gpu_node,) = {row[0] for row in failing}
+    assert {row[1] for row in failing} == {"ONNX Runtime", "providers", "GPUs", "session (cuda)"}
+    assert [row[3] for row in failing if row[1] == "GPUs"] == ["no GPU (no NVIDIA driver)"]
+    assert gpu.stdout.splitlines()[-1].startswith("doctor: a run on --execution-provider cuda would not start")
 
 
 def test_submit_usage_errors(tiny_models):

@@ -49,8 +49,11 @@ def test_a_provider_that_did_not_load_is_an_error_and_iobinding_gives_the_same_o
     cpu.check_provider()
     # this ONNX Runtime has no CUDA provider: ORT warns and runs on the CPU, which the check must catch
     bound = OnnxScorer(info, SessionOptions(device="cuda"))
-    with pytest.raises(RuntimeError, match="CUDAExecutionProvider is not active"):
+    with pytest.raises(RuntimeError, match="CUDAExecutionProvider is not active") as error:
         bound.check_provider()
+    # why, in the same line, and where to look further
+    assert "the CPU build: pip install 'onnxruntime-gpu" in str(error.value)
+    assert "`emonet-batch doctor --execution-provider cuda` there" in str(error.value)
     for got, want in zip(bound.run(pixels), cpu.run(pixels)):  # the IOBinding path
         # the same values; not bit for bit: the CPU path scores one image per call, the bound one the batch
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -11,17 +11,18 @@ from typing import Any
 import numpy as np
 
 from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_OUTPUTS, ModelInfo
+from .accelerator import PROVIDERS, gpu_problem, load_gpu_libraries
 from .config import StorageOptions
 from .rows import EMBEDDING, INFER_CPU, PIXELS, SAMPLE, SCORES, WORKER, cpu_share
 
-#: ONNX Runtime provider names of the devices a session can run on.
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: Rows in every call of a heads-only model (the last call of a batch padded with zeros), so that an embedding's
 #: scores never depend on how many others share its batch: ONNX Runtime's matrix kernels are chosen by the row
 #: count, and 1, 31 or 33 rows gave other low bits than 32 or 256 for the same row. Fixed, not --batch-size, so
 #: that no option changes a label; 256 rows ran the 44 Large heads at 99% of the best rate on 2 cores.
 HEADS_CALL_ROWS = 256
+#: Where each node keeps TensorRT engines when no --trt-cache is given.
+DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def provider_list(options: SessionOptions, image_size: int) -> list[tuple[str, d
                 f"unknown TensorRT precision {options.trt_precision!r}; choose from {', '.join(TRT_PRECISIONS)}"
             )
         shape = lambda batch: f"pixels:{batch}x{image_size}x{image_size}x3"  # noqa: E731
-        cache = options.trt_cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
+        cache = options.trt_cache_dir or DEFAULT_TRT_CACHE
         trt = {
             "device_id": 0,
             # fp16 lets TensorRT pick fp16 kernels for any layer: give it the fp16 export, whose LayerNorm and
@@ -130,6 +131,8 @@ class OnnxScorer:
         self.info = info
         self.options = options
         providers = provider_list(options, info.image_size)
+        if options.device != "cpu":
+            load_gpu_libraries()
         self.session = ort.InferenceSession(
             str(info.onnx_path),
             ort_session_options(options),
@@ -189,9 +192,10 @@ class OnnxScorer:
         """ORT quietly drops a provider it cannot load and runs everything on the CPU: a GPU job would crawl
         unnoticed. Raise instead."""
         if self.options.provider not in self.active_providers:
+            why = gpu_problem(self.options.device) or f"active: {', '.join(self.active_providers)}"
             raise RuntimeError(
-                f"ONNX Runtime's {self.options.provider} is not active (active: {', '.join(self.active_providers)}); "
-                "install onnxruntime-gpu built for this machine's CUDA (and TensorRT for --execution-provider tensorrt)"
+                f"ONNX Runtime's {self.options.provider} is not active on {socket.gethostname()} ({why}); "
+                f"`emonet-batch doctor --execution-provider {self.options.device}` there shows what it lacks"
             )
 
 

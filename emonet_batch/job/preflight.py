@@ -1,6 +1,6 @@
-"""Checks before any work starts, each failing in one line: credentials for object storage, a Ray cluster to
-attach to that answers, an output that can be written, and inputs that exist, can be read and begin like the
-format their name says.
+"""Checks before any work starts, each failing in one line: one ONNX Runtime installed, credentials for object
+storage, a Ray cluster to attach to that answers, an output that can be written, and inputs that exist, can be read
+and begin like the format their name says.
 
 They run before Ray starts, so a run that cannot work stops in seconds and leaves nothing behind (no manifest,
 no label options record). The inputs are probed in parallel with one small ranged read each."""
@@ -13,6 +13,7 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import UsageError, first_line
+from .accelerator import installed_runtimes, runtime_problem
 from .config import StorageOptions
 from .inputs import Shard
 from .storage import StorageError, filesystem, is_local, join, redact_url, write_bytes
@@ -24,6 +25,13 @@ _S3 = ("s3://", "s3a://")
 #: How long the RAY_ADDRESS check waits for its host: ray.init itself retries an address where nothing listens
 #: for minutes, without a word.
 RAY_ADDRESS_TIMEOUT_S = 5.0
+
+
+def check_runtime(gpu: bool) -> None:
+    """Exactly one ONNX Runtime distribution is installed (`gpu`: the fix names the GPU build)."""
+    problem = runtime_problem(installed_runtimes(), gpu)
+    if problem:
+        raise UsageError(problem)
 
 
 def check_credentials(urls: list[str]) -> None:

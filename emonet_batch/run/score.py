@@ -24,7 +24,7 @@ from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
 from ..job.inputs import EMBEDDINGS, Shard, expand_inputs
 from ..job.layout import MANIFEST, reserved_columns
-from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address
+from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address, check_runtime
 from ..job.rows import collected_columns
 from ..job.storage import StorageError, filesystem, join, redact_url, report_storage_retries, write_bytes
 from ..model.accuracy import accuracy_problems
@@ -63,6 +63,7 @@ def run_score(config: ScoreConfig, require_provider: bool = True) -> RunResult:
 
 def score_with_progress(config: ScoreConfig, require_provider: bool, counters: Counters, progress: Progress):
     progress.phase("checking the model", logged=False)
+    check_runtime(gpu=config.engine.gpus_per_worker > 0)
     check_credentials([*config.inputs, config.output, config.model])
     check_ray_address(os.environ.get("RAY_ADDRESS"))
     # a fetched model was verified by the fetch; a local one is hashed here

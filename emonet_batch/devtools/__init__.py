@@ -1,0 +1,1 @@
+"""Tools around the job: the demo, sample faces, sharding an image folder, benchmark helpers."""

@@ -1,0 +1,1 @@
+"""Cluster operations: Ray Jobs submission, nightly incremental runs, and `doctor`."""
