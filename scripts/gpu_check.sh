@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One prepared command for a machine with an NVIDIA GPU, PyTorch (CUDA) and transformers but no package
 # registry, sized for ~8 minutes of its time:
+#   0. `emonet-batch doctor --execution-provider cuda`: the GPUs, the driver, the ONNX Runtime build and which of
+#      its GPU libraries load, as the job sees them (printed; a failing row does not stop the check);
 #   1. installs the carried wheels (scripts/gpu_wheels.sh: a stripped Ray and the job's small packages, one
 #      transfer of ~44 MB) into a directory of their own, when WHEEL_DIR holds any;
 #   2. scripts/gpu_bench.py: PyTorch eager fp32 on the GPU (the reference), PyTorch bf16/fp16 replayed from a
@@ -23,6 +25,7 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+python3 -m emonet_batch doctor --execution-provider cuda || true
 results=benchmarks/results
 day=$(date +%Y-%m-%d)
 written=("$results/$day-gpu-bench.json")
