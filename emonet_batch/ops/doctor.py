@@ -12,7 +12,7 @@ import os
 import platform
 import shutil
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import __version__
 from ..errors import EmonetError, UsageError, first_line
@@ -324,9 +324,8 @@ def run_doctor(options: DoctorOptions, cluster: bool = False) -> tuple[list[Row]
     """The table's rows and the exit code: 0 when a run with these options would start, else 1."""
     if options.device not in PROVIDERS:
         raise UsageError(f"unknown execution provider {options.device!r}; choose from {', '.join(GPU_DEVICES)}")
-    driver = node_facts(options)
     if not cluster:
-        rows = node_rows(driver, options)
+        rows = node_rows(node_facts(options), options)
     else:
         from ..edge.nodes import on_every_node
         from ..edge.runtime import ensure_ray
@@ -335,7 +334,9 @@ def run_doctor(options: DoctorOptions, cluster: bool = False) -> tuple[list[Row]
         os.environ.setdefault("RAY_ADDRESS", "auto")  # the cluster this machine belongs to, as `ray status` finds it
         check_ray_address(os.environ["RAY_ADDRESS"])
         ensure_ray()
-        rows = cluster_rows(driver, on_every_node(node_facts, options, timeout_s=NODE_TIMEOUT_S), options)
+        nodes = on_every_node(node_facts, options, timeout_s=NODE_TIMEOUT_S)
+        # the driver's versions, to compare the nodes with; it runs no actor and reads no model
+        rows = cluster_rows(node_facts(replace(options, model=None)), nodes, options)
     return rows, 1 if any(row.status == FAIL for row in rows) else 0
 
 
