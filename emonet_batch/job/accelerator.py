@@ -42,11 +42,15 @@ PROBE_SHAPE = (1, 3, 8, 8)
 
 def installed_runtimes() -> dict[str, str]:
     """The ONNX Runtime distributions installed here, name -> version."""
-    found = {}
-    for name in RUNTIME_DISTRIBUTIONS:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[name] = importlib.metadata.version(name)
-    return found
+    versions = {name: distribution_version(name) for name in RUNTIME_DISTRIBUTIONS}
+    return {name: version for name, version in versions.items() if version}
+
+
+def distribution_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def install_command(extra: str) -> str:

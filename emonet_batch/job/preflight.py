@@ -37,15 +37,20 @@ def check_runtime(gpu: bool) -> None:
 def check_credentials(urls: list[str]) -> None:
     """Object-store URLs need credentials in the environment: say so before anything lists or reads them."""
     s3 = [url for url in urls if url.lstrip("@").startswith(_S3)]
-    if not s3:
-        return
-    import botocore.session
-
-    if botocore.session.get_session().get_credentials() is None:
+    if s3 and s3_credential_source() is None:
         raise UsageError(
             f"no credentials for {redact_url(s3[0].lstrip('@'))}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or AWS_PROFILE), or run where an instance or pod role provides them"
         )
+
+
+def s3_credential_source() -> str | None:
+    """Where botocore finds S3 credentials ("env", "shared-credentials-file", "iam-role", ...), None when nowhere;
+    never the credentials themselves."""
+    import botocore.session
+
+    credentials = botocore.session.get_session().get_credentials()
+    return credentials.method if credentials is not None else None
 
 
 def check_ray_address(address: str | None) -> None:

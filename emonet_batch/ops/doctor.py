@@ -7,7 +7,6 @@ tested with planted facts."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import shutil
@@ -20,6 +19,7 @@ from ..job.accelerator import (
     GPU_EXTRA,
     PROVIDERS,
     Gpus,
+    distribution_version,
     driver_problem,
     find_gpus,
     install_command,
@@ -33,7 +33,7 @@ from ..job.accelerator import (
 from ..job.config import StorageOptions
 from ..job.fetch import DEFAULT_MODEL_CACHE, is_remote, local_model
 from ..job.infer import DEFAULT_TRT_CACHE
-from ..job.preflight import nearest_existing
+from ..job.preflight import nearest_existing, s3_credential_source
 
 OK, FAIL, NOTE = "ok", "FAIL", "-"
 GPU_DEVICES = ("cuda", "tensorrt")
@@ -80,8 +80,9 @@ class Row:
 
 def node_facts(options: DoctorOptions) -> NodeFacts:
     """This machine's facts. The probe sessions run on the CPU, and on the GPU when the driver shows one."""
-    gpus = find_gpus()
-    tried = ["cpu"] + ([d for d in GPU_DEVICES if d == "cuda" or d == options.device] if gpus.names else [])
+    gpus, build_cuda = find_gpus(), runtime_cuda_version()
+    # the GPU sessions where there is a GPU: CUDA always, TensorRT when asked (it builds an engine: seconds)
+    tried = ["cpu"] + (["cuda"] + (["tensorrt"] if options.device == "tensorrt" else []) if gpus.names else [])
     model_problem, model_bytes = check_model(options)
     caches = {
         "model cache": options.storage.model_cache or DEFAULT_MODEL_CACHE,
@@ -93,22 +94,15 @@ def node_facts(options: DoctorOptions) -> NodeFacts:
         versions={"emonet-batch": __version__, "ray": distribution_version("ray")},
         runtimes=installed_runtimes(),
         providers=available_providers(),
-        build_cuda=runtime_cuda_version(),
+        build_cuda=build_cuda,
         gpus=gpus,
-        libraries={d: guarded(provider_library_problem, d) for d in GPU_DEVICES} if runtime_cuda_version() else {},
+        libraries={d: guarded(provider_library_problem, d) for d in GPU_DEVICES} if build_cuda else {},
         sessions={device: guarded(probe_session, device) for device in tried},
         free_bytes={name: free_space(path) for name, path in caches.items()},
-        credentials=s3_credentials(),
+        credentials=s3_credential_source(),
         model=model_problem,
         model_bytes=model_bytes,
     )
-
-
-def distribution_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def available_providers() -> tuple[str, ...]:
@@ -131,13 +125,6 @@ def guarded(check, *args) -> str | None:
 def free_space(path: str) -> tuple[str, int]:
     folder = nearest_existing(path)
     return path, shutil.disk_usage(folder).free
-
-
-def s3_credentials() -> str | None:
-    import botocore.session
-
-    credentials = botocore.session.get_session().get_credentials()
-    return credentials.method if credentials is not None else None
 
 
 def check_model(options: DoctorOptions) -> tuple[str | None, int]:
