@@ -22,7 +22,9 @@ Measured in one run, on the same weights, images and cores:
   turns with those runs, and the median of what `score` takes beyond it.
 
 `--model heads` measures `rescore` (see rescore_figures): the 44 Small and Large heads over generated 1152-d
-embeddings stored as a scored output, end to end through the job, against the heads alone.
+embeddings stored as a scored output, end to end through the job, against the heads alone (`whole_run_ratio`),
+with the driver's CPU per row (the job's own collect and commit, and Ray Data's iteration in the driver) and the
+bytes per row that reach the driver.
 
 `--model null` measures the job's own cost instead (see pipeline_figures): a model of the real input size
 (384 px) with next to no compute, so what remains is reading, decoding, moving 442 KB an image through Ray,
@@ -397,8 +399,10 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             config = rescore_config(
                 str(source), str(Path(work) / "out"), str(heads_dir), batch_size=batch_size, progress="off", stats=False
             )
-            run = run_score(config).figures
+            with DriverBytes() as to_driver:
+                run = run_score(config).figures
         scoring = run["scoring_images_per_s"]
+        driver_ms = run["cpu_ms_per_image"]
         figures[size] = {
             "heads": len(info.heads),
             "mflop_per_embedding": round(2 * head_macs(info) / 1e6, 1),
@@ -409,9 +413,45 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             "pipeline_efficiency": round(scoring / model_only, 3),
             "startup_s": run["startup_s"],
             "minutes_for_400k": round(400_000 / scoring / 60, 1),
+            "whole_run_ratio": round(run["images_per_s"] / model_only, 3),
+            # the driver's CPU per row: the job's own steps, and Ray Data's iteration in the driver process
+            "driver_cpu_us_per_row": {
+                "job": round((driver_ms.get("collect", 0) + driver_ms.get("commit", 0)) * 1000, 2),
+                "ray_data": round(driver_ms.get("ray_data_driver", 0) * 1000, 2),
+            },
+            "driver_bytes_per_row": round(to_driver.bytes / to_driver.rows, 1),
             "cpu_ms_per_embedding": run["cpu_ms_per_image"],
         }
     return figures
+
+
+class DriverBytes:
+    """Counts the rows and bytes of the result batches that reach the driver (edge.stream.result_batches), while
+    the block runs: fixed-size columns by their buffers, text and bytes by their lengths."""
+
+    def __enter__(self):
+        from emonet_batch.edge import stream
+
+        self.rows = self.bytes = 0
+        self._module, self._original = stream, stream.result_batches
+
+        def counted(dataset):
+            for batch in self._original(dataset):
+                self.rows += len(next(iter(batch.values())))
+                self.bytes += sum(column_bytes(column) for column in batch.values())
+                yield batch
+
+        stream.result_batches = counted
+        return self
+
+    def __exit__(self, *exc):
+        self._module.result_batches = self._original
+
+
+def column_bytes(column: np.ndarray) -> int:
+    if column.dtype != object:
+        return column.nbytes
+    return sum(len(value) if isinstance(value, str | bytes) else 8 for value in column)
 
 
 def unit_embeddings(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
