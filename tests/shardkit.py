@@ -118,6 +118,16 @@ def manifest(output: Path) -> dict:
     return json.loads((output / "manifest.json").read_text())
 
 
+def shard_outcomes(output: Path) -> dict[str, dict]:
+    """The last run's outcome of each shard (the manifest's shard table), by shard id."""
+    rows = pq.read_table(output / "manifest.shards.parquet").to_pylist()
+    return {row.pop("shard"): {**row, "error_types": json.loads(row["error_types"])} for row in rows}
+
+
+def run_history(output: Path) -> list[dict]:
+    return pq.read_table(output / "manifest.runs.parquet").to_pylist()
+
+
 def commit_by_hand(output: Path, shard: str, table: pa.Table, **record) -> None:
     """A label file and its commit record (naming the file's sha256), as a run would leave them."""
     import hashlib

@@ -25,6 +25,8 @@ from .shardkit import (
     odd_samples,
     parquet_shard,
     read_labels,
+    run_history,
+    shard_outcomes,
     truncate,
 )
 
@@ -79,7 +81,7 @@ def test_scores_shards_into_the_documented_layout(ray_runtime, tiny_models, tmp_
     record = json.loads((out / "_commits" / f"{ids[1]}.json").read_text())
     assert (record["samples"], record["labels"], record["errors"]) == (7, 7, 0)
     assert record["location"] == f"file://{shards[1]}"
-    assert manifest(out)["shards"][ids[1]]["status"] == "complete"
+    assert shard_outcomes(out)[ids[1]]["status"] == "complete"
     assert result.figures["images"] == 21 and result.figures["images_per_s"] > 0
 
 
@@ -139,7 +141,7 @@ def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
     client = client_shard(tmp_path / "in" / "client.tar")  # written by webdataset's TarWriter, not by us
     result = score(tmp_path, tiny_models["small"], [odd, truncated, client], max_pixels=MAX_PIXELS)
     assert result.exit_code == 1  # an incomplete shard
-    shards = manifest(tmp_path / "out")["shards"]
+    shards = shard_outcomes(tmp_path / "out")
     odd_id, cut_id = shard_id(str(odd)), shard_id(str(truncated))
 
     assert shards[odd_id] == {**shards[odd_id], "status": "complete", "samples": 13, "labels": 7, "errors": 6}
@@ -188,7 +190,7 @@ def test_error_rate_decides_the_exit_code(ray_runtime, tiny_models, tmp_path):
     assert lenient.exit_code == 0 and "within --max-error-rate 50.00%" in lenient.exit_reason
     # a rerun that skips everything keeps the history of the run that did the work
     again = score(tmp_path, tiny_models["small"], [shard], max_pixels=MAX_PIXELS, out="o2", max_error_rate=0.5)
-    runs = again.manifest["runs"]
+    runs = run_history(tmp_path / "o2")
     assert [r["shards_scored"] for r in runs] == [1, 0] and runs[0]["images"] == 13
     assert again.exit_reason == lenient.exit_reason  # the error types come back from the commit record
 
@@ -197,7 +199,7 @@ def test_parquet_shards_with_image_columns(ray_runtime, tiny_models, tmp_path):
     (tmp_path / "in").mkdir()
     shard = parquet_shard(tmp_path / "in" / "hq-0000.parquet", 5)
     result = score(tmp_path, tiny_models["small"], [shard], meta_fields=("emotion", "age"))
-    outcome = result.manifest["shards"][shard_id(str(shard))]
+    outcome = result.outcomes[shard_id(str(shard))].as_dict()
     assert outcome | {"samples": 5, "labels": 4, "errors": 1} == outcome
     labels = read_labels(tmp_path / "out").to_pydict()
     assert labels["key"] == ["img_0000", "img_0002", "img_0003", "img_0004"]
@@ -384,7 +386,7 @@ def test_a_commit_that_fails_still_ends_with_a_manifest_of_every_shard(ray_runti
     monkeypatch.setattr(run, "commit_shard", commit_or_fail)
     result = score(tmp_path, tiny_models["small"], [tmp_path / "in"])
     assert result.exit_code == 1
-    outcomes = manifest(tmp_path / "out")["shards"]
+    outcomes = shard_outcomes(tmp_path / "out")
     assert outcomes[broken]["status"] == "failed" and "the disk went away" in outcomes[broken]["reason"]
     assert outcomes[shard_id(str(shards[1]))]["status"] == "complete"
 

@@ -328,6 +328,7 @@ def render_html(
         ("label rows", run["label_rows"]),
         ("error rows", run.get("errors")),
         ("shards", ", ".join(f"{k} {v}" for k, v in run.get("shards", {}).items())),
+        *[(f"not complete: {s['shard']}", f"{s['status']}: {s['reason']}") for s in run.get("not_complete", [])],
         ("generated", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
     ]
     fact_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in facts)

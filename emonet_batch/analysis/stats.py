@@ -18,10 +18,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ..job.commit import parquet_bytes
 from ..job.config import StorageOptions
-from ..job.layout import MANIFEST, STATS_JSON, TOP_EMOTION, metadata_columns, stats_file
+from ..job.layout import MANIFEST, MANIFEST_SHARDS, STATS_JSON, TOP_EMOTION, metadata_columns, stats_file
+from ..job.rows import COMPLETE, FAILED, INCOMPLETE
 from ..job.storage import filesystem, join, write_bytes
 from ..job.verify import checked_label_files, committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, HEAD_COLUMNS, family_of
@@ -35,6 +38,9 @@ NUMERIC_GROUP_WIDTH = 10
 #: A metadata field with more distinct groups than this is not grouped (stats.json lists it under
 #: `metadata_skipped` with its number of distinct values).
 MAX_GROUPS = 50
+SHARD_STATUSES = (COMPLETE, INCOMPLETE, FAILED)
+#: The not-complete shards stats.json (and the report) name; the manifest's shard table has them all.
+NOT_COMPLETE_SHOWN = 20
 
 
 @dataclass
@@ -229,6 +235,20 @@ def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -
     return write_stats(fs, output, result, head_stats)
 
 
+def not_complete_shards(fs, output: str, first: int) -> list[dict[str, Any]]:
+    """The last run's first `first` shards that did not complete (input order), from the manifest's shard table;
+    the filter reads the status column alone, so a million complete shards cost one column."""
+    try:
+        with fs.open(join(output, MANIFEST_SHARDS), "rb") as file:
+            parquet = pq.ParquetFile(file)
+            status = parquet.read(columns=["status"])["status"].cast(pa.string())
+            rows = pc.indices_nonzero(pc.not_equal(status, COMPLETE)).to_pylist()[:first]
+            table = parquet.read(columns=["shard", "input", "status", "reason"]).take(rows) if rows else None
+    except (FileNotFoundError, pa.ArrowInvalid):
+        return []
+    return table.to_pylist() if table is not None else []
+
+
 def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata, fs, output) -> dict[str, Any]:
     try:
         manifest = json.loads(fs.cat_file(join(output, MANIFEST)))
@@ -245,10 +265,8 @@ def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata,
             "label_files": files,
             "images": manifest.get("totals", {}).get("samples"),
             "errors": manifest.get("totals", {}).get("errors"),
-            "shards": {
-                status: sum(s["status"] == status for s in manifest.get("shards", {}).values())
-                for status in ("complete", "incomplete", "failed")
-            },
+            "shards": {status: manifest.get("shard_counts", {}).get(status, 0) for status in SHARD_STATUSES},
+            "not_complete": not_complete_shards(fs, output, NOT_COMPLETE_SHOWN),
         },
         "heads": head_stats.table(),
         "histogram_edges": HISTOGRAM_EDGES.tolist(),

@@ -5,9 +5,11 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
+from ..job.layout import MANIFEST_SHARDS
+from ..job.rows import COMPLETE
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo
-from .stats import MAX_GROUPS
+from .stats import MAX_GROUPS, NOT_COMPLETE_SHOWN
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], wrap: int = 88) -> str:
@@ -71,7 +73,10 @@ def run_summary(result) -> str:
         for status, group in sorted(by_status.items())
     ]
     figures = result.figures
-    problems = [f"  {o.shard}: {o.status}: {o.reason}" for o in result.outcomes.values() if o.status != "complete"]
+    unfinished = [o for o in result.outcomes.values() if o.status != COMPLETE]
+    problems = [f"  {o.shard}: {o.status}: {o.reason}" for o in unfinished[:NOT_COMPLETE_SHOWN]]
+    if len(unfinished) > NOT_COMPLETE_SHOWN:
+        problems.append(f"  and {len(unfinished) - NOT_COMPLETE_SHOWN} more ({MANIFEST_SHARDS} names them all)")
     lines = [
         format_table(("shards", "count", "samples", "labels", "errors"), rows),
         "",

@@ -4,6 +4,8 @@
     <output>/errors/<shard-id>.parquet    its per-sample failures (only when there are any)
     <output>/_commits/<shard-id>.json     written last, create-only: the shard is done when it exists
     <output>/manifest.json                the last run's summary
+    <output>/manifest.shards.parquet      the last run's outcome of every input shard
+    <output>/manifest.runs.parquet        every run's figures, oldest first
     <output>/_label_options.json          what shapes every label file here (model, heads, options)
     <output>/stats/                       stats.json, Parquet tables, report.html, evaluate-<format>.json
     <output>/_staging/<attempt>/          a commit's files before its record exists (then moved into place)
@@ -21,9 +23,23 @@ from collections.abc import Iterable, Sequence
 LABELS, ERRORS, COMMITS, STATS = "labels", "errors", "_commits", "stats"
 STAGING, INCOMPLETE = "_staging", "_incomplete"
 MANIFEST, LABEL_OPTIONS = "manifest.json", "_label_options.json"
+#: Beside the manifest: the last run's outcome of every shard, and every run's figures (tables, so that neither
+#: grows the manifest with the corpus).
+MANIFEST_SHARDS, MANIFEST_RUNS = "manifest.shards.parquet", "manifest.runs.parquet"
 STATS_JSON, REPORT_HTML = "stats.json", "report.html"
 #: What a run writes, so what --overwrite removes (and nothing else).
-RUN_OUTPUTS = (LABELS, ERRORS, COMMITS, STATS, STAGING, INCOMPLETE, MANIFEST, LABEL_OPTIONS)
+RUN_OUTPUTS = (
+    LABELS,
+    ERRORS,
+    COMMITS,
+    STATS,
+    STAGING,
+    INCOMPLETE,
+    MANIFEST,
+    MANIFEST_SHARDS,
+    MANIFEST_RUNS,
+    LABEL_OPTIONS,
+)
 
 #: Columns every label file has besides the heads: the sample key and shard id first, the best emotion last.
 KEY, SHARD, TOP_EMOTION, TOP_PROB = "key", "shard", "top_emotion", "top_prob"

@@ -1,15 +1,21 @@
-"""A run's figures, its exit code and manifest.json."""
+"""A run's figures, its exit code and manifest: `manifest.json` (the run's summary) with two tables beside it, the
+outcome of every shard and the figures of every run, so that the summary stays small whatever the corpus."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from .. import __version__
-from ..job.commit import ShardOutcome
+from ..job.commit import ShardOutcome, parquet_bytes
 from ..job.inputs import EMBEDDINGS, Shard
-from ..job.storage import redact_url
+from ..job.layout import MANIFEST, MANIFEST_RUNS, MANIFEST_SHARDS
+from ..job.storage import join, redact_url, write_bytes
 from ..model.record import ModelInfo
 from .config import ScoreConfig
 from .progress import Counters
@@ -63,7 +69,7 @@ def exit_status(outcomes: dict[str, ShardOutcome], max_error_rate: float) -> tup
 
 
 def run_entry(figures: dict[str, Any], code: int) -> dict[str, Any]:
-    """This run, as the manifest's history keeps it."""
+    """This run, as the history table keeps it."""
     kept = ("images", "labels", "errors", "shards_scored", "shards_skipped", "wall_s", "images_per_s")
     return {
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -81,9 +87,8 @@ def build_manifest(
     figures: dict[str, Any],
     warnings: list[str],
     exit: tuple[int, str],
-    history: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """manifest.json: this run in full, and every earlier run's figures (`runs`, oldest first)."""
+    """manifest.json: this run's summary; its shards' outcomes are in MANIFEST_SHARDS (`shard_table`)."""
     totals = {k: sum(getattr(o, k) for o in outcomes.values()) for k in ("samples", "labels", "errors")}
     labels, engine = config.labels, config.engine
     return {
@@ -97,7 +102,7 @@ def build_manifest(
             "image_size": info.image_size,
             "source": info.record.get("sources", {}).get("heads", "not recorded"),
         },
-        "inputs": [s.display_url for s in shards],
+        "input_shards": len(shards),
         **({"rescored_from": redact_url(config.inputs[0])} if config.reads == EMBEDDINGS else {}),
         "options": {
             "meta_fields": list(labels.meta_fields),
@@ -112,9 +117,41 @@ def build_manifest(
             "max_pixels": labels.max_pixels,
         },
         "totals": totals,
-        "shards": {s.shard_id: outcomes[s.shard_id].as_dict() for s in shards},
+        "shard_counts": dict(sorted(Counter(o.status for o in outcomes.values()).items())),
         "figures": figures,
         "warnings": warnings,
         "exit": {"code": exit[0], "reason": exit[1]},
-        "runs": [*history, run_entry(figures, exit[0])],
+        "tables": {"shards": MANIFEST_SHARDS, "runs": MANIFEST_RUNS},
     }
+
+
+def shard_table(shards: list[Shard], outcomes: dict[str, ShardOutcome]) -> pa.Table:
+    """One row per input shard, in input order: its outcome in this run (`skipped`: committed earlier)."""
+    rows = [outcomes[s.shard_id] for s in shards]
+    return pa.table(
+        {
+            "shard": pa.array([o.shard for o in rows], pa.string()),
+            "input": pa.array([o.input for o in rows], pa.string()),
+            "status": pa.array([o.status for o in rows], pa.string()).dictionary_encode(),
+            "skipped": pa.array([o.skipped for o in rows], pa.bool_()),
+            **{k: pa.array([getattr(o, k) for o in rows], pa.int64()) for k in ("samples", "labels", "errors")},
+            "reason": pa.array([o.reason for o in rows], pa.string()),
+            "error_types": pa.array([json.dumps(o.error_types) for o in rows], pa.string()),
+        }
+    )
+
+
+def write_manifest(fs, output: str, manifest: dict[str, Any], shards: pa.Table, runs: list[dict[str, Any]]) -> None:
+    """The two tables, then the summary that names them."""
+    write_bytes(fs, join(output, MANIFEST_SHARDS), parquet_bytes(shards))
+    write_bytes(fs, join(output, MANIFEST_RUNS), parquet_bytes(pa.Table.from_pylist(runs)))
+    write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
+
+
+def earlier_runs(fs, output: str) -> list[dict[str, Any]]:
+    """The run history a run adds to (nothing when there is none or it cannot be read)."""
+    try:
+        with fs.open(join(output, MANIFEST_RUNS), "rb") as file:
+            return pq.read_table(file).to_pylist()
+    except (FileNotFoundError, pa.ArrowInvalid):
+        return []

@@ -9,7 +9,6 @@ The driver consumes the stream and commits a shard as soon as all of its rows (k
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
@@ -23,14 +22,24 @@ from ..job.config import LabelOptions
 from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
 from ..job.inputs import EMBEDDINGS, Shard, expand_inputs
-from ..job.layout import MANIFEST, reserved_columns
+from ..job.layout import reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address, check_runtime
 from ..job.rows import collected_columns
-from ..job.storage import StorageError, filesystem, join, redact_url, report_storage_retries, write_bytes
+from ..job.storage import StorageError, filesystem, redact_url, report_storage_retries
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
 from .config import ScoreConfig
-from .manifest import EXIT_CLEAN, EXIT_FAILED, build_manifest, exit_status, run_figures
+from .manifest import (
+    EXIT_CLEAN,
+    EXIT_FAILED,
+    build_manifest,
+    earlier_runs,
+    exit_status,
+    run_entry,
+    run_figures,
+    shard_table,
+    write_manifest,
+)
 from .progress import Counters, Progress
 from .resume import claim_label_options, clear_output, label_options, load_commits, repair, split_committed
 
@@ -113,8 +122,9 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     exit = exit_status(outcomes, config.max_error_rate)
     if config.strict_meta and absent and exit[0] == EXIT_CLEAN:
         exit = EXIT_FAILED, f"--strict-meta: {'; '.join(absent)}"
-    manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit, earlier_runs(fs, output))
-    write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
+    manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit)
+    runs = [*earlier_runs(fs, output), run_entry(figures, exit[0])]
+    write_manifest(fs, output, manifest, shard_table(shards, outcomes), runs)
     result = RunResult(outcomes, figures, manifest, exit[0], exit[1], warnings)
     if config.presentation.stats and any(o.status == "complete" for o in outcomes.values()):
         progress.phase("writing stats and the report")
@@ -130,15 +140,6 @@ def absent_meta_warnings(fields: tuple[str, ...], scored: list[ShardOutcome]) ->
         for name in fields
         if with_rows and all(name in o.absent_meta for o in with_rows)
     ]
-
-
-def earlier_runs(fs, output: str) -> list[dict[str, Any]]:
-    """The history of the manifest a run replaces (nothing when there is none or it cannot be read)."""
-    try:
-        runs = json.loads(fs.cat_file(join(output, MANIFEST))).get("runs", [])
-    except (FileNotFoundError, ValueError, AttributeError):
-        return []
-    return runs if isinstance(runs, list) else []
 
 
 def analyse(config: ScoreConfig, result: RunResult) -> None:
