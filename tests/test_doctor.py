@@ -1,6 +1,7 @@
 """`doctor` and the ONNX Runtime checks behind it: this machine as it is, and planted facts for each failure row.
 The cluster form runs on the tests' `ray start` head (test_cluster.py)."""
 
+import sys
 from dataclasses import replace
 
 import pytest
@@ -142,6 +143,11 @@ def test_on_a_cluster_only_the_nodes_ray_gives_gpus_need_them():
     assert not failed(rows), rows
     # Ray offers GPUs the driver does not show: the actors placed there would fail
     assert set(failed(cluster_rows(gpu_node(), {"gpu (2)": (1.0, cpu_node)}, CUDA))) == {"GPUs", "session (cuda)"}
+
+
+def test_without_nvml_bindings_the_gpu_row_says_why(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    assert find_gpus() == Gpus(reason="nvidia-ml-py is not installed, so the driver was not asked")
 
 
 def test_the_checks_of_this_onnx_runtime():

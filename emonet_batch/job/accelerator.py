@@ -108,8 +108,10 @@ class Gpus:
 
 def find_gpus() -> Gpus:
     """Ask the driver's management library (NVML) through nvidia-ml-py; no CUDA context is created."""
-    import pynvml
-
+    try:
+        import pynvml
+    except ImportError:  # an environment installed without this package's requirements
+        return Gpus(reason="nvidia-ml-py is not installed, so the driver was not asked")
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
