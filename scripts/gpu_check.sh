@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One prepared command for a machine with an NVIDIA GPU, PyTorch (CUDA) and transformers but no package
 # registry, sized for ~8 minutes of its time:
-#   0. `emonet-batch doctor --execution-provider cuda`: the GPUs, the driver, the ONNX Runtime build and which of
-#      its GPU libraries load, as the job sees them (printed; a failing row does not stop the check);
+#   0. with ORT_GPU_PARTS (a folder of scripts/gpu_ort_parts.sh's parts): onnxruntime-gpu joined from them and
+#      installed in place of the machine's CPU onnxruntime; then `emonet-batch doctor --execution-provider cuda`:
+#      the GPUs, the driver, the ONNX Runtime build and which of its GPU libraries load, as the job sees them
+#      (printed; a failing row does not stop the check);
 #   1. installs the carried wheels (scripts/gpu_wheels.sh: a stripped Ray and the job's small packages, one
 #      transfer of ~44 MB) into a directory of their own, when WHEEL_DIR holds any;
 #   2. scripts/gpu_bench.py: PyTorch eager fp32 on the GPU (the reference), PyTorch bf16/fp16 replayed from a
@@ -12,7 +14,7 @@
 # Results: benchmarks/results/<date>-gpu-bench.json and <date>-gpu-host-null.json, also copied to $OUT when set.
 # GPU_CHECK_DRY_RUN=1 runs every step on the CPU with the tiny model (minutes, no GPU needed).
 #
-#   scripts/gpu_check.sh [WHEEL_DIR] [gpu_bench.py options...]      (default WHEEL_DIR: wheels)
+#   [ORT_GPU_PARTS=DIR] scripts/gpu_check.sh [WHEEL_DIR] [gpu_bench.py options...]      (default WHEEL_DIR: wheels)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 wheels=${1:-wheels}
@@ -25,6 +27,18 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
 fi
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
+if [ -n "${ORT_GPU_PARTS:-}" ]; then
+    # onnxruntime-gpu in parts (scripts/gpu_ort_parts.sh): joined, checked, then in place of the CPU build
+    wheel_name=$(awk '{print $2}' "$ORT_GPU_PARTS/SHA256SUMS")
+    cat "$ORT_GPU_PARTS/$wheel_name".part-* > "/tmp/$wheel_name"
+    (cd /tmp && sha256sum --check --quiet "$ORT_GPU_PARTS/SHA256SUMS")
+    if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
+        echo "gpu_check: /tmp/$wheel_name joined and checked (dry run: not installed)"
+    else
+        python3 -m pip uninstall --quiet --yes onnxruntime || true
+        python3 -m pip install --quiet --no-index --no-deps --no-cache-dir "/tmp/$wheel_name"
+    fi
+fi
 python3 -m emonet_batch doctor --execution-provider cuda || true
 results=benchmarks/results
 day=$(date +%Y-%m-%d)
