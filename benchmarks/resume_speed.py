@@ -168,7 +168,7 @@ def main() -> None:
     import os
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", type=int, default=100_000, help="committed shards on local disk")
+    parser.add_argument("--shards", type=int, default=100_000, help="committed shards on local disk (0: skip)")
     parser.add_argument("--s3-shards", type=int, default=100_000, help="committed shards on the S3 server (0: skip)")
     parser.add_argument("--model", type=Path, help="an exported model (default: the tiny synthetic one, exported)")
     args = parser.parse_args()
@@ -180,7 +180,9 @@ def main() -> None:
 
             model_dir = export_model(ExportConfig(out=Path(work) / "model", synthetic="tiny", seed=0)).directory
         template = a_real_record(model_dir)
-        figures = {"local": measure("local", args.shards, model_dir, template, Path(work))}
+        figures = {}
+        if args.shards:
+            figures["local"] = measure("local", args.shards, model_dir, template, Path(work))
         if args.s3_shards:
             figures["s3"] = measure("s3", args.s3_shards, model_dir, template, Path(work))
     print(json.dumps(figures, indent=1))
