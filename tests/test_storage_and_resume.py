@@ -149,7 +149,9 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     first, second = (shard_id(f"s3://corpus/faces/shard-0000{i}.tar") for i in (0, 1))
     third = shard_id(signed)
     assert third.startswith("shard-00001-") and third != second
-    assert [k for k in keys if not k.startswith("run1/stats/")] == sorted(
+    checkpoints = [k for k in keys if k.startswith("run1/_commits_checkpoints/")]
+    assert len(checkpoints) == 1 and checkpoints[0].endswith(".parquet")
+    assert [k for k in keys if not k.startswith(("run1/stats/", "run1/_commits_checkpoints/"))] == sorted(
         [
             *(f"run1/_commits/{i}.json" for i in (first, second, third)),
             "run1/_label_options.json",

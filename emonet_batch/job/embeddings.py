@@ -23,10 +23,10 @@ import pyarrow.parquet as pq
 
 from ..errors import UsageError, first_line
 from ..model.record import ModelInfo
+from .commitlog import read_records
 from .config import StorageOptions
 from .inputs import EMBEDDINGS, Shard, normalised_location
 from .layout import (
-    COMMITS,
     EMBEDDING_COLUMN,
     ERROR_COLUMNS,
     KEY,
@@ -37,7 +37,7 @@ from .layout import (
     label_file,
 )
 from .rows import COMPLETE, EMBEDDING, END, ERROR, FAILED, READ_CPU, SAMPLE, cpu_share
-from .storage import filesystem, join, read_json_files, redact_url
+from .storage import filesystem, join, redact_url
 from .verify import recorded_bytes
 
 
@@ -73,7 +73,7 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
             f"{display} holds no embeddings (it was scored without --embedding); rescoring reads them, so score "
             "its inputs once with --embedding"
         )
-    records, _ = read_json_files(fs, join(root, COMMITS))
+    records, _, _ = read_records(fs, root)
     if not records:
         raise UsageError(f"no committed shards under {display} (run `emonet-batch score --embedding` first)")
     tower, dim = stored_tower(fs, root, sorted(records))

@@ -3,6 +3,7 @@
     <output>/labels/<shard-id>.parquet    one file per committed input shard
     <output>/errors/<shard-id>.parquet    its per-sample failures (only when there are any)
     <output>/_commits/<shard-id>.json     written last, create-only: the shard is done when it exists
+    <output>/_commits_checkpoints/        tables of the records a run saw: a resume reads only newer ones
     <output>/manifest.json                the last run's summary
     <output>/manifest.shards.parquet      the last run's outcome of every input shard
     <output>/manifest.runs.parquet        every run's figures, oldest first
@@ -21,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 LABELS, ERRORS, COMMITS, STATS = "labels", "errors", "_commits", "stats"
+#: Tables of the commit records a run saw, so that a resume reads only the records written since (job/commitlog.py).
+CHECKPOINTS = "_commits_checkpoints"
 STAGING, INCOMPLETE = "_staging", "_incomplete"
 MANIFEST, LABEL_OPTIONS = "manifest.json", "_label_options.json"
 #: Beside the manifest: the last run's outcome of every shard, and every run's figures (tables, so that neither
@@ -32,6 +35,7 @@ RUN_OUTPUTS = (
     LABELS,
     ERRORS,
     COMMITS,
+    CHECKPOINTS,
     STATS,
     STAGING,
     INCOMPLETE,

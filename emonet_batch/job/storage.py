@@ -168,13 +168,24 @@ def move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
         raise write_error(fs, target, exc) from None
 
 
-def read_json_files(fs: fsspec.AbstractFileSystem, directory: str) -> tuple[dict[str, Any], list[str]]:
-    """(name without .json -> parsed content, the names whose file is not a JSON object), for every .json
-    file directly in a directory. A file that cannot be parsed is reported, never raised."""
+def listing(fs: fsspec.AbstractFileSystem, directory: str) -> dict[str, dict[str, Any]]:
+    """Path -> the backend's details of every file directly in `directory` (empty when it does not exist)."""
     try:
-        paths = [p for p in fs.ls(directory, detail=False) if p.endswith(".json")]
+        return {info["name"]: info for info in fs.ls(directory, detail=True) if info.get("type") != "directory"}
     except FileNotFoundError:
-        return {}, []
+        return {}
+
+
+def version_tag(info: dict[str, Any]) -> str:
+    """What changes when a file is written again, from its listing alone: its size and its object store's ETag
+    (S3, GCS) or its modification time (local files)."""
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("updated")
+    return f"{info.get('size')}:{tag}"
+
+
+def read_json_paths(fs: fsspec.AbstractFileSystem, paths: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(name without .json -> parsed content, the names whose file is not a JSON object), read many at a time. A
+    file that cannot be parsed is reported, never raised."""
     contents = fs.cat(paths) if paths else {}
     parsed, unreadable = {}, []
     for path in paths:

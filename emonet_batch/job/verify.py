@@ -16,14 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
-from .layout import COMMITS, MODEL_ID_METADATA, label_file
-from .storage import join, read_json_files, redact_url
+from .commitlog import read_records
+from .layout import MODEL_ID_METADATA, label_file
+from .storage import join, redact_url
 
 
 def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
     """Shard id -> its commit record (an unreadable record is not a committed shard); a usage error when
     nothing was committed yet."""
-    commits, _ = read_json_files(fs, join(output, COMMITS))
+    commits, _, _ = read_records(fs, output)
     if not commits:
         raise UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
     return commits
@@ -56,7 +57,7 @@ def file_problem(fs, output: str, name: str, digest: str) -> str | None:
 def verify_output(fs, output: str) -> dict[str, str]:
     """Shard id -> what is wrong with it, for every shard whose record cannot be read or whose files do not
     hold the recorded bytes; empty when the output is sound."""
-    records, unreadable = read_json_files(fs, join(output, COMMITS))
+    records, unreadable, _ = read_records(fs, output)
     problems = {shard_id: "its commit record cannot be read" for shard_id in unreadable}
     for shard_id, record in sorted(records.items()):
         files = record.get("files")

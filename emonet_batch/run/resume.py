@@ -11,10 +11,10 @@ from typing import Any
 
 from ..errors import UsageError
 from ..job.commit import ShardOutcome, publish
+from ..job.commitlog import read_records
 from ..job.config import LabelOptions
 from ..job.inputs import Shard, normalised_location
 from ..job.layout import (
-    COMMITS,
     LABEL_OPTIONS,
     LABELS,
     RUN_OUTPUTS,
@@ -24,7 +24,7 @@ from ..job.layout import (
     shard_id_of,
     staged_file,
 )
-from ..job.storage import create_only, join, read_json_files, redact_url
+from ..job.storage import create_only, join, redact_url
 from ..job.verify import verify_output
 from ..model.record import ModelInfo
 
@@ -143,8 +143,7 @@ def load_commits(fs, output: str) -> tuple[dict[str, Any], list[str]]:
     """(shard id -> commit record, warnings). A record that cannot be read counts as not committed: it is
     removed so the shard is scored again. A record whose files never reached labels/ (the run stopped between
     its record and the move) gets them published from its staging, when their hashes still match."""
-    records, unreadable = read_json_files(fs, join(output, COMMITS))
-    warnings = []
+    records, unreadable, warnings = read_records(fs, output)
     for shard_id in unreadable:
         fs.rm(join(output, commit_file(shard_id)))
         warnings.append(f"{shard_id}: its commit record could not be read; the shard is scored again")

@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import EmonetError, PipelineError, UsageError
+from ..errors import EmonetError, PipelineError, UsageError, first_line
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, commit_shard, discard_attempt
+from ..job.commitlog import write_checkpoint
 from ..job.config import LabelOptions
 from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
@@ -115,6 +116,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
                     shard.shard_id, ShardOutcome(shard.shard_id, shard.display_url, "failed", reason=str(exc))
                 )
         progress.finished()
+    warnings += checkpoint_commits(fs, output, committed, outcomes)
     warnings += [f"{o.shard}: {o.reason}" for o in outcomes.values() if o.status == "complete" and o.reason]
     absent = absent_meta_warnings(config.labels.meta_fields, [o for o in outcomes.values() if not o.skipped])
     warnings += absent
@@ -130,6 +132,19 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         progress.phase("writing stats and the report")
         analyse(config, result)
     return result
+
+
+def checkpoint_commits(fs, output: str, committed: dict[str, Any], outcomes: dict[str, ShardOutcome]) -> list[str]:
+    """A commit checkpoint after a run that committed shards or found records no checkpoint held, so that the next
+    resume reads only the records written after it (job/commitlog.py). A failure costs that resume its reads only:
+    a warning, never the run."""
+    if not committed and not any(o.status == "complete" and not o.skipped for o in outcomes.values()):
+        return []
+    try:
+        write_checkpoint(fs, output)
+    except (OSError, StorageError) as exc:
+        return [f"the commit checkpoint was not written ({first_line(exc)}); the next run reads every record"]
+    return []
 
 
 def absent_meta_warnings(fields: tuple[str, ...], scored: list[ShardOutcome]) -> list[str]:
