@@ -32,7 +32,8 @@ trt_cache_option = click.option(
     metavar="DIR",
     help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.",
 )
-#: The GPU providers of ONNX Runtime a run can use (job/accelerator.py PROVIDERS).
+#: The GPU providers of ONNX Runtime a run can use (job/accelerator.GPU_DEVICES; not imported here, as the CLI
+#: imports its commands lazily).
 GPU_PROVIDERS = click.Choice(["cuda", "tensorrt"])
 
 

@@ -35,6 +35,7 @@ CPU_EXTRA, GPU_EXTRA = "cpu", "gpu"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 #: The shared library each GPU provider lives in, beside ONNX Runtime's own (Linux names).
 PROVIDER_LIBRARIES = {"cuda": "libonnxruntime_providers_cuda.so", "tensorrt": "libonnxruntime_providers_tensorrt.so"}
+GPU_DEVICES = tuple(PROVIDER_LIBRARIES)
 PROBE_GRAPH = Path(__file__).parent / "data" / "probe.onnx"
 PROBE_INPUT = "x"
 PROBE_SHAPE = (1, 3, 8, 8)

@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import first_line
-from .layout import CHECKPOINTS, COMMITS
+from .commit import parquet_bytes
+from .layout import CHECKPOINTS, COMMITS, shard_id_of
 from .storage import join, listing, read_json_paths, version_tag, write_bytes
 
 #: Checkpoints kept besides the newest (another run may be reading one while a new one is written).
@@ -36,7 +37,7 @@ def read_records(fs, output: str) -> tuple[dict[str, dict[str, Any]], list[str],
 def _read(fs, output: str):
     """read_records, with the tag of each record file listed."""
     tags = {
-        path.rsplit("/", 1)[-1][: -len(".json")]: (path, version_tag(info))
+        shard_id_of(path): (path, version_tag(info))
         for path, info in listing(fs, join(output, COMMITS)).items()
         if path.endswith(".json")
     }
@@ -75,11 +76,9 @@ def write_checkpoint(fs, output: str) -> str:
             "record": pa.array([json.dumps(records[s]) for s in shards], pa.string()),
         }
     )
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
     name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}.parquet"
     path = join(output, CHECKPOINTS, name)
-    write_bytes(fs, path, sink.getvalue().to_pybytes())
+    write_bytes(fs, path, parquet_bytes(table))
     for old in sorted(listing(fs, join(output, CHECKPOINTS)), reverse=True)[CHECKPOINTS_KEPT + 1 :]:
         fs.rm(old)
     return path

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from .. import __version__
 from ..errors import EmonetError, UsageError, first_line
 from ..job.accelerator import (
+    GPU_DEVICES,
     GPU_EXTRA,
     PROVIDERS,
     Gpus,
@@ -36,7 +37,6 @@ from ..job.infer import DEFAULT_TRT_CACHE
 from ..job.preflight import nearest_existing, s3_credential_source
 
 OK, FAIL, NOTE = "ok", "FAIL", "-"
-GPU_DEVICES = ("cuda", "tensorrt")
 #: Room a TensorRT engine needs when no model says its size: about the fp16 so400m tower's weights, with margin.
 TRT_CACHE_BYTES = 2 << 30
 #: How long `--cluster` waits for every node's answer (a GPU node's waits for a free GPU).
