@@ -419,26 +419,33 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
                 "job": round((driver_ms.get("collect", 0) + driver_ms.get("commit", 0)) * 1000, 2),
                 "ray_data": round(driver_ms.get("ray_data_driver", 0) * 1000, 2),
             },
-            "driver_bytes_per_row": round(to_driver.bytes / to_driver.rows, 1),
+            # Ray Data's driver threads against the run's seconds and the blocks that reached the driver
+            "ray_data_driver": {
+                "cpu_s": round(driver_ms.get("ray_data_driver", 0) * embeddings / 1000, 2),
+                "wall_s": run["wall_s"],
+                "blocks": to_driver.blocks,
+            },
+            # no row reaches the driver: what does is the pieces' receipts (a few per block)
+            "driver_bytes_per_row": round(to_driver.bytes / embeddings, 2),
             "cpu_ms_per_embedding": run["cpu_ms_per_image"],
         }
     return figures
 
 
 class DriverBytes:
-    """Counts the rows and bytes of the result batches that reach the driver (edge.stream.result_batches), while
-    the block runs: fixed-size columns by their buffers, text and bytes by their lengths."""
+    """Counts the blocks and bytes (Arrow buffers) that reach the driver (edge.stream.result_batches) while the block
+    runs."""
 
     def __enter__(self):
         from emonet_batch.edge import stream
 
-        self.rows = self.bytes = 0
+        self.blocks = self.bytes = 0
         self._module, self._original = stream, stream.result_batches
 
         def counted(dataset):
             for batch in self._original(dataset):
-                self.rows += len(next(iter(batch.values())))
-                self.bytes += sum(column_bytes(column) for column in batch.values())
+                self.blocks += 1
+                self.bytes += batch.nbytes
                 yield batch
 
         stream.result_batches = counted
@@ -446,12 +453,6 @@ class DriverBytes:
 
     def __exit__(self, *exc):
         self._module.result_batches = self._original
-
-
-def column_bytes(column: np.ndarray) -> int:
-    if column.dtype != object:
-        return column.nbytes
-    return sum(len(value) if isinstance(value, str | bytes) else 8 for value in column)
 
 
 def unit_embeddings(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:

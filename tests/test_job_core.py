@@ -1,15 +1,16 @@
-"""The job core and the run's pure steps without Ray: the shard collector, the commit step, the skip logic,
-nightly's shard selection and the grouped config."""
+"""The job core and the run's pure steps without Ray: the pieces and the shard collector, the commit step, the
+skip logic, nightly's shard selection and the grouped config."""
 
 import json
 import os
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from emonet_batch.errors import UsageError
-from emonet_batch.job.collect import ShardCollector
+from emonet_batch.job.collect import SeqCoverage, ShardCollector
 from emonet_batch.job.commit import commit_shard
 from emonet_batch.job.config import LabelOptions, StorageOptions
 from emonet_batch.job.inputs import Shard, normalised_location, shard_id
@@ -21,8 +22,19 @@ from emonet_batch.job.layout import (
     incomplete_file,
     label_file,
 )
-from emonet_batch.job.rows import COLLECTED_COLUMNS, COMPLETE, END, ERROR, INCOMPLETE, SAMPLE, ShardEnd
-from emonet_batch.job.storage import filesystem
+from emonet_batch.job.pieces import PieceWriter, read_rows, seq_ranges
+from emonet_batch.job.rows import (
+    COLLECTED_COLUMNS,
+    COMPLETE,
+    END,
+    ERROR,
+    INCOMPLETE,
+    READ_SCHEMA,
+    SAMPLE,
+    SCORES,
+    ShardEnd,
+)
+from emonet_batch.job.storage import StorageError, filesystem
 from emonet_batch.model.record import load_model_info
 from emonet_batch.ops.nightly import committed_everywhere, new_shards
 from emonet_batch.run.config import OPTION_GROUPS, score_config
@@ -48,42 +60,78 @@ def batch(rows: list[tuple], heads: int = HEADS) -> dict[str, np.ndarray]:
     return columns
 
 
-def collector() -> ShardCollector:
-    return ShardCollector(list(COLLECTED_COLUMNS))
+@pytest.fixture
+def scored(tmp_path):
+    """An inference worker's piece writer: scored blocks of (kind, shard, seq) rows in, receipts out."""
+    fs, output = filesystem(str(tmp_path / "out"), StorageOptions())
+    writer = PieceWriter(fs, output, ATTEMPT, "host:1:gpu=-")
+
+    def receipts(rows: list[tuple]) -> list[dict]:
+        columns = batch(rows)
+        block = pa.table({f.name: pa.array(columns[f.name], f.type) for f in READ_SCHEMA if f.name in columns})
+        return writer.write(block, {SCORES: columns[SCORES]}).to_pylist()
+
+    receipts.rows = lambda pieces: read_rows(fs, output, pieces)
+    return receipts
 
 
-def test_a_shard_is_whole_when_its_end_and_all_its_samples_arrived():
-    c = collector()
-    assert c.add(batch([(SAMPLE, "a", 0), (SAMPLE, "b", 0)])) == []
-    assert c.add(batch([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]
-    rows, end = c.pop("a")
-    assert end == ShardEnd(2, COMPLETE) and sorted(rows["seq"]) == [0, 1]
+def test_a_shard_is_whole_when_its_end_and_all_its_samples_arrived(scored):
+    c = ShardCollector()
+    assert c.add(scored([(SAMPLE, "a", 0), (SAMPLE, "b", 0)])) == []
+    assert c.add(scored([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]
+    pieces, end = c.pop("a")
+    assert end == ShardEnd(2, COMPLETE) and list(scored.rows(pieces)["seq"]) == [0, 1]
     assert c.unfinished() == ["b"]  # b never got its end row
     assert c.images_by_worker == {"host:1:gpu=-": 3}
 
 
-def test_the_end_row_may_arrive_before_the_samples():
-    c = collector()
-    assert c.add(batch([(END, "a", 2)])) == []
-    assert c.add(batch([(SAMPLE, "a", 1)])) == []
-    assert c.add(batch([(ERROR, "a", 0)])) == ["a"]
-    rows, _ = c.pop("a")
-    assert list(rows["kind"]) == [SAMPLE, ERROR] and c.unfinished() == []
+def test_the_end_row_may_arrive_before_the_samples(scored):
+    c = ShardCollector()
+    assert c.add(scored([(END, "a", 2)])) == []
+    assert c.add(scored([(SAMPLE, "a", 1)])) == []
+    assert c.add(scored([(ERROR, "a", 0)])) == ["a"]
+    pieces, _ = c.pop("a")
+    assert list(scored.rows(pieces)["kind"]) == [ERROR, SAMPLE] and c.unfinished() == []
 
 
-def test_a_row_delivered_twice_is_kept_once():
-    c = collector()
-    c.add(batch([(SAMPLE, "a", 0), (SAMPLE, "a", 1)]))
-    assert c.add(batch([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]  # a re-run task sent seq 1 again
-    rows, _ = c.pop("a")
-    assert sorted(rows["seq"]) == [0, 1] and c.images_by_worker["host:1:gpu=-"] == 2
+def test_a_row_delivered_twice_is_kept_once(scored):
+    c = ShardCollector()
+    c.add(scored([(SAMPLE, "a", 0), (SAMPLE, "a", 1)]))
+    assert c.add(scored([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]  # a re-run task sent seq 1 again
+    pieces, _ = c.pop("a")
+    assert list(scored.rows(pieces)["seq"]) == [0, 1] and c.images_by_worker["host:1:gpu=-"] == 2
+    assert c.add(scored([(SAMPLE, "a", 0)])) == [] and c.unfinished() == []  # after the hand-over: ignored
 
 
-def test_a_count_that_never_matches_never_commits():
-    c = collector()
-    assert c.add(batch([(SAMPLE, "a", 0), (END, "a", 3)])) == []
-    assert c.add(batch([(SAMPLE, "a", 0)])) == []  # the same row again does not make up the count
+def test_a_count_that_never_matches_never_commits(scored):
+    c = ShardCollector()
+    assert c.add(scored([(SAMPLE, "a", 0), (END, "a", 3)])) == []
+    assert c.add(scored([(SAMPLE, "a", 0)])) == []  # the same row again does not make up the count
     assert c.unfinished() == ["a"]
+
+
+def test_a_piece_whose_bytes_changed_is_never_read(scored, tmp_path):
+    c = ShardCollector()
+    c.add(scored([(SAMPLE, "a", 0), (END, "a", 1)]))
+    pieces, _ = c.pop("a")
+    with open(tmp_path / "out" / pieces[0].path, "r+b") as piece:
+        piece.seek(-20, os.SEEK_END)
+        piece.write(b"x")
+    with pytest.raises(StorageError, match="not the bytes their worker wrote"):
+        scored.rows(pieces)
+
+
+@pytest.mark.parametrize(
+    "seqs, ranges", [([], []), ([3], [3, 4]), ([0, 1, 2, 5, 6, 9], [0, 3, 5, 7, 9, 10]), ([4, 2, 3, 3], [2, 5])]
+)
+def test_a_receipt_names_its_rows_as_ranges(seqs, ranges):
+    assert seq_ranges(np.array(seqs, dtype=np.int64)) == ranges
+
+
+def test_the_coverage_of_a_shard_counts_each_seq_once():
+    coverage = SeqCoverage()
+    assert [coverage.add(*r) for r in [(0, 5), (3, 8), (10, 12), (8, 10), (0, 12), (20, 21)]] == [5, 3, 2, 2, 0, 1]
+    assert coverage.count == 13 and (coverage.starts, coverage.stops) == ([0, 20], [12, 21])
 
 
 @pytest.fixture

@@ -111,6 +111,10 @@ def test_rerun_skips_committed_shards_and_labels_are_byte_identical_whatever_the
     # other batches (3 images per inference call, 2 per decode call): the same bytes, as each image is scored alone
     score(tmp_path, tiny_models["small"], [tmp_path / "in"], out="other", batch_size=3, decode_batch_size=2)
     assert {p.name: p.read_bytes() for p in (tmp_path / "other" / "labels").iterdir()} == labels
+    # a piece per row, and one piece per shard: written on the workers, assembled into the same bytes
+    for batch_size in (1, 1024):
+        score(tmp_path, tiny_models["small"], [tmp_path / "in"], out=f"batch-{batch_size}", batch_size=batch_size)
+        assert {p.name: p.read_bytes() for p in (tmp_path / f"batch-{batch_size}" / "labels").iterdir()} == labels
     assert first.manifest["totals"] == again.manifest["totals"] == {"samples": 10, "labels": 10, "errors": 0}
 
 
@@ -376,14 +380,14 @@ def test_a_commit_that_fails_still_ends_with_a_manifest_of_every_shard(ray_runti
 
     shards = good_shards(tmp_path / "in", shards=2, per_shard=2)
     broken = shard_id(str(shards[0]))
-    real_commit = run.commit_shard
+    real_commit = run.commit_staged
 
     def commit_or_fail(fs, output, shard, *args):
         if shard.shard_id == broken:
             raise StorageError("cannot write labels: OSError: the disk went away")
         return real_commit(fs, output, shard, *args)
 
-    monkeypatch.setattr(run, "commit_shard", commit_or_fail)
+    monkeypatch.setattr(run, "commit_staged", commit_or_fail)
     result = score(tmp_path, tiny_models["small"], [tmp_path / "in"])
     assert result.exit_code == 1
     outcomes = shard_outcomes(tmp_path / "out")

@@ -29,12 +29,6 @@ def to_block(batch: dict[str, np.ndarray]) -> pa.Table:
     return pa.table({name: to_arrow(name, values) for name, values in batch.items()})
 
 
-def append_columns(table: pa.Table, columns: dict[str, np.ndarray]) -> pa.Table:
-    for name, values in columns.items():
-        table = table.append_column(name, to_arrow(name, values))
-    return table
-
-
 def to_arrow(name: str, values: np.ndarray) -> pa.Array:
     if name in ROW_TYPES:
         return pa.array(values, type=ROW_TYPES[name], from_pandas=True)

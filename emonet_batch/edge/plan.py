@@ -3,7 +3,8 @@ function it runs.
 
     read + decode  datasource.image_datasource  CPU tasks, one per shard, decode_batch_size rows per decode call
                    (rescore: datasource.embedding_datasource, the stored embeddings of a source's shards)
-    infer          ArrowInferStage (InferStage)  actor pool: one actor per GPU, or CPU actors spread over the nodes
+    infer          ArrowInferStage (InferStage)  actor pool: one actor per GPU, or CPU actors spread over the nodes;
+                   each writes the rows it scored as pieces (job/pieces.py) and passes on only their receipts
 
 Blocks are kept near BLOCK_BYTES and typed by the row protocol (blocks.py).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 import socket
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,9 +25,10 @@ from ..job.embeddings import EmbeddingSource
 from ..job.fetch import is_remote
 from ..job.infer import InferStage, SessionOptions
 from ..job.inputs import Shard
+from ..job.pieces import PieceWriter
 from ..job.rows import SAMPLE
+from ..job.storage import filesystem
 from ..model.record import ModelInfo
-from .blocks import append_columns
 from .datasource import Decoding, embedding_datasource, image_datasource
 
 #: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
@@ -85,12 +88,13 @@ def build_dataset(
     labels: LabelOptions,
     engine: EngineOptions,
     storage: StorageOptions,
+    pieces: Pieces,
     require_provider: bool = True,
     source: EmbeddingSource | None = None,
 ):
     """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record), on a
-    cluster that has the resources (capacity.ensure_capacity). With `source`, the shards are that output's and
-    their stored embeddings go to a heads-only model.
+    cluster that has the resources (capacity.ensure_capacity), whose scored rows are written as `pieces`. With
+    `source`, the shards are that output's and their stored embeddings go to a heads-only model.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
     workers = inference_workers(engine, info.heads_only)
@@ -116,6 +120,7 @@ def build_dataset(
             "verified_on": socket.gethostname(),  # the run's load_model_info hashed the files on this host
             "storage": storage,
             "model_id": info.model_id,
+            "pieces": pieces,
         },
         batch_size=engine.batch_size,
         batch_format="pyarrow",
@@ -124,12 +129,27 @@ def build_dataset(
     )
 
 
+@dataclass(frozen=True)
+class Pieces:
+    """Where the inference actors write the rows they score: the run's output (with its storage options) and the
+    attempt whose staging holds the pieces."""
+
+    output: str
+    storage: StorageOptions
+    attempt: str
+
+
 class ArrowInferStage(InferStage):
     """The infer stage on Arrow blocks: only the model's input (pixels or embeddings) and the row kinds become
-    numpy (without a copy), and the other columns pass through as Arrow, instead of becoming Python strings and
-    back for every row."""
+    numpy (without a copy); the scored rows are written as pieces where they were scored, and only their receipts
+    go on to the driver."""
+
+    def __init__(self, *, pieces: Pieces, **session):
+        super().__init__(**session)
+        fs, output = filesystem(pieces.output, pieces.storage)
+        self.writer = PieceWriter(fs, output, pieces.attempt, self.worker)
 
     def __call__(self, block: pa.Table) -> pa.Table:
         is_sample = pc.equal(block["kind"], SAMPLE).to_numpy(zero_copy_only=False)
         inputs = BlockAccessor.for_block(block).to_numpy(self.input_column)
-        return append_columns(block.drop_columns([self.input_column]), self.outputs(is_sample, inputs))
+        return self.writer.write(block.drop_columns([self.input_column]), self.outputs(is_sample, inputs))

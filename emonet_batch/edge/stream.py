@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
+import pyarrow as pa
 import ray
 
 from ..errors import PipelineError
 
 
-def result_batches(dataset) -> Iterator[dict[str, np.ndarray]]:
-    """The plan's output batches as they are produced (numpy columns, any size)."""
+def result_batches(dataset) -> Iterator[pa.Table]:
+    """The plan's output blocks as they are produced (any size)."""
     try:
-        yield from dataset.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=1)
+        yield from dataset.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1)
     except ray.exceptions.RayError as exc:
         raise PipelineError(f"the pipeline failed: {root_cause(exc)}") from None
 

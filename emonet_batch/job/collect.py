@@ -1,81 +1,86 @@
-"""Collect stage: gather each shard's streamed rows until the shard is whole, then hand it to the commit.
+"""Collect stage: follow each shard's receipts (pieces.py) until the shard is whole, then hand its pieces over.
 
-A shard is whole when its `end` row has arrived and as many distinct samples (by `seq`) as the end row
-counts. Rows may arrive in any order and, when Ray re-runs a task after losing a node, more than once:
-a repeated `seq` is dropped, so a shard is committed exactly once with each sample once.
+A shard is whole when its `end` row has been reported and the pieces hold as many distinct rows (by `seq`) as the
+end row counts. Receipts may arrive in any order and, when Ray re-runs a task after losing a node or an actor, a
+row may be in two pieces: a piece that adds no new row is not read, and the assembly keeps each `seq` once, so a
+shard is committed exactly once with each sample once. Only receipts reach this step, never rows: its memory is a
+few ranges per shard in flight.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from typing import Any
 
-import numpy as np
+from .pieces import WRITE_CPU, PieceRef, receipt_end
+from .rows import CPU_COLUMNS, ShardEnd
 
-from .rows import CPU_COLUMNS, END, SAMPLE, WORKER, ShardEnd
+#: The stages whose CPU seconds the receipts carry (their rows' stages, and the writing of the pieces).
+RECEIPT_CPU = {**CPU_COLUMNS, "write": WRITE_CPU}
+
+
+class SeqCoverage:
+    """The distinct `seq` values seen of a shard, as sorted disjoint [start, stop) ranges."""
+
+    def __init__(self):
+        self.starts: list[int] = []
+        self.stops: list[int] = []
+        self.count = 0
+
+    def add(self, start: int, stop: int) -> int:
+        """Cover [start, stop); return how many of its values were new."""
+        first = bisect.bisect_left(self.stops, start)  # ranges from `first` to `last` overlap or touch it
+        last = bisect.bisect_right(self.starts, stop)
+        if first < last:
+            start, stop = min(start, self.starts[first]), max(stop, self.stops[last - 1])
+        new = (stop - start) - sum(self.stops[i] - self.starts[i] for i in range(first, last))
+        self.starts[first:last], self.stops[first:last] = [start], [stop]
+        self.count += new
+        return new
 
 
 class ShardCollector:
-    def __init__(self, columns: list[str]):
-        self.columns = columns
-        self.parts: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
-        self.seen: dict[str, set[int]] = defaultdict(set)
+    def __init__(self):
+        self.pieces: dict[str, list[PieceRef]] = defaultdict(list)
+        self.covered: dict[str, SeqCoverage] = defaultdict(SeqCoverage)
         self.ends: dict[str, ShardEnd] = {}
+        self.done: set[str] = set()
         self.images_by_worker: dict[str, int] = defaultdict(int)
         self.samples_seen = 0  # distinct sample rows so far, over every shard
-        self.cpu_seconds: dict[str, float] = dict.fromkeys(CPU_COLUMNS, 0.0)  # by stage, rows seen twice included
+        self.cpu_seconds: dict[str, float] = dict.fromkeys(RECEIPT_CPU, 0.0)  # by stage, rows seen twice included
 
-    def add(self, batch: dict[str, np.ndarray]) -> list[str]:
-        """Take a batch; return the shards it made whole."""
+    def add(self, receipts: list[dict[str, Any]]) -> list[str]:
+        """Take a batch of receipts; return the shards they made whole."""
         ready = []
-        for stage, column in CPU_COLUMNS.items():
-            if column in batch:
-                self.cpu_seconds[stage] += float(np.nansum(batch[column]))
-        shards, kinds = batch["shard"], batch["kind"]
-        for shard in np.unique(shards):
-            mask = shards == shard
-            is_end = mask & (kinds == END)
-            if is_end.any():
-                row = np.flatnonzero(is_end)[0]
-                self.ends[shard] = ShardEnd(
-                    int(batch["count"][row]), str(batch["status"][row]), _text(batch["reason"][row])
-                )
-                mask &= ~is_end
-            mask &= self._first_time(shard, batch["seq"], mask)
-            if mask.any():
-                self.parts[shard].append({name: batch[name][mask] for name in self.columns})
-                for worker in batch[WORKER][mask & (kinds == SAMPLE)]:
-                    self.images_by_worker[str(worker)] += 1
-                    self.samples_seen += 1
-            if shard in self.ends and len(self.seen[shard]) == self.ends[shard].count:
-                ready.append(str(shard))
+        for receipt in receipts:
+            for stage, column in RECEIPT_CPU.items():
+                self.cpu_seconds[stage] += receipt[column] or 0.0
+            shard = receipt["shard"]
+            if shard in self.done:  # a retried batch's rows of a shard already handed over
+                continue
+            end = receipt_end(receipt)
+            if end is not None:
+                self.ends[shard] = end
+            new_samples = self._cover(shard, receipt["samples"])
+            if new_samples + self._cover(shard, receipt["errors"]):
+                self.pieces[shard].append(PieceRef(receipt["piece"], receipt["sha256"]))
+            self.images_by_worker[receipt["worker"]] += new_samples
+            self.samples_seen += new_samples
+            if shard in self.ends and self.covered[shard].count == self.ends[shard].count and shard not in ready:
+                ready.append(shard)
         return ready
 
-    def _first_time(self, shard: str, seqs: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Rows not seen before."""
-        seen = self.seen[shard]
-        fresh = np.zeros(len(seqs), dtype=bool)
-        for i in np.flatnonzero(mask):
-            seq = int(seqs[i])
-            if seq not in seen:
-                seen.add(seq)
-                fresh[i] = True
-        return fresh
+    def _cover(self, shard: str, ranges: list[int]) -> int:
+        coverage = self.covered[shard]
+        return sum(coverage.add(ranges[i], ranges[i + 1]) for i in range(0, len(ranges), 2))
 
-    def pop(self, shard: str) -> tuple[dict[str, np.ndarray], ShardEnd]:
-        """A whole shard's rows (in arrival order) and its end; the collector forgets the shard."""
-        parts = self.parts.pop(shard, [])
-        self.seen.pop(shard, None)
-        rows = {
-            name: np.concatenate([p[name] for p in parts]) if parts else np.empty(0, dtype=object)
-            for name in self.columns
-        }
-        return rows, self.ends.pop(shard)
+    def pop(self, shard: str) -> tuple[list[PieceRef], ShardEnd]:
+        """A whole shard's pieces (in arrival order) and its end; later receipts of the shard are ignored."""
+        self.done.add(shard)
+        self.covered.pop(shard, None)
+        return self.pieces.pop(shard, []), self.ends.pop(shard)
 
     def unfinished(self) -> list[str]:
         """Shards with rows or an end row but not yet whole (after the stream ended: a bug, never a loss)."""
-        return sorted(set(self.parts) | set(self.ends))
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+        return sorted((set(self.covered) | set(self.ends)) - self.done)

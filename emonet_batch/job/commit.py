@@ -1,8 +1,9 @@
 """Commit stage: one whole shard's rows -> its create-only _commits/<id>.json, labels/<id>.parquet and
 errors/<id>.parquet.
 
-A shard is done exactly when its record exists. The files are staged under a name of this attempt's own,
-the record (with their sha256) is created only if none exists, and the files are then moved into place,
+A shard is done exactly when its record exists. The files are staged under a name of this attempt's own (in a
+run, by a worker that reads the shard's pieces back: assemble_shard), the record (with their sha256) is created
+only if none exists (by the driver: commit_staged), and the files are then moved into place,
 so a crash before the record leaves a shard that the next run simply redoes, and a crash after it leaves
 staged files the next run publishes (run/resume.py). Files are deterministic (rows in read order, no
 timestamps), so the same inputs, model and options give byte-identical label files.
@@ -46,7 +47,8 @@ from .layout import (
     softmax_column,
     staged_file,
 )
-from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd
+from .pieces import PieceRef, read_rows, remove_pieces
+from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd, collected_columns
 from .storage import StorageError, create_only, is_local, join, move, write_bytes
 
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
@@ -153,6 +155,16 @@ def select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarra
 ALREADY_COMMITTED = "already committed by another run; its files stand"
 
 
+@dataclass
+class StagedShard:
+    """A shard's files written where its commit record will name them: the outcome, and the sha256 of each staged
+    file (none when there is nothing to commit: a failed or incomplete shard, or one another run committed)."""
+
+    outcome: ShardOutcome
+    files: dict[str, str] = field(default_factory=dict)
+    model_id: str | None = None
+
+
 def commit_shard(
     fs,
     output: str,
@@ -163,11 +175,45 @@ def commit_shard(
     options: LabelOptions,
     attempt: str,
 ) -> ShardOutcome:
-    """Commit a whole shard: its files are written under this attempt's own staging name, then its commit
-    record is created (create-only), and only the run that created the record moves the files into
-    labels/ and errors/. So no run ever writes over a shard another run committed, and every record's
-    hashes describe the bytes that are published. A shard read only in part gets no record: its rows go
-    to _incomplete/ for inspection."""
+    """Commit a whole shard's rows in one process (a run stages on the workers and commits on the driver)."""
+    return commit_staged(fs, output, shard, stage_shard(fs, output, shard, rows, end, info, options, attempt), attempt)
+
+
+def assemble_shard(
+    fs,
+    output: str,
+    shard: Shard,
+    pieces: list[PieceRef],
+    end: ShardEnd,
+    info: ModelInfo,
+    options: LabelOptions,
+    attempt: str,
+) -> StagedShard:
+    """The worker-side step of a run: a whole shard's pieces read back and staged as its files; the pieces go."""
+    rows = read_rows(fs, output, pieces) or empty_rows(options.embedding)
+    staged = stage_shard(fs, output, shard, rows, end, info, options, attempt)
+    remove_pieces(fs, output, pieces)
+    return staged
+
+
+def empty_rows(with_embedding: bool) -> dict[str, np.ndarray]:
+    """The rows of a shard without samples (its pieces hold none)."""
+    return {name: np.empty(0, dtype=object) for name in collected_columns(with_embedding)}
+
+
+def stage_shard(
+    fs,
+    output: str,
+    shard: Shard,
+    rows: dict[str, np.ndarray],
+    end: ShardEnd,
+    info: ModelInfo,
+    options: LabelOptions,
+    attempt: str,
+) -> StagedShard:
+    """A whole shard's label and error files, written under this attempt's own staging name, with their sha256 for
+    the record (commit_staged). A shard read only in part gets no record: its files go to _incomplete/ for
+    inspection. One another run has committed meanwhile is left alone."""
     shard_id = shard.shard_id
     rows = select(rows, np.argsort(rows["seq"], kind="stable"))
     labels = select(rows, rows["kind"] == SAMPLE)
@@ -181,7 +227,7 @@ def commit_shard(
             f"shard {shard_id}: {outcome.samples} samples read but {outcome.labels} labels + {outcome.errors} errors"
         )
     if end.status == FAILED:
-        return outcome
+        return StagedShard(outcome)
     table = label_table(labels, info, options)
     outcome.absent_meta = [name for name in options.meta_fields if table.column(name).null_count == table.num_rows]
     files = {label_file(shard_id): parquet_bytes(table)}
@@ -190,29 +236,40 @@ def commit_shard(
     if end.status != COMPLETE:
         for name, data in files.items():
             write_bytes(fs, join(output, incomplete_file(name)), data)
-        return outcome
-    record_path = join(output, commit_file(shard_id))
-    if fs.exists(record_path):  # committed by another run since this one started
+        return StagedShard(outcome)
+    if fs.exists(join(output, commit_file(shard_id))):  # committed by another run since this one started
         outcome.reason = ALREADY_COMMITTED
-        return outcome
+        return StagedShard(outcome)
     for name, data in files.items():
         write_bytes(fs, join(output, staged_file(attempt, name)), data)
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    return StagedShard(outcome, hashes, info.model_id)
+
+
+def commit_staged(fs, output: str, shard: Shard, staged: StagedShard, attempt: str) -> ShardOutcome:
+    """The driver's step: the staged shard's commit record, created only if none exists, and then its files moved
+    into labels/ and errors/. So no run ever writes over a shard another run committed, and every record's hashes
+    describe the bytes that are published."""
+    outcome = staged.outcome
+    if not staged.files:
+        return outcome
+    record_path = join(output, commit_file(shard.shard_id))
     record = {
-        "shard": shard_id,
+        "shard": shard.shard_id,
         **outcome.commit_fields(),
         "location": normalised_location(shard.url),
-        "model_id": info.model_id,
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+        "model_id": staged.model_id,
+        "files": staged.files,
         "attempt": attempt,
         "emonet_batch": __version__,
         "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if not create_only(fs, record_path, json.dumps(record, indent=1).encode()):
-        for name in files:
+        for name in staged.files:
             fs.rm(join(output, staged_file(attempt, name)))
         outcome.reason = ALREADY_COMMITTED
         return outcome
-    publish(fs, output, shard_id, record)
+    publish(fs, output, shard.shard_id, record)
     return outcome
 
 

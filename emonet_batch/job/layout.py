@@ -10,6 +10,8 @@
     <output>/_label_options.json          what shapes every label file here (model, heads, options)
     <output>/stats/                       stats.json, Parquet tables, report.html, evaluate-<format>.json
     <output>/_staging/<attempt>/          a commit's files before its record exists (then moved into place)
+    <output>/_staging/<attempt>/_pieces/  the rows of each block, written by the inference workers until their
+                                          shard is whole and assembled (job/pieces.py)
     <output>/_incomplete/labels|errors/   the rows of a shard read only in part (a truncated tar): kept for
                                           inspection, never committed, never under labels/
 
@@ -24,7 +26,7 @@ from collections.abc import Iterable, Sequence
 LABELS, ERRORS, COMMITS, STATS = "labels", "errors", "_commits", "stats"
 #: Tables of the commit records a run saw, so that a resume reads only the records written since (job/commitlog.py).
 CHECKPOINTS = "_commits_checkpoints"
-STAGING, INCOMPLETE = "_staging", "_incomplete"
+STAGING, INCOMPLETE, PIECES = "_staging", "_incomplete", "_pieces"
 MANIFEST, LABEL_OPTIONS = "manifest.json", "_label_options.json"
 #: Beside the manifest: the last run's outcome of every shard, and every run's figures (tables, so that neither
 #: grows the manifest with the corpus).
@@ -73,6 +75,11 @@ def commit_file(shard_id: str) -> str:
 def staged_file(attempt: str, name: str) -> str:
     """Where an attempt writes `name` (a label or error file) before its commit record exists."""
     return f"{STAGING}/{attempt}/{name}"
+
+
+def piece_file(attempt: str, shard_id: str, name: str) -> str:
+    """Where an attempt's inference worker writes the rows of one shard from one block (`name` is its own)."""
+    return f"{STAGING}/{attempt}/{PIECES}/{shard_id}/{name}"
 
 
 def incomplete_file(name: str) -> str:

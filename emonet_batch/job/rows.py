@@ -20,10 +20,11 @@ A rescore (job/embeddings.py) reads a scored output instead: its sample rows car
 the new labels keep it).
 
 Each stage also adds its CPU seconds (read_cpu_s, decode_cpu_s, infer_cpu_s), spread evenly over the rows it
-handled in one call, so the driver can sum what each stage cost a run.
+handled in one call, so that the receipts can tell the driver what each stage cost a run.
 
-The collector keeps COLLECTED_COLUMNS (plus `embedding` when asked) until a shard's `end` row and all of
-its `count` samples have arrived; the commit step turns them into label and error files.
+The inference worker writes COLLECTED_COLUMNS (plus `embedding` when asked) of the sample and error rows as pieces
+(pieces.py); once the receipts show a shard's `end` row and all of its `count` rows, its pieces are assembled into
+label and error files (commit.py).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def cpu_share(seconds: float, rows: int) -> np.ndarray:
     return np.full(rows, seconds / rows if rows else 0.0)
 
 
-#: What the collector keeps of each row for the commit step (the embedding only when the labels keep it).
+#: What a piece keeps of each row for the commit step (the embedding only when the labels keep it).
 COLLECTED_COLUMNS = ("kind", "shard", "seq", "key", "meta", "stage", "error_type", "message", SCORES)
 
 

@@ -1,10 +1,12 @@
 """The run: model and inputs -> preflight -> skip committed shards -> claim the label options -> stream through
 the Ray edge -> collect and commit -> manifest -> stats and report.
 
-    read (CPU tasks, one per shard) -> decode (CPU tasks) -> infer (actor pool) -> driver: collect, commit
+    read + decode (CPU tasks, one per shard) -> infer (actor pool; writes the rows as pieces) -> driver: collect
+    the receipts -> assemble (a CPU task per whole shard) -> driver: the commit record, publish
 
-The driver consumes the stream and commits a shard as soon as all of its rows (known from the shard's
-`end` row) have arrived, so shards land while the run goes on and a crash loses only shards in flight.
+The driver follows the pieces' receipts and has a shard assembled and committed as soon as all of its rows (known
+from the shard's `end` row) are written, so shards land while the run goes on and a crash loses only shards in
+flight. No row reaches the driver.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from ..errors import EmonetError, PipelineError, UsageError, first_line
 from ..job.collect import ShardCollector
-from ..job.commit import ShardOutcome, commit_shard, discard_attempt
+from ..job.commit import ShardOutcome, StagedShard, commit_staged, discard_attempt
 from ..job.commitlog import write_checkpoint
 from ..job.config import LabelOptions
 from ..job.embeddings import EmbeddingSource, open_source
@@ -25,7 +27,6 @@ from ..job.fetch import is_remote, local_model
 from ..job.inputs import EMBEDDINGS, Shard, expand_inputs
 from ..job.layout import reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address, check_runtime
-from ..job.rows import collected_columns
 from ..job.storage import StorageError, filesystem, redact_url, report_storage_retries
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
@@ -168,23 +169,18 @@ def analyse(config: ScoreConfig, result: RunResult) -> None:
         result.report = build_report(config.output, config.storage, config.presentation.gallery, result.stats)
 
 
-def commit_whole_shard(
-    collector: ShardCollector,
-    shard_id: str,
-    shard: Shard,
-    fs,
-    output: str,
-    info: ModelInfo,
-    config: ScoreConfig,
-    attempt: str,
-    outcomes: dict[str, ShardOutcome],
-) -> None:
-    rows, end = collector.pop(shard_id)
-    try:
-        outcome = commit_shard(fs, output, shard, rows, end, info, config.labels, attempt)
-    except StorageError as exc:  # this shard is not committed; the run goes on, and says so in the manifest
-        outcome = ShardOutcome(shard_id, shard.display_url, "failed", end.count, reason=f"commit failed: {exc}")
-    outcomes[shard_id] = outcome
+def commit_assembled(fs, output: str, assembled: list[tuple[Shard, StagedShard]], attempt: str, outcomes, counters):
+    """The driver's part of each assembled shard: its create-only record and the move of its files into place."""
+    for shard, staged in assembled:
+        try:
+            outcome = commit_staged(fs, output, shard, staged, attempt)
+        except StorageError as exc:  # this shard is not committed; the run goes on, and says so in the manifest
+            outcome = ShardOutcome(
+                shard.shard_id, shard.display_url, "failed", staged.outcome.samples, reason=f"commit failed: {exc}"
+            )
+        outcomes[shard.shard_id] = outcome
+        counters.shards_done += 1
+        counters.errors += outcome.errors
 
 
 def input_shards(config: ScoreConfig, info: ModelInfo) -> tuple[ScoreConfig, EmbeddingSource | None, list[Shard]]:
@@ -261,41 +257,48 @@ def stream_and_commit(
     source: EmbeddingSource | None = None,
 ) -> str:
     """Run the plan over `todo`, committing each shard as it becomes whole; Ray Data's stage figures."""
+    from ..edge.assemble import AssemblyContext, ShardAssembly
     from ..edge.capacity import ensure_capacity, needed_bundles
-    from ..edge.plan import build_dataset
+    from ..edge.plan import Pieces, build_dataset
     from ..edge.runtime import ensure_ray
     from ..edge.stream import result_batches, stage_stats
 
     progress.phase("starting Ray")
     attached = ensure_ray(config.presentation.verbose)
     ensure_capacity(needed_bundles(config.engine), config.engine.wait_for_resources, attached, progress.phase)
+    attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
+    pieces = Pieces(config.output, config.storage, attempt)
     dataset = build_dataset(
-        todo, config.model, info, config.labels, config.engine, config.storage, require_provider, source
+        todo, config.model, info, config.labels, config.engine, config.storage, pieces, require_provider, source
     )
     progress.phase("starting the inference actors")
     by_id = {s.shard_id: s for s in todo}
-    attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
-    collector = ShardCollector(collected_columns(config.labels.embedding))
+    collector = ShardCollector()
+    assembly = ShardAssembly(AssemblyContext(config.output, config.storage, info, config.labels, attempt))
     driver = {"collect": 0.0, "commit": 0.0}  # the driver's own CPU seconds per step
     driver_started = time.process_time()
-    for batch in result_batches(dataset):
+
+    def commit(assembled):
+        started = time.thread_time()
+        commit_assembled(fs, output, assembled, attempt, outcomes, counters)
+        driver["commit"] += time.thread_time() - started
+
+    for receipts in result_batches(dataset):
         if counters.first_batch_s is None:
             counters.first_batch_s = counters.elapsed
             progress.phase("scoring")
         started = time.thread_time()
-        whole = collector.add(batch)
+        for shard_id in collector.add(receipts.to_pylist()):
+            assembly.submit(by_id[shard_id], *collector.pop(shard_id))
         driver["collect"] += time.thread_time() - started
-        for shard_id in whole:
-            started = time.thread_time()
-            commit_whole_shard(collector, shard_id, by_id[shard_id], fs, output, info, config, attempt, outcomes)
-            driver["commit"] += time.thread_time() - started
-            counters.shards_done += 1
-            counters.errors += outcomes[shard_id].errors
+        commit(assembly.finished())
         counters.scored = collector.samples_seen
+    while assembly.pending():
+        commit(assembly.finished(wait=True))
     counters.scoring_s = counters.elapsed - (counters.first_batch_s or 0.0)
     # the rest of the driver's CPU: Ray Data's executor and batch iteration threads
     driver["ray_data_driver"] = time.process_time() - driver_started - driver["collect"] - driver["commit"]
-    counters.cpu_seconds = {**collector.cpu_seconds, **driver}
+    counters.cpu_seconds = {**collector.cpu_seconds, "assemble": assembly.cpu_seconds, **driver}
     try:
         discard_attempt(fs, output, attempt)
     except OSError:  # only leftovers of this attempt: never worth failing a finished run over
