@@ -151,7 +151,11 @@ def test_s3_in_and_out_through_throttling_and_no_secret_anywhere(s3, tiny_models
     assert third.startswith("shard-00001-") and third != second
     checkpoints = [k for k in keys if k.startswith("run1/_commits_checkpoints/")]
     assert len(checkpoints) == 1 and checkpoints[0].endswith(".parquet")
-    assert [k for k in keys if not k.startswith(("run1/stats/", "run1/_commits_checkpoints/"))] == sorted(
+    entries = [k.rsplit("/", 1)[-1] for k in keys if k.startswith("run1/_commit_log/")]
+    logged = sorted(name.split("-", 2)[2] for name in entries)
+    assert logged == sorted((first, second, third))  # an entry before each record
+    layout = ("run1/stats/", "run1/_commits_checkpoints/", "run1/_commit_log/")
+    assert [k for k in keys if not k.startswith(layout)] == sorted(
         [
             *(f"run1/_commits/{i}.json" for i in (first, second, third)),
             "run1/_label_options.json",

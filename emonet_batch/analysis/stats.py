@@ -21,11 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..job.commit import parquet_bytes
 from ..job.config import StorageOptions
 from ..job.layout import MANIFEST, MANIFEST_SHARDS, STATS_JSON, TOP_EMOTION, metadata_columns, stats_file
 from ..job.rows import COMPLETE, FAILED, INCOMPLETE
-from ..job.storage import filesystem, join, write_bytes
+from ..job.storage import filesystem, join, parquet_bytes, write_bytes
 from ..job.verify import checked_label_files, committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, HEAD_COLUMNS, family_of
 

@@ -12,7 +12,6 @@ timestamps), so the same inputs, model and options give byte-identical label fil
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -22,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import __version__
 from ..model.postprocess import derive, top_emotion
 from ..model.record import ModelInfo
+from .commitlog import log_change
 from .config import LabelOptions
 from .inputs import Shard, normalised_location
 from .layout import (
@@ -49,7 +48,7 @@ from .layout import (
 )
 from .pieces import PieceRef, read_rows, remove_pieces
 from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd, collected_columns
-from .storage import StorageError, create_only, is_local, join, move, write_bytes
+from .storage import StorageError, create_only, is_local, join, move, parquet_bytes, write_bytes
 
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -140,12 +139,6 @@ def file_metadata(info: ModelInfo) -> dict[str, str]:
         "emonet_batch.heads": json.dumps(list(info.heads)),
         "emonet_batch.precision": info.precision,
     }
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
-    return buffer.getvalue()
 
 
 def select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -264,6 +257,7 @@ def commit_staged(fs, output: str, shard: Shard, staged: StagedShard, attempt: s
         "emonet_batch": __version__,
         "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    log_change(fs, output, shard.shard_id)  # before the record: a reader that lists the entry looks for the record
     if not create_only(fs, record_path, json.dumps(record, indent=1).encode()):
         for name in staged.files:
             fs.rm(join(output, staged_file(attempt, name)))

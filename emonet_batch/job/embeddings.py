@@ -73,7 +73,7 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
             f"{display} holds no embeddings (it was scored without --embedding); rescoring reads them, so score "
             "its inputs once with --embedding"
         )
-    records, _, _ = read_records(fs, root)
+    records = read_records(fs, root).records
     if not records:
         raise UsageError(f"no committed shards under {display} (run `emonet-batch score --embedding` first)")
     tower, dim = stored_tower(fs, root, sorted(records))

@@ -4,6 +4,7 @@
     <output>/errors/<shard-id>.parquet    its per-sample failures (only when there are any)
     <output>/_commits/<shard-id>.json     written last, create-only: the shard is done when it exists
     <output>/_commits_checkpoints/        tables of the records a run saw: a resume reads only newer ones
+    <output>/_commit_log/<hour>/          an entry per record created or removed, named by time and shard
     <output>/manifest.json                the last run's summary
     <output>/manifest.shards.parquet      the last run's outcome of every input shard
     <output>/manifest.runs.parquet        every run's figures, oldest first
@@ -26,6 +27,9 @@ from collections.abc import Iterable, Sequence
 LABELS, ERRORS, COMMITS, STATS = "labels", "errors", "_commits", "stats"
 #: Tables of the commit records a run saw, so that a resume reads only the records written since (job/commitlog.py).
 CHECKPOINTS = "_commits_checkpoints"
+#: Time-ordered entries naming the shards whose records changed, so that a reader of a checkpoint finds the records
+#: written after it without listing `_commits/` (job/commitlog.py).
+COMMIT_LOG = "_commit_log"
 STAGING, INCOMPLETE, PIECES = "_staging", "_incomplete", "_pieces"
 MANIFEST, LABEL_OPTIONS = "manifest.json", "_label_options.json"
 #: Beside the manifest: the last run's outcome of every shard, and every run's figures (tables, so that neither
@@ -38,6 +42,7 @@ RUN_OUTPUTS = (
     ERRORS,
     COMMITS,
     CHECKPOINTS,
+    COMMIT_LOG,
     STATS,
     STAGING,
     INCOMPLETE,

@@ -7,6 +7,7 @@ hides query values (presigned URLs carry their signature there).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -16,6 +17,8 @@ import sys
 from typing import Any
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import EmonetError, first_line
@@ -176,6 +179,18 @@ def listing(fs: fsspec.AbstractFileSystem, directory: str) -> dict[str, dict[str
         return {}
 
 
+def subfolders(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:
+    """The names of the folders directly in `directory` (empty when it does not exist)."""
+    try:
+        return [
+            info["name"].rstrip("/").rsplit("/", 1)[-1]
+            for info in fs.ls(directory, detail=True)
+            if info.get("type") == "directory"
+        ]
+    except FileNotFoundError:
+        return []
+
+
 def version_tag(info: dict[str, Any]) -> str:
     """What changes when a file is written again, from its listing alone: its size and its object store's ETag
     (S3, GCS) or its modification time (local files)."""
@@ -183,10 +198,20 @@ def version_tag(info: dict[str, Any]) -> str:
     return f"{info.get('size')}:{tag}"
 
 
-def read_json_paths(fs: fsspec.AbstractFileSystem, paths: list[str]) -> tuple[dict[str, Any], list[str]]:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """A table as the Parquet files of an output are written (zstd, row groups of 64k rows)."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024)
+    return buffer.getvalue()
+
+
+def read_json_paths(
+    fs: fsspec.AbstractFileSystem, paths: list[str], missing_ok: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     """(name without .json -> parsed content, the names whose file is not a JSON object), read many at a time. A
-    file that cannot be parsed is reported, never raised."""
-    contents = fs.cat(paths) if paths else {}
+    file that cannot be parsed is reported, never raised; with `missing_ok` a file that does not exist is left out."""
+    contents = fs.cat(paths, on_error="omit" if missing_ok else "raise") if paths else {}
+    paths = [path for path in paths if path in contents]
     parsed, unreadable = {}, []
     for path in paths:
         name = path.rsplit("/", 1)[-1][: -len(".json")]

@@ -24,7 +24,7 @@ from .storage import join, redact_url
 def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
     """Shard id -> its commit record (an unreadable record is not a committed shard); a usage error when
     nothing was committed yet."""
-    commits, _, _ = read_records(fs, output)
+    commits = read_records(fs, output).records
     if not commits:
         raise UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
     return commits
@@ -57,7 +57,8 @@ def file_problem(fs, output: str, name: str, digest: str) -> str | None:
 def verify_output(fs, output: str) -> dict[str, str]:
     """Shard id -> what is wrong with it, for every shard whose record cannot be read or whose files do not
     hold the recorded bytes; empty when the output is sound."""
-    records, unreadable, _ = read_records(fs, output)
+    found = read_records(fs, output, full=True)  # the records decide, whatever a checkpoint says
+    records, unreadable = found.records, found.unreadable
     problems = {shard_id: "its commit record cannot be read" for shard_id in unreadable}
     for shard_id, record in sorted(records.items()):
         files = record.get("files")

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..job.commitlog import read_records
 from ..job.config import StorageOptions
 from ..job.inputs import Shard, expand_inputs
-from ..job.layout import COMMITS, shard_id_of
 from ..job.storage import filesystem, join
 from ..run.config import OPTION_GROUPS, score_config
 
@@ -96,12 +96,8 @@ def committed_everywhere(fs, root: str) -> set[str]:
     except FileNotFoundError:
         return set()
     done = set()
-    for partition in partitions:
-        try:
-            records = fs.ls(join(partition, COMMITS), detail=False)
-        except FileNotFoundError:
-            continue
-        done |= {shard_id_of(p) for p in records if p.endswith(".json")}
+    for partition in partitions:  # through each one's checkpoint and commit log: a few requests a partition
+        done |= set(read_records(fs, partition).records)
     return done
 
 

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..job.commit import ShardOutcome, parquet_bytes
+from ..job.commit import ShardOutcome
 from ..job.inputs import EMBEDDINGS, Shard
 from ..job.layout import MANIFEST, MANIFEST_RUNS, MANIFEST_SHARDS
-from ..job.storage import join, redact_url, write_bytes
+from ..job.storage import join, parquet_bytes, redact_url, write_bytes
 from ..model.record import ModelInfo
 from .config import ScoreConfig
 from .progress import Counters

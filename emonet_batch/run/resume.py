@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..job.commit import ShardOutcome, publish
-from ..job.commitlog import read_records
+from ..job.commitlog import log_change, read_records
 from ..job.config import LabelOptions
 from ..job.inputs import Shard, normalised_location
 from ..job.layout import (
@@ -27,6 +27,9 @@ from ..job.layout import (
 from ..job.storage import create_only, join, redact_url
 from ..job.verify import verify_output
 from ..model.record import ModelInfo
+
+#: Above this many records to check, one listing of labels/ is cheaper than a request each.
+LISTING_OVER = 100
 
 
 def split_committed(shards: list[Shard], committed: dict[str, Any]) -> tuple[dict[str, ShardOutcome], list[Shard]]:
@@ -141,22 +144,36 @@ def _shown(value: Any) -> str:
 
 def load_commits(fs, output: str) -> tuple[dict[str, Any], list[str]]:
     """(shard id -> commit record, warnings). A record that cannot be read counts as not committed: it is
-    removed so the shard is scored again. A record whose files never reached labels/ (the run stopped between
-    its record and the move) gets them published from its staging, when their hashes still match."""
-    records, unreadable, warnings = read_records(fs, output)
-    for shard_id in unreadable:
-        fs.rm(join(output, commit_file(shard_id)))
+    removed so the shard is scored again. A record read from its file (not from a checkpoint, which a run writes
+    between its commits) whose files never reached labels/ (the run stopped between its record and the move) gets
+    them published from its staging, when their hashes still match."""
+    found = read_records(fs, output)
+    records, warnings = found.records, found.warnings
+    for shard_id in found.unreadable:
+        remove_record(fs, output, shard_id)
         warnings.append(f"{shard_id}: its commit record could not be read; the shard is scored again")
-    published = {shard_id_of(p) for p in _listing(fs, join(output, LABELS))}
-    for shard_id, record in records.items():
-        if shard_id in published:
-            continue
+    for shard_id in sorted(found.fresh - published_shards(fs, output, found.fresh)):
+        record = records[shard_id]
         if staged_intact(fs, output, record):
             publish(fs, output, shard_id, record)
             warnings.append(f"{shard_id}: published the files its commit record names (a run stopped before)")
         else:
             warnings.append(f"{shard_id}: committed, but its label file is missing; `score --repair` redoes it")
     return records, warnings
+
+
+def published_shards(fs, output: str, shard_ids: set[str]) -> set[str]:
+    """Which of `shard_ids` have their label file in labels/: a listing for many, a request each for a few."""
+    if len(shard_ids) > LISTING_OVER:
+        return {shard_id_of(p) for p in _listing(fs, join(output, LABELS))} & shard_ids
+    return {shard_id for shard_id in shard_ids if fs.exists(join(output, label_file(shard_id)))}
+
+
+def remove_record(fs, output: str, shard_id: str) -> None:
+    """Remove a shard's commit record, and say so in the commit log (after: a reader that missed the entry read the
+    record before it went)."""
+    fs.rm(join(output, commit_file(shard_id)))
+    log_change(fs, output, shard_id)
 
 
 def staged_intact(fs, output: str, record: dict[str, Any]) -> bool:
@@ -182,7 +199,9 @@ def repair(fs, output: str) -> list[str]:
     files, so this run scores it again (when it is among the inputs); one warning per shard."""
     warnings = []
     for shard_id, problem in verify_output(fs, output).items():
-        for name in (commit_file(shard_id), label_file(shard_id), error_file(shard_id)):
+        if fs.exists(join(output, commit_file(shard_id))):
+            remove_record(fs, output, shard_id)
+        for name in (label_file(shard_id), error_file(shard_id)):
             if fs.exists(join(output, name)):
                 fs.rm(join(output, name))
         warnings.append(f"{shard_id}: {problem}; its record and files were removed to score it again")

@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import EmonetError, PipelineError, UsageError, first_line
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, StagedShard, commit_staged, discard_attempt
-from ..job.commitlog import write_checkpoint
+from ..job.commitlog import CHECKPOINT_EVERY, write_checkpoint
 from ..job.config import LabelOptions
 from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
@@ -108,7 +108,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     if todo:
         try:
             stage_stats = stream_and_commit(
-                todo, info, config, fs, output, outcomes, counters, progress, require_provider, source
+                todo, info, config, fs, output, outcomes, counters, progress, warnings, require_provider, source
             )
         except PipelineError as exc:
             # committed shards stay committed; the rest is recorded as failed and retried by the next run
@@ -141,10 +141,14 @@ def checkpoint_commits(fs, output: str, committed: dict[str, Any], outcomes: dic
     a warning, never the run."""
     if not committed and not any(o.status == "complete" and not o.skipped for o in outcomes.values()):
         return []
+    return try_checkpoint(fs, output)
+
+
+def try_checkpoint(fs, output: str) -> list[str]:
     try:
         write_checkpoint(fs, output)
     except (OSError, StorageError) as exc:
-        return [f"the commit checkpoint was not written ({first_line(exc)}); the next run reads every record"]
+        return [f"a commit checkpoint was not written ({first_line(exc)}); the next run reads more records"]
     return []
 
 
@@ -253,6 +257,7 @@ def stream_and_commit(
     outcomes: dict[str, ShardOutcome],
     counters: Counters,
     progress: Progress,
+    warnings: list[str],
     require_provider: bool,
     source: EmbeddingSource | None = None,
 ) -> str:
@@ -280,7 +285,10 @@ def stream_and_commit(
 
     def commit(assembled):
         started = time.thread_time()
+        before = counters.shards_done // CHECKPOINT_EVERY
         commit_assembled(fs, output, assembled, attempt, outcomes, counters)
+        if counters.shards_done // CHECKPOINT_EVERY > before:  # between commits, so every record in it is published
+            warnings.extend(try_checkpoint(fs, output))
         driver["commit"] += time.thread_time() - started
 
     for receipts in result_batches(dataset):
