@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from emonet_batch.job.commitlog import log_change, read_records, write_checkpoint
+from emonet_batch.job.commitlog import checkpoint_interval, log_change, read_records, write_checkpoint
 from emonet_batch.job.config import StorageOptions
 from emonet_batch.job.layout import CHECKPOINTS, COMMITS
 from emonet_batch.job.storage import create_only, filesystem
@@ -158,3 +158,8 @@ def test_checkpoints_written_at_once_each_stand_and_old_ones_go(output, monkeypa
     assert len(kept) == 3 and {n.rsplit("/", 1)[-1] for n in names} >= set(kept)
     records, read, _, _ = reading(output, monkeypatch)
     assert len(records) == 4 and read == []
+
+
+def test_checkpoints_of_a_large_output_are_rewritten_less_often():
+    assert checkpoint_interval(0) == checkpoint_interval(100_000) == 1000
+    assert checkpoint_interval(1_000_000) == 10_000 and checkpoint_interval(5_000_000) == 50_000

@@ -377,18 +377,18 @@ def test_a_presigned_url_is_read_and_its_query_written_nowhere(ray_runtime, tiny
 
 def test_a_commit_that_fails_still_ends_with_a_manifest_of_every_shard(ray_runtime, tiny_models, tmp_path, monkeypatch):
     from emonet_batch.job.storage import StorageError
-    from emonet_batch.run import score as run
+    from emonet_batch.run import commits
 
     shards = good_shards(tmp_path / "in", shards=2, per_shard=2)
     broken = shard_id(str(shards[0]))
-    real_commit = run.commit_staged
+    real_commit = commits.commit_staged
 
     def commit_or_fail(fs, output, shard, *args):
         if shard.shard_id == broken:
             raise StorageError("cannot write labels: OSError: the disk went away")
         return real_commit(fs, output, shard, *args)
 
-    monkeypatch.setattr(run, "commit_staged", commit_or_fail)
+    monkeypatch.setattr(commits, "commit_staged", commit_or_fail)
     result = score(tmp_path, tiny_models["small"], [tmp_path / "in"])
     assert result.exit_code == 1
     outcomes = shard_outcomes(tmp_path / "out")

@@ -48,7 +48,7 @@ from .layout import (
 )
 from .pieces import PieceRef, read_rows, remove_pieces
 from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd, collected_columns
-from .storage import StorageError, create_only, is_local, join, move, parquet_bytes, write_bytes
+from .storage import StorageError, create_only, is_local, join, move, parquet_bytes, remove_if_present, write_bytes
 
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -278,9 +278,8 @@ def publish(fs, output: str, shard_id: str, record: dict[str, Any]) -> None:
             # a run that found this record unpublished (run/resume.py) may have moved the file first
             if fs.exists(staged) or not fs.exists(join(output, name)):
                 raise
-    stale = join(output, error_file(shard_id))
-    if error_file(shard_id) not in record["files"] and fs.exists(stale):
-        fs.rm(stale)
+    if error_file(shard_id) not in record["files"]:
+        remove_if_present(fs, join(output, error_file(shard_id)))
 
 
 def discard_attempt(fs, output: str, attempt: str) -> None:

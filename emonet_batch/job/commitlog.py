@@ -6,7 +6,7 @@ requests whatever the number of records.
 - A checkpoint: one Parquet table of the records a run saw, each with the version tag its file had (size and ETag,
   or modification time, where known), and in its metadata the time from which a reader must look at the log
   (`log_from`) and the entries after that time it already took in (`log_seen`). A run writes one every
-  CHECKPOINT_EVERY commits and at its end; names of their own (time and a random token) keep runs writing them at
+  `checkpoint_interval` commits and at its end; names of their own (time and a random token) keep runs writing them at
   once apart.
 - A resume (and stats, report, rescore, nightly) takes the newest checkpoint that reads, lists the log's folders
   from `log_from` on and reads only the records its new entries name. An entry whose record did not exist yet when
@@ -37,6 +37,9 @@ CHECKPOINTS_KEPT = 2
 #: A run writes a checkpoint after this many commits (and at its end), as Delta Lake does every 10 commits of its
 #: log: ours are cheap to write (the records since the last one), so a crash leaves at most this many to read.
 CHECKPOINT_EVERY = 1000
+#: ...and no more often than once per this many records it holds: rewriting a checkpoint costs its size, so an output
+#: of a million shards rewrites its checkpoint once per 10,000 commits (a constant cost per commit at any size).
+RECORDS_PER_CHECKPOINT_COMMIT = 100
 CHECKPOINT_COLUMNS = ("shard", "tag", "record")
 #: How far before its own listing a checkpoint's readers look at the log: runs on other machines stamp their entries
 #: with their own clocks.
@@ -45,6 +48,11 @@ CLOCK_SKEW_S = 30
 COMMIT_WINDOW_S = 600
 _STAMP = "%Y%m%dT%H%M%S"
 _LOG_FROM, _LOG_SEEN = b"emonet_batch.log_from", b"emonet_batch.log_seen"
+
+
+def checkpoint_interval(records: int) -> int:
+    """Commits between two checkpoints of an output that holds `records` committed shards."""
+    return max(CHECKPOINT_EVERY, records // RECORDS_PER_CHECKPOINT_COMMIT)
 
 
 def stamp(when: float) -> str:

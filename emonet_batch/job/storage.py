@@ -160,15 +160,28 @@ def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
 
 def move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
     """Move a file, replacing `target`: a rename on local disks (atomic), a copy then a delete on object
-    stores (a reader sees the old or the new object, never half of one)."""
+    stores (a reader sees the old or the new object, never half of one). The single-file calls: fsspec's `mv`
+    first lists both sides to expand patterns and folders, five requests where three do."""
     try:
         if is_local(fs):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(source, target)
         else:
-            fs.mv(source, target)
+            fs.cp_file(source, target)
+            fs.rm_file(source)
     except OSError as exc:
         raise write_error(fs, target, exc) from None
+
+
+def remove_if_present(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove a file that may not exist, in one request (an existence check first would take two on S3: a HEAD,
+    then a listing in case the name is a folder)."""
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise write_error(fs, path, exc) from None
 
 
 def listing(fs: fsspec.AbstractFileSystem, directory: str) -> dict[str, dict[str, Any]]:

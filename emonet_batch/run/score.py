@@ -17,19 +17,19 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..errors import EmonetError, PipelineError, UsageError, first_line
+from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
-from ..job.commit import ShardOutcome, StagedShard, commit_staged, discard_attempt
-from ..job.commitlog import CHECKPOINT_EVERY, write_checkpoint
+from ..job.commit import ShardOutcome, discard_attempt
 from ..job.config import LabelOptions
 from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
 from ..job.inputs import EMBEDDINGS, Shard, expand_inputs
 from ..job.layout import reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address, check_runtime
-from ..job.storage import StorageError, filesystem, redact_url, report_storage_retries
+from ..job.storage import filesystem, redact_url, report_storage_retries
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
+from .commits import Committer, try_checkpoint
 from .config import ScoreConfig
 from .manifest import (
     EXIT_CLEAN,
@@ -144,14 +144,6 @@ def checkpoint_commits(fs, output: str, committed: dict[str, Any], outcomes: dic
     return try_checkpoint(fs, output)
 
 
-def try_checkpoint(fs, output: str) -> list[str]:
-    try:
-        write_checkpoint(fs, output)
-    except (OSError, StorageError) as exc:
-        return [f"a commit checkpoint was not written ({first_line(exc)}); the next run reads more records"]
-    return []
-
-
 def absent_meta_warnings(fields: tuple[str, ...], scored: list[ShardOutcome]) -> list[str]:
     """A --meta-fields name that no sample scored in this run has (a typo, most likely)."""
     with_rows = [o for o in scored if o.labels]
@@ -171,20 +163,6 @@ def analyse(config: ScoreConfig, result: RunResult) -> None:
         from ..analysis.report import build_report
 
         result.report = build_report(config.output, config.storage, config.presentation.gallery, result.stats)
-
-
-def commit_assembled(fs, output: str, assembled: list[tuple[Shard, StagedShard]], attempt: str, outcomes, counters):
-    """The driver's part of each assembled shard: its create-only record and the move of its files into place."""
-    for shard, staged in assembled:
-        try:
-            outcome = commit_staged(fs, output, shard, staged, attempt)
-        except StorageError as exc:  # this shard is not committed; the run goes on, and says so in the manifest
-            outcome = ShardOutcome(
-                shard.shard_id, shard.display_url, "failed", staged.outcome.samples, reason=f"commit failed: {exc}"
-            )
-        outcomes[shard.shard_id] = outcome
-        counters.shards_done += 1
-        counters.errors += outcome.errors
 
 
 def input_shards(config: ScoreConfig, info: ModelInfo) -> tuple[ScoreConfig, EmbeddingSource | None, list[Shard]]:
@@ -280,31 +258,35 @@ def stream_and_commit(
     by_id = {s.shard_id: s for s in todo}
     collector = ShardCollector()
     assembly = ShardAssembly(AssemblyContext(config.output, config.storage, info, config.labels, attempt))
+    committer = Committer(fs, output, attempt, outcomes, counters)
     driver = {"collect": 0.0, "commit": 0.0}  # the driver's own CPU seconds per step
     driver_started = time.process_time()
 
     def commit(assembled):
         started = time.thread_time()
-        before = counters.shards_done // CHECKPOINT_EVERY
-        commit_assembled(fs, output, assembled, attempt, outcomes, counters)
-        if counters.shards_done // CHECKPOINT_EVERY > before:  # between commits, so every record in it is published
-            warnings.extend(try_checkpoint(fs, output))
+        committer.submit(assembled)
+        committer.collect()
         driver["commit"] += time.thread_time() - started
 
-    for receipts in result_batches(dataset):
-        if counters.first_batch_s is None:
-            counters.first_batch_s = counters.elapsed
-            progress.phase("scoring")
-        started = time.thread_time()
-        for shard_id in collector.add(receipts.to_pylist()):
-            assembly.submit(by_id[shard_id], *collector.pop(shard_id))
-        driver["collect"] += time.thread_time() - started
-        commit(assembly.finished())
-        counters.scored = collector.samples_seen
-    while assembly.pending():
-        commit(assembly.finished(wait=True))
+    try:
+        for receipts in result_batches(dataset):
+            if counters.first_batch_s is None:
+                counters.first_batch_s = counters.elapsed
+                progress.phase("scoring")
+            started = time.thread_time()
+            for shard_id in collector.add(receipts.to_pylist()):
+                assembly.submit(by_id[shard_id], *collector.pop(shard_id))
+            driver["collect"] += time.thread_time() - started
+            commit(assembly.finished())
+            counters.scored = collector.samples_seen
+        while assembly.pending():
+            commit(assembly.finished(wait=True))
+    finally:
+        committer.close()
+    warnings.extend(committer.warnings)
     counters.scoring_s = counters.elapsed - (counters.first_batch_s or 0.0)
-    # the rest of the driver's CPU: Ray Data's executor and batch iteration threads
+    # the commit threads' CPU is the driver's too; the rest of it is Ray Data's executor and batch iteration threads
+    driver["commit"] += committer.cpu_seconds
     driver["ray_data_driver"] = time.process_time() - driver_started - driver["collect"] - driver["commit"]
     counters.cpu_seconds = {**collector.cpu_seconds, "assemble": assembly.cpu_seconds, **driver}
     try:
