@@ -337,9 +337,7 @@ def rescore(source, batch_size, **options) -> int:
 
     from .run.config import rescore_config
 
-    return run_and_summarise(
-        partial(rescore_config, source), batch_size=batch_size, decode_batch_size=batch_size, **options
-    )
+    return run_and_summarise(partial(rescore_config, source), batch_size=batch_size, **options)
 
 
 @cli.command()

@@ -103,7 +103,8 @@ def build_dataset(
         decoding = Decoding(info.image_size, info.resize_filter, labels.max_pixels, fast=not labels.exact_decode)
         datasource = image_datasource(shards, storage, engine.decode_batch_size, labels.key_column, decoding)
     else:
-        datasource = embedding_datasource(shards, source, storage, engine.decode_batch_size)
+        # no decode: a read block is one model batch of stored embeddings (a few MB)
+        datasource = embedding_datasource(shards, source, storage, engine.batch_size)
     dataset = ray.data.read_datasource(
         datasource,
         override_num_blocks=len(shards),
