@@ -391,7 +391,9 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
         heads_dir = exported_model("wide", "fp32", head_size=size, heads_only=True)
         info = load_model_info(heads_dir)
         scorer = ort_scorer(heads_dir, SessionOptions(intra_op_threads=os.cpu_count() or 1))
-        sample = unit_embeddings(np.random.default_rng(0), 4096, info.embedding_dim)
+        # the heads alone over as many embeddings as the run, up to 50,000: a few batches were too short to time
+        # steadily on a shared machine
+        sample = unit_embeddings(np.random.default_rng(0), min(embeddings, 50_000), info.embedding_dim)
         model_only = measure(scorer.run, sample, batch_size).images_per_s
         with tempfile.TemporaryDirectory() as work:
             source = write_embedding_output(Path(work) / "source", info, embeddings, per_shard)
