@@ -2,7 +2,7 @@
 COMMIT_THREADS, on local disk and on an S3 server on loopback (moto), whose answers can be delayed to stand for a
 real object store's latency per request.
 
-    python benchmarks/commit_speed.py [--shards 200] [--latency-ms 0,25]
+    python benchmarks/commit_speed.py [--shards 200] [--latency-ms 0,25,100]
 
 Each shard has a staged label file, as an assembly leaves it; only the commits are timed (log entry, create-only
 record, the move of the file). Prints one JSON object: shards/s and requests per commit by store, latency and
@@ -87,7 +87,7 @@ def commits_per_s(fs, output: str, count: int, threads: int, server: DelayedServ
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=int, default=200)
-    parser.add_argument("--latency-ms", default="0,25", help="the S3 server's delay per request, a list")
+    parser.add_argument("--latency-ms", default="0,25,100", help="the S3 server's delay per request, a list")
     args = parser.parse_args()
     os.environ.update(CREDENTIALS)
     figures = {"local": {}, "s3": {}}
@@ -101,7 +101,7 @@ def main() -> None:
     for latency in (float(ms) for ms in args.latency_ms.split(",")):
         server.latency = latency / 1000
         by_threads = figures["s3"][f"{latency:g} ms a request"] = {}
-        for threads in (1, COMMIT_THREADS):
+        for threads in (1, 8, COMMIT_THREADS):
             output = f"results/{latency:g}-{threads}"
             by_threads[f"{threads} threads"] = commits_per_s(fs, output, args.shards, threads, server)
     print(json.dumps(figures, indent=1))

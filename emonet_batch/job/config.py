@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 #: Default ceiling on decoded pixels (width x height), against decompression bombs: 8K x 8K.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+#: Connections an S3 client keeps open (botocore's default is 10): enough for the driver's commit threads.
+S3_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class StorageOptions:
     def fsspec_options(self, protocol: str) -> dict:
         if protocol not in ("s3", "s3a"):
             return {}
-        options: dict = {"config_kwargs": {"retries": {"max_attempts": self.s3_attempts, "mode": "standard"}}}
+        retries = {"max_attempts": self.s3_attempts, "mode": "standard"}
+        options: dict = {"config_kwargs": {"retries": retries, "max_pool_connections": S3_CONNECTIONS}}
         if self.endpoint_url:
             options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
         return options

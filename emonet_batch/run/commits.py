@@ -15,8 +15,8 @@ from .progress import Counters
 
 #: Shards committed at once. A commit is a few requests in a row (log entry, record, a copy and a delete per
 #: file), each waiting on the store's latency, not the driver's CPU: one at a time, an object store's tens of
-#: milliseconds per request would cap a run at a few shards a second. Under the S3 client's 10 connections.
-COMMIT_THREADS = 8
+#: milliseconds per request would cap a run at a few shards a second. Within the S3 client's connections.
+COMMIT_THREADS = 32
 
 
 class Committer:
