@@ -19,10 +19,11 @@ from ray.data.datasource import Datasource, ReadTask
 
 from ..job.config import StorageOptions
 from ..job.decode import decode_batch
-from ..job.embeddings import EmbeddingSource, embedding_batches
+from ..job.embeddings import EmbeddingSource, stored_rows
 from ..job.inputs import Shard
 from ..job.read import row_blocks
-from .blocks import decoded_schema, embedding_schema, to_block
+from ..job.rows import EMBEDDING
+from .blocks import decoded_schema, embedding_schema, to_arrow, to_block
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ def embedding_blocks(
     shard: Shard, source: EmbeddingSource, storage: StorageOptions, rows_per_block: int
 ) -> Iterator[pa.Table]:
     """A rescore's shard: the source's committed rows, `rows_per_block` at a time, with their embeddings."""
-    for batch in embedding_batches(source, shard.shard_id, storage, rows_per_block):
-        yield to_block(batch)
+    for rows, embedding in stored_rows(source, shard.shard_id, storage, rows_per_block):
+        yield rows.append_column(EMBEDDING, to_arrow(EMBEDDING, embedding))
 
 
 def image_datasource(

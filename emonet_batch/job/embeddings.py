@@ -31,12 +31,13 @@ from .layout import (
     ERROR_COLUMNS,
     KEY,
     LABEL_OPTIONS,
+    SHARD,
     TOWER_ID_METADATA,
     commit_file,
     error_file,
     label_file,
 )
-from .rows import COMPLETE, EMBEDDING, END, ERROR, FAILED, READ_CPU, SAMPLE, cpu_share
+from .rows import COMPLETE, END, ERROR, FAILED, READ_CPU, READ_SCHEMA, SAMPLE, cpu_share
 from .storage import filesystem, join, redact_url
 from .verify import recorded_bytes
 
@@ -117,31 +118,31 @@ def recorded_tower(schema: pa.Schema) -> str | None:
     return tower.decode() if tower else None
 
 
-def embedding_batches(
+def stored_rows(
     source: EmbeddingSource, shard_id: str, storage: StorageOptions, rows_per_block: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """A committed shard of the source as blocks of at most `rows_per_block` rows (the row protocol's columns
-    and `embedding`), `end` last; never an exception: a shard that cannot be used ends `failed` with the reason."""
+) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """A committed shard of the source as blocks of at most `rows_per_block` rows, `end` last: each the row
+    protocol's columns (BLOCK_FIELDS) and the rows' embeddings, float32 [N, D] (NaN on rows that are not samples).
+    Never an exception: a shard that cannot be used ends `failed` with the reason."""
     started = time.thread_time()
     try:
         labels, errors, samples = checked_tables(source, shard_id, storage)
     except Exception as exc:  # whatever the storage backend raises (botocore's credential errors are no OSError)
         reason = f"source shard unusable: {type(exc).__name__}: {first_line(exc)}"
-        yield rows_of(shard_id, [], source.dim, end=(0, FAILED, reason), started=started)
+        yield block_of(shard_id, end_table(0, FAILED, reason), 0, np.empty((0, source.dim), np.float32), started)
         return
-    rows = sample_rows(labels, source.meta_fields) + error_rows(errors)
-    if len(rows) != samples:
-        reason = f"source shard unusable: its record counts {samples} samples, its files hold {len(rows)}"
-        yield rows_of(shard_id, [], source.dim, end=(0, FAILED, reason), started=started)
+    rows = pa.concat_tables([sample_table(labels, source.meta_fields), *([error_table(errors)] if errors else [])])
+    if rows.num_rows != samples:
+        reason = f"source shard unusable: its record counts {samples} samples, its files hold {rows.num_rows}"
+        yield block_of(shard_id, end_table(0, FAILED, reason), 0, np.empty((0, source.dim), np.float32), started)
         return
     embedding = labels.column(EMBEDDING_COLUMN).combine_chunks().flatten().to_numpy().reshape(-1, source.dim)
-    for first in range(0, len(rows), rows_per_block):
-        last = min(first + rows_per_block, len(rows))
-        end = (len(rows), COMPLETE, None) if last == len(rows) else None
-        yield rows_of(shard_id, rows[first:last], source.dim, embedding[first:last], end, started, first)
+    for first in range(0, max(rows.num_rows, 1), rows_per_block):
+        block = rows.slice(first, rows_per_block)
+        if first + rows_per_block >= rows.num_rows:
+            block = pa.concat_tables([block, end_table(rows.num_rows, COMPLETE, None)])
+        yield block_of(shard_id, block, first, embedding[first : first + rows_per_block], started)
         started = time.thread_time()
-    if not rows:
-        yield rows_of(shard_id, [], source.dim, end=(0, COMPLETE, None), started=started)
 
 
 def checked_tables(source: EmbeddingSource, shard_id: str, storage: StorageOptions) -> tuple[pa.Table, pa.Table, int]:
@@ -150,10 +151,12 @@ def checked_tables(source: EmbeddingSource, shard_id: str, storage: StorageOptio
     record = json.loads(fs.cat_file(join(root, commit_file(shard_id))))
     files = record["files"]
 
-    def checked(name: str) -> pa.Table:
-        return pq.read_table(pa.BufferReader(recorded_bytes(fs, root, name, files[name])))
+    def checked(name: str, columns: tuple[str, ...] | None = None) -> pa.Table:
+        file = pq.ParquetFile(pa.BufferReader(recorded_bytes(fs, root, name, files[name])))
+        return file.read(columns=[c for c in columns if c in file.schema_arrow.names] if columns else None)
 
-    labels = checked(label_file(shard_id))
+    # only the columns the rows carry: the scores and the columns derived from them are most of a label file's
+    labels = checked(label_file(shard_id), (KEY, EMBEDDING_COLUMN, *source.meta_fields))
     tower = recorded_tower(labels.schema)
     if tower != source.tower_id:
         raise ValueError(f"{label_file(shard_id)} holds embeddings of another tower ({(tower or 'unrecorded')[:12]})")
@@ -161,49 +164,52 @@ def checked_tables(source: EmbeddingSource, shard_id: str, storage: StorageOptio
     return labels, errors, int(record["samples"])
 
 
-def sample_rows(labels: pa.Table, meta_fields: tuple[str, ...]) -> list[dict[str, Any]]:
+#: The row protocol's columns of a rescore's read block, in READ_SCHEMA's order (no image; the CPU column is added
+#: by block_of).
+BLOCK_FIELDS = [field for field in READ_SCHEMA if field.name not in ("image", READ_CPU)]
+
+
+def row_table(columns: dict[str, Any], count: int) -> pa.Table:
+    """`count` rows of BLOCK_FIELDS: the given columns (Arrow arrays or lists) in their protocol types, null in the
+    others."""
+    return pa.table({field.name: typed(columns.get(field.name), field.type, count) for field in BLOCK_FIELDS})
+
+
+def typed(values: Any, kind: pa.DataType, count: int) -> pa.Array:
+    if values is None:
+        return pa.nulls(count, kind)
+    return pa.array(values, kind) if isinstance(values, list) else values.cast(kind)
+
+
+def sample_table(labels: pa.Table, meta_fields: tuple[str, ...]) -> pa.Table:
     """A label file's rows as sample rows (without the embedding), the promoted metadata back in JSON."""
-    keys = labels.column(KEY).to_pylist()
+    count = labels.num_rows
     fields = {name: labels.column(name).to_pylist() for name in meta_fields if name in labels.column_names}
-    return [
-        {"kind": SAMPLE, "key": key, "meta": json.dumps({name: values[i] for name, values in fields.items()})}
-        for i, key in enumerate(keys)
-    ]
+    meta = [json.dumps({name: values[i] for name, values in fields.items()}) for i in range(count)]
+    return row_table({"kind": [SAMPLE] * count, "key": labels.column(KEY), "meta": meta}, count)
 
 
-def error_rows(errors: pa.Table | None) -> list[dict[str, Any]]:
-    if errors is None:
-        return []
-    columns = {name: errors.column(name).to_pylist() for name in ERROR_COLUMNS if name != "shard"}
-    return [{"kind": ERROR, **{name: values[i] for name, values in columns.items()}} for i in range(errors.num_rows)]
+def error_table(errors: pa.Table) -> pa.Table:
+    """An error file's rows as error rows, as the source recorded them."""
+    count = errors.num_rows
+    columns = {name: errors.column(name) for name in ERROR_COLUMNS if name != SHARD}
+    return row_table({"kind": [ERROR] * count, **columns}, count)
 
 
-def rows_of(
-    shard_id: str,
-    rows: list[dict[str, Any]],
-    dim: int,
-    embedding: np.ndarray | None = None,
-    end: tuple[int, str, str | None] | None = None,
-    started: float = 0.0,
-    first_seq: int = 0,
-) -> dict[str, np.ndarray]:
-    """Rows as one block's columns; the `end` row (count, status, reason) last when given. Rows without an
-    embedding (errors, end) carry NaNs, as non-sample rows do in every stage."""
-    rows = [*rows, *([{"kind": END, "count": end[0], "status": end[1], "reason": end[2]}] if end else [])]
-    count = len(rows)
-    column = lambda name: np.array([row.get(name) for row in rows], dtype=object)  # noqa: E731
+def end_table(count: int, status: str, reason: str | None) -> pa.Table:
+    return row_table({"kind": [END], "count": [count], "status": [status], "reason": [reason]}, 1)
+
+
+def block_of(shard_id: str, rows: pa.Table, first_seq: int, embedding: np.ndarray, started: float):
+    """`rows` as one block of the shard: its id, their sequence numbers from `first_seq` (-1 for an `end` row) and
+    the read's CPU columns; and the embeddings of all its rows, NaN after the given ones (`embedding` holds those of
+    its samples, which come first: a shard's samples precede its errors)."""
+    count = rows.num_rows
     seq = np.arange(first_seq, first_seq + count, dtype=np.int64)
-    if end:
+    if count and rows.column("kind")[count - 1].as_py() == END:
         seq[-1] = -1
-    vectors = np.full((count, dim), np.nan, dtype=np.float32)
-    if embedding is not None:  # the block's sample rows, which come first (a shard's samples precede its errors)
-        vectors[: len(embedding)] = embedding
-    return {
-        "kind": column("kind"),
-        "shard": np.full(count, shard_id, dtype=object),
-        "seq": seq,
-        **{name: column(name) for name in ("key", "meta", "stage", "error_type", "message", "count", "status")},
-        "reason": column("reason"),
-        READ_CPU: cpu_share(time.thread_time() - started, count),
-        EMBEDDING: vectors,
-    }
+    vectors = np.full((count, embedding.shape[1]), np.nan, dtype=np.float32)
+    vectors[: len(embedding)] = embedding
+    rows = rows.set_column(rows.schema.get_field_index("shard"), "shard", pa.array([shard_id] * count, pa.string()))
+    rows = rows.set_column(rows.schema.get_field_index("seq"), "seq", pa.array(seq))
+    return rows.append_column(READ_CPU, pa.array(cpu_share(time.thread_time() - started, count))), vectors
