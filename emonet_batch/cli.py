@@ -624,7 +624,7 @@ def interrupted() -> int:
 
 def run() -> None:
     """The console script: the command, then Ray stopped here, where Ctrl-C is still one line and exit 130,
-    rather than in Ray's exit hook after the summary (where it printed a traceback and exited 0), then the exit
+    rather than in Ray's exit hook after the summary (where Ctrl-C would be a traceback and exit 0), then the exit
     without the interpreter's teardown. Native libraries' own stderr writes go to a log file unless --verbose
     (run/console.py says why)."""
     from .run.console import exit_without_teardown, native_stderr_to_file

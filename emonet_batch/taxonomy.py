@@ -1,4 +1,4 @@
-"""Public name of the taxonomy (see DESIGN.md's public interface); it lives in the model record."""
+"""The taxonomy under a public name users import (`emonet_batch.taxonomy`); it lives in the model record."""
 
 from .model.taxonomy import (  # noqa: F401
     ALIASES,

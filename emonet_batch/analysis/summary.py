@@ -41,7 +41,7 @@ def model_info_table(info: ModelInfo) -> str:
         ("model id (graph files + label facts)", info.model_id),
         ("files", ", ".join(f"{name} ({digest[:12]})" for name, digest in info.files.items())),
         ("kind", "heads only: embedding in, scores out" if info.heads_only else "tower and heads: pixels in"),
-        ("tower id (the embeddings' tower)", info.tower_id or "not recorded (exported before tower ids)"),
+        ("tower id (the embeddings' tower)", info.tower_id),
         ("heads", f"{len(info.heads)} ({info.head_size}): {', '.join(info.heads)}"),
         ("image size", "-" if info.heads_only else f"{info.image_size} px, resize filter {info.resize_filter}"),
         ("embedding", f"{info.embedding_dim}-d, L2-normalised: {'yes' if info.normalize else 'no'}"),

@@ -33,8 +33,7 @@ from .datasource import Decoding, embedding_datasource, image_datasource
 
 #: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
 #: the default, decoded pixels (442 KB an image) left a task in blocks of ~290 images, which reach the actors late
-#: and fill the object store. 32 MiB is ~70 decoded 384 px images: scripts/bench.py --model null measured
-#: pipeline ceiling ratios of 0.65 at 16 MiB, 0.70 at 32 MiB (32 images per decode call) and 0.49 at 64 MiB.
+#: and fill the object store. 32 MiB is ~70 decoded 384 px images (benchmarks/README.md has the measurements).
 BLOCK_BYTES = 32 << 20
 #: Heap reserved per read+decode task.
 DECODE_TASK_MEMORY = 512 << 20

@@ -80,7 +80,3 @@ class ShardCollector:
         self.done.add(shard)
         self.covered.pop(shard, None)
         return self.pieces.pop(shard, []), self.ends.pop(shard)
-
-    def unfinished(self) -> list[str]:
-        """Shards with rows or an end row but not yet whole (after the stream ended: a bug, never a loss)."""
-        return sorted((set(self.covered) | set(self.ends)) - self.done)

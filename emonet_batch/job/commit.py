@@ -135,7 +135,7 @@ def file_metadata(info: ModelInfo) -> dict[str, str]:
     return {
         "emonet_batch.version": __version__,
         MODEL_ID_METADATA: info.model_id,
-        **({TOWER_ID_METADATA: info.tower_id} if info.tower_id else {}),
+        TOWER_ID_METADATA: info.tower_id,
         "emonet_batch.heads": json.dumps(list(info.heads)),
         "emonet_batch.precision": info.precision,
     }

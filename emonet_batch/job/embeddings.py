@@ -78,8 +78,6 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
     if not records:
         raise UsageError(f"no committed shards under {display} (run `emonet-batch score --embedding` first)")
     tower, dim = stored_tower(fs, root, sorted(records))
-    if not info.tower_id:
-        raise UsageError("the model records no tower id (exported before heads-only models): export it again")
     if tower != info.tower_id:
         raise UsageError(
             f"{display} holds embeddings of tower {tower[:12] if tower else '(unrecorded)'}, the model reads those "
@@ -87,12 +85,8 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
         )
     if dim != info.embedding_dim:
         raise UsageError(f"{display} holds {dim}-d embeddings, the model reads {info.embedding_dim}-d ones")
-    # each shard keeps its input's location (the new commit records name it, so the report finds its images); a
-    # record of an older emonet-batch that names none is located by its label file
-    shards = [
-        Shard(record.get("location") or normalised_location(join(url, label_file(shard_id))), shard_id, EMBEDDINGS)
-        for shard_id, record in sorted(records.items())
-    ]
+    # each shard keeps its input's location (the new commit records name it, so the report finds its images)
+    shards = [Shard(record["location"], shard_id, EMBEDDINGS) for shard_id, record in sorted(records.items())]
     return EmbeddingSource(url, tower, dim, options), shards
 
 
@@ -113,7 +107,7 @@ def stored_tower(fs, root: str, shard_ids: list[str]) -> tuple[str | None, int]:
 
 
 def recorded_tower(schema: pa.Schema) -> str | None:
-    """The tower id a label file's metadata names (None in files written before it was recorded)."""
+    """The tower id a label file's metadata names (None when it names none: not a label file of this job)."""
     tower = (schema.metadata or {}).get(TOWER_ID_METADATA.encode())
     return tower.decode() if tower else None
 

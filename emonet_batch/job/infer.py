@@ -13,13 +13,13 @@ import numpy as np
 from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_OUTPUTS, ModelInfo
 from .accelerator import PROVIDERS, gpu_problem, load_gpu_libraries
 from .config import StorageOptions
-from .rows import EMBEDDING, INFER_CPU, PIXELS, SAMPLE, SCORES, WORKER, cpu_share
+from .rows import EMBEDDING, INFER_CPU, PIXELS, SCORES, WORKER, cpu_share
 
 TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: Rows in every call of a heads-only model (the last call of a batch padded with zeros), so that an embedding's
 #: scores never depend on how many others share its batch: ONNX Runtime's matrix kernels are chosen by the row
-#: count, and 1, 31 or 33 rows gave other low bits than 32 or 256 for the same row. Fixed, not --batch-size, so
-#: that no option changes a label; 256 rows ran the 44 Large heads at 99% of the best rate on 2 cores.
+#: count, so another count can give a row other low bits. Fixed, not --batch-size, so that no option changes a
+#: label.
 HEADS_CALL_ROWS = 256
 #: Where each node keeps TensorRT engines when no --trt-cache is given.
 DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
@@ -235,12 +235,6 @@ class InferStage:
     def input_column(self) -> str:
         """The column the model reads: pixels, or for a heads-only model (a rescore) the stored embedding."""
         return EMBEDDING if self.scorer.info.heads_only else PIXELS
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The infer stage over a batch of rows (see rows.STAGE_COLUMNS)."""
-        inputs = batch.pop(self.input_column)
-        batch.update(self.outputs(batch["kind"] == SAMPLE, inputs))
-        return batch
 
     def outputs(self, is_sample: np.ndarray, inputs: np.ndarray) -> dict[str, np.ndarray]:
         """The columns the infer stage adds, for rows whose model inputs are `inputs` and of which `is_sample`

@@ -32,7 +32,7 @@ GRAPH_OUTPUTS = ("scores", "embedding")
 #: A heads-only graph's interface: the tower's embedding in, raw head scores out.
 HEADS_INPUT = "embedding"
 HEADS_OUTPUTS = ("scores",)
-#: model.json `kind`: the tower and heads (pixels in), or the heads only (embeddings in). Records without it are full.
+#: model.json `kind`: the tower and heads (pixels in), or the heads only (embeddings in).
 FULL, HEADS_ONLY = "full", "heads"
 
 
@@ -51,8 +51,8 @@ class ModelInfo:
     neutral_means: dict[str, float]
     files: dict[str, str]  # file name in the directory -> sha256
     record: dict[str, Any] = field(repr=False)
-    kind: str = FULL
-    tower_id: str | None = None  # the embeddings' tower (see tower_id()); None in records written before it
+    kind: str
+    tower_id: str  # the embeddings' tower (see tower_id())
 
     @property
     def heads_only(self) -> bool:
@@ -117,8 +117,8 @@ def load_model_info(directory: str | Path, verify: bool = True) -> ModelInfo:
             neutral_means={k: float(v) for k, v in record["neutral_means"].items()},
             files=dict(record["files"]),
             record=record,
-            kind=record.get("kind", FULL),
-            tower_id=record.get("tower_id"),
+            kind=record["kind"],
+            tower_id=record["tower_id"],
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{path}: malformed model record ({type(exc).__name__}: {exc})") from None

@@ -34,23 +34,12 @@ _PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
 _NEGATED = {"no_stats": "stats", "no_report": "report"}
 #: The score flags by their long names (dashes or underscores): the options a nightly config takes.
 FLAG_NAMES = {*(set(OPTION_GROUPS) - set(_NEGATED.values())), *_NEGATED, "endpoint_url", "model_cache"}
-#: Names earlier releases took, and the flag that replaced each.
-_RENAMED = {
-    "fast_decode": "exact_decode (true decodes at full size)",
-    "gpu_provider": "execution_provider",
-    "trt_cache_dir": "trt_cache",
-    "stats": "no_stats",
-    "report": "no_report",
-}
 
 
 def score_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
-    """A config's `options`, named like score's flags, as score_config's options; unknown or renamed names are
-    a usage error that names the flag to use."""
+    """A config's `options`, named like score's flags, as score_config's options; an unknown name is a usage
+    error that lists the known ones."""
     options = {str(name).replace("-", "_"): value for name, value in raw.items()}
-    for name in options:
-        if name in _RENAMED:
-            raise UsageError(f"{source}: option {name} is now {_RENAMED[name]}, as the score flag is named")
     unknown = sorted(set(options) - FLAG_NAMES)
     if unknown:
         raise UsageError(f"{source}: unknown options {', '.join(unknown)}; known: {', '.join(sorted(FLAG_NAMES))}")

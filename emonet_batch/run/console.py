@@ -75,7 +75,7 @@ def _keep_or_remove(path: str, failed: bool) -> None:
 
 def exit_without_teardown(code: int) -> None:
     """Exit with `code` without the interpreter's teardown of the ~2,000 modules a run imports (Ray, Ray Data,
-    pandas...), which took 0.25-0.45 s on 2 cores after the summary. By now every file is written and closed and
+    pandas...), which would hold the prompt back after the summary. By now every file is written and closed and
     Ray is stopped; what the libraries registered to run at exit still runs (logging's flush, finalizers of
     temporary files, Ray's exit hook), then the standard streams are flushed. CPython names that step
     `atexit._run_exitfuncs`; elsewhere this is the interpreter's usual exit, only slower."""

@@ -42,15 +42,10 @@ def split_committed(shards: list[Shard], committed: dict[str, Any]) -> tuple[dic
         record = committed.get(shard.shard_id)
         if record is None:
             continue
-        if "location" not in record:
-            raise UsageError(
-                f"shard {shard.shard_id} was committed by an older emonet-batch (its record names no input); "
-                "pass --overwrite to start afresh"
-            )
         if record["location"] != normalised_location(shard.url):
             raise UsageError(
                 f"shard id {shard.shard_id} is committed in this output for another input "
-                f"({redact_url(str(record.get('location')))}), not {shard.display_url}; use another --output"
+                f"({redact_url(record['location'])}), not {shard.display_url}; use another --output"
             )
         done[shard.shard_id] = skipped_outcome(shard, record)
     return done, [s for s in shards if s.shard_id not in done]
@@ -111,7 +106,7 @@ def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict
         if committed:
             fs.rm(path)
             raise UsageError(
-                f"{display} holds labels without a record of their options (an older emonet-batch wrote them); "
+                f"{display} holds committed labels without a record of their options ({LABEL_OPTIONS} is missing); "
                 "pass --overwrite to start afresh"
             )
         return
