@@ -13,28 +13,51 @@ import click
 
 from . import __version__
 from .errors import EmonetError
+from .run.config import BY_NAME, command_options, from_flags
 from .run.console import EXIT_INTERRUPTED
 
 #: Options several commands share, defined once so their names and help stay the same everywhere.
-endpoint_url_option = click.option(
-    "--endpoint-url", metavar="URL", help="S3-compatible endpoint (credentials come from the environment)."
-)
 address_option = click.option(
     "--address", metavar="URL", help="Ray dashboard / job server address (default: RAY_ADDRESS, else local)."
 )
-model_cache_option = click.option(
-    "--model-cache",
-    metavar="DIR",
-    help="Where each node keeps models fetched from a URL [default: ~/.cache/emonet-batch/models].",
-)
-trt_cache_option = click.option(
-    "--trt-cache",
-    metavar="DIR",
-    help="TensorRT engine and timing cache on each node. Default: ~/.cache/emonet-batch/tensorrt.",
-)
-#: The GPU providers of ONNX Runtime a run can use (job/accelerator.GPU_DEVICES; not imported here, as the CLI
-#: imports its commands lazily).
-GPU_PROVIDERS = click.Choice(["cuda", "tensorrt"])
+
+
+def registry_option(name: str, command: str = "score", **overrides):
+    """The click option of a run's option (run/config.OPTIONS), as `command` takes it."""
+    option = BY_NAME[name]
+    default = option.default(command)
+    settings: dict = {"help": option.help, "metavar": option.metavar, "required": option.required}
+    if option.kind == "flag":
+        settings.update(is_flag=True)
+    else:
+        settings.update(type=CLICK_TYPES[option.kind](option), default="" if option.kind == "list" else default)
+        settings["show_default"] = default not in (None, "", ()) and option.kind != "list"
+    return click.option(option.flag, **{**settings, **overrides})
+
+
+CLICK_TYPES = {
+    "int": lambda o: click.IntRange(min=o.low, max=o.high) if o.low is not None or o.high is not None else int,
+    "float": lambda o: click.FloatRange(min=o.low, max=o.high) if o.low is not None or o.high is not None else float,
+    "choice": lambda o: click.Choice(list(o.choices)),
+    "text": lambda o: str,
+    "list": lambda o: str,
+}
+
+
+def run_options(command: str):
+    """A run command's options, in the registry's order."""
+
+    def decorate(function):
+        for option in reversed(command_options(command)):
+            function = registry_option(option.name, command)(function)
+        return function
+
+    return decorate
+
+
+endpoint_url_option = registry_option("endpoint_url")
+model_cache_option = registry_option("model_cache")
+trt_cache_option = registry_option("trt_cache")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -169,139 +192,22 @@ def info(model_dir: Path, no_verify: bool) -> None:
     click.echo(model_info_table(load_model_info(model_dir, verify=not no_verify)))
 
 
-#: The options of a run that score and rescore share, in the order --help lists them.
-_RUN_OPTIONS = (
-    click.option(
-        "--output", required=True, metavar="URL", help="Output directory or URL (s3://bucket/prefix, gs://..., a path)."
-    ),
-    click.option(
-        "--model",
-        required=True,
-        metavar="DIR|URL",
-        help="Exported model directory (emonet-batch export), or its URL (s3://, gs://, any fsspec URL): each node "
-        "downloads it once into --model-cache and verifies its hashes.",
-    ),
-    model_cache_option,
-    click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        help="Inference actors. Default: one per GPU when --gpus-per-worker, else 1 (rescore: one per CPU).",
-    ),
-    click.option(
-        "--threads-per-worker",
-        type=click.IntRange(min=1),
-        help="ONNX Runtime threads per CPU actor. Default: the CPUs of its node / the actors on that node.",
-    ),
-    click.option(
-        "--wait-for-resources",
-        type=click.FloatRange(min=0),
-        default=300,
-        show_default=True,
-        metavar="SECONDS",
-        help="On a cluster (RAY_ADDRESS) without the GPUs (or CPUs) the actors need: ask its autoscaler for them and "
-        "wait this long (0: fail at once).",
-    ),
-    click.option("--centered", is_flag=True, help="Add <head>_centered columns (raw - neutral mean)."),
-    click.option("--softmax", is_flag=True, help="Add <head>_softmax columns."),
-    click.option("--embedding", is_flag=True, help="Add the embedding column (fixed-size list of float32)."),
-    click.option("--overwrite", is_flag=True, help="Start afresh: remove labels, errors, commits and manifest first."),
-    click.option(
-        "--repair", is_flag=True, help="Redo the shards whose files differ from their commit records (see verify)."
-    ),
-    click.option(
-        "--max-error-rate",
-        type=click.FloatRange(0, 1),
-        default=0.01,
-        show_default=True,
-        help="Exit 3 when errors / samples exceeds this.",
-    ),
-    endpoint_url_option,
-    click.option(
-        "--progress",
-        type=click.Choice(["auto", "bar", "log", "off"]),
-        default="auto",
-        show_default=True,
-        help="auto: a live line on a terminal, log lines otherwise.",
-    ),
-    click.option("--verbose", is_flag=True, help="Also show Ray's warnings and its workers' logs (quiet by default)."),
-    click.option("--no-stats", is_flag=True, help="Do not write OUTPUT/stats/ (nor the report) after the run."),
-    click.option("--no-report", is_flag=True, help="Do not write OUTPUT/stats/report.html after the run."),
-    click.option(
-        "--gallery",
-        type=click.IntRange(min=0),
-        default=6,
-        show_default=True,
-        help="Report: highest-scoring images per emotion, read back from the shards (0: none).",
-    ),
-)
-
-
-def run_options(command):
-    for option in reversed(_RUN_OPTIONS):
-        command = option(command)
-    return command
-
-
-def run_and_summarise(make_config, output, model, model_cache, endpoint_url, no_stats, no_report, **options) -> int:
-    """Build a run's config with `make_config(output, model, storage, **flat options)`, run it, print its summary."""
+def run_and_summarise(make_config, **flags) -> int:
+    """Build a run's config with `make_config(output, model, **options)` from the command's flags, run it, print its
+    summary."""
     from .analysis.summary import run_summary
-    from .job.config import StorageOptions
     from .run.score import run_score
 
-    storage = StorageOptions(endpoint_url=endpoint_url, model_cache=model_cache)
-    config = make_config(output, model, storage, stats=not no_stats, report=not (no_stats or no_report), **options)
-    result = run_score(config)
+    options = from_flags(flags)
+    result = run_score(make_config(options.pop("output"), options.pop("model"), **options))
     click.echo(run_summary(result))
     return result.exit_code
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@run_options
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per inference call."
-)
-@click.option(
-    "--gpus-per-worker",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="GPUs per inference actor (fractions share a GPU); 0 runs on CPU.",
-)
-@click.option(
-    "--execution-provider",
-    type=GPU_PROVIDERS,
-    default="cuda",
-    show_default=True,
-    help="ONNX Runtime provider of GPU actors (with --gpus-per-worker); tensorrt builds engines once into --trt-cache.",
-)
-@click.option(
-    "--trt-precision",
-    type=click.Choice(["fp16", "bf16", "fp32"]),
-    default="fp16",
-    show_default=True,
-    help="Reduced precision TensorRT may use: fp16 for an fp16 export, bf16 (Ampere and newer) for an fp32 export.",
-)
-@trt_cache_option
-@click.option(
-    "--allow-inaccurate-model",
-    is_flag=True,
-    help="Score with a reduced-precision model whose recorded error against fp32 exceeds the documented limits.",
-)
-@click.option(
-    "--meta-fields", metavar="A,B,...", default="", help="Fields of each sample's json to copy into label columns."
-)
-@click.option("--strict-meta", is_flag=True, help="Fail (exit 1) when a --meta-fields name is in no scored sample.")
-@click.option(
-    "--max-pixels", type=click.IntRange(min=1), default=8192 * 8192, show_default=True, help="Refuse larger images."
-)
-@click.option("--key-column", metavar="NAME", help="Parquet shards: the column holding each sample's key.")
-@click.option(
-    "--exact-decode",
-    is_flag=True,
-    help="Decode JPEGs at full size before resizing (slower; default: DCT-domain downscaling).",
-)
-def score(inputs, meta_fields, **options) -> int:
+@run_options("score")
+def score(inputs, **flags) -> int:
     """Score WebDataset (.tar) or Parquet shards into per-shard label Parquet files.
 
     INPUT: shard paths or URLs, brace ranges (shard-{00000..00399}.tar), globs, directories, or @list.txt.
@@ -311,21 +217,13 @@ def score(inputs, meta_fields, **options) -> int:
 
     from .run.config import score_config
 
-    fields = [f.strip() for f in meta_fields.split(",") if f.strip()]
-    return run_and_summarise(partial(score_config, inputs), meta_fields=fields, **options)
+    return run_and_summarise(partial(score_config, inputs), **flags)
 
 
 @cli.command()
 @click.argument("source", metavar="SOURCE_OUTPUT")
-@run_options
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=1024,
-    show_default=True,
-    help="Embeddings per inference call (and per block read from the source).",
-)
-def rescore(source, batch_size, **options) -> int:
+@run_options("rescore")
+def rescore(source, **flags) -> int:
     """Apply a heads-only model (export --heads-only) to the embeddings an output stores, into a new output.
 
     SOURCE_OUTPUT: an output scored with --embedding (a path or URL). Its committed shards become the new output's,
@@ -337,7 +235,7 @@ def rescore(source, batch_size, **options) -> int:
 
     from .run.config import rescore_config
 
-    return run_and_summarise(partial(rescore_config, source), batch_size=batch_size, **options)
+    return run_and_summarise(partial(rescore_config, source), **flags)
 
 
 @cli.command()
@@ -375,7 +273,7 @@ def verify(output: str, endpoint_url: str | None) -> int:
 @cli.command()
 @click.argument("config_file", metavar="CONFIG.yaml", type=click.Path(path_type=Path))
 @click.option("--date", "day", metavar="YYYY-MM-DD", help="The partition to write (default: today, UTC).")
-@click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True)
+@registry_option("progress")
 def nightly(config_file: Path, day: str | None, progress: str) -> int:
     """Score the shards no earlier night committed into OUTPUT_ROOT/dt=YYYY-MM-DD/, then stats and report."""
     import datetime as dt
@@ -546,9 +444,10 @@ def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefi
     is_flag=True,
     help="Check every node of the Ray cluster (RAY_ADDRESS, else the one this machine belongs to), one task each.",
 )
-@click.option(
-    "--execution-provider",
-    type=GPU_PROVIDERS,
+@registry_option(
+    "execution_provider",
+    default=None,
+    show_default=False,
     help="Check for a GPU run with this ONNX Runtime provider (default: a run on the CPU).",
 )
 @click.option("--model", metavar="DIR|URL", help="Fetch (into --model-cache) and verify this model, as a run does.")
@@ -583,7 +482,7 @@ def doctor(cluster, execution_provider, model, model_cache, trt_cache, endpoint_
     show_default=True,
     help="Where the demo writes.",
 )
-@click.option("--progress", type=click.Choice(["auto", "bar", "log", "off"]), default="auto", show_default=True)
+@registry_option("progress")
 def demo(out: Path, progress: str) -> int:
     """Write sample shards, export a tiny synthetic model, and score them with the real job."""
     from .devtools.demo import run_demo

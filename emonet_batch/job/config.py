@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: What a run reads: image shards, or the committed shards of an output scored with --embedding (a rescore, whose
+#: shards have the format EMBEDDINGS; see job/embeddings.py).
+IMAGES, EMBEDDINGS = "images", "embeddings"
 #: Default ceiling on decoded pixels (width x height), against decompression bombs: 8K x 8K.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 #: Connections an S3 client keeps open (botocore's default is 10): enough for the driver's commit threads.

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 from ..errors import UsageError, first_line
 from ..model.record import ModelInfo
 from .commitlog import read_records
-from .config import StorageOptions
-from .inputs import EMBEDDINGS, Shard, normalised_location
+from .config import EMBEDDINGS, StorageOptions
+from .inputs import Shard, normalised_location
 from .layout import (
     EMBEDDING_COLUMN,
     ERROR_COLUMNS,

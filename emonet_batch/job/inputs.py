@@ -20,9 +20,6 @@ from ..errors import UsageError
 from .config import StorageOptions
 from .storage import filesystem, redact_url, split_query, without_credentials
 
-#: What a run reads: image shards, or the committed shards of an output scored with --embedding (a rescore, whose
-#: shards have the format EMBEDDINGS; see job/embeddings.py).
-IMAGES, EMBEDDINGS = "images", "embeddings"
 #: Shard formats by file name ending.
 FORMATS = {".tar": "tar", ".tar.gz": "tar", ".tgz": "tar", ".parquet": "parquet"}
 _GLOB_CHARS = set("*?[")

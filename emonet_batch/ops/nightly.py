@@ -27,13 +27,12 @@ from ..job.commitlog import read_records
 from ..job.config import StorageOptions
 from ..job.inputs import Shard, expand_inputs
 from ..job.storage import filesystem, join
-from ..run.config import OPTION_GROUPS, score_config
+from ..run.config import command_options, from_flags, score_config
 
 _PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
-#: Flags that switch a default off, and the option each one sets to false.
-_NEGATED = {"no_stats": "stats", "no_report": "report"}
-#: The score flags by their long names (dashes or underscores): the options a nightly config takes.
-FLAG_NAMES = {*(set(OPTION_GROUPS) - set(_NEGATED.values())), *_NEGATED, "endpoint_url", "model_cache"}
+#: The options a nightly config takes: score's flags by their long names (with `_` or `-`), but the output and the
+#: model, which the config names itself.
+FLAG_NAMES = {option.flag_name for option in command_options("score") if not option.required}
 
 
 def score_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
@@ -43,10 +42,7 @@ def score_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
     unknown = sorted(set(options) - FLAG_NAMES)
     if unknown:
         raise UsageError(f"{source}: unknown options {', '.join(unknown)}; known: {', '.join(sorted(FLAG_NAMES))}")
-    for flag, option in _NEGATED.items():
-        if flag in options:
-            options[option] = not options.pop(flag)
-    return options
+    return from_flags(options)
 
 
 @dataclass(frozen=True)

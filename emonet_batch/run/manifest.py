@@ -13,11 +13,12 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..job.commit import ShardOutcome
-from ..job.inputs import EMBEDDINGS, Shard
+from ..job.config import EMBEDDINGS
+from ..job.inputs import Shard
 from ..job.layout import MANIFEST, MANIFEST_RUNS, MANIFEST_SHARDS
 from ..job.storage import join, parquet_bytes, redact_url, write_bytes
 from ..model.record import ModelInfo
-from .config import ScoreConfig
+from .config import ScoreConfig, manifest_options
 from .progress import Counters
 
 # exit codes; 2 (usage error) comes from UsageError in the CLI
@@ -90,7 +91,6 @@ def build_manifest(
 ) -> dict[str, Any]:
     """manifest.json: this run's summary; its shards' outcomes are in MANIFEST_SHARDS (`shard_table`)."""
     totals = {k: sum(getattr(o, k) for o in outcomes.values()) for k in ("samples", "labels", "errors")}
-    labels, engine = config.labels, config.engine
     return {
         "emonet_batch": __version__,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -104,18 +104,7 @@ def build_manifest(
         },
         "input_shards": len(shards),
         **({"rescored_from": redact_url(config.inputs[0])} if config.reads == EMBEDDINGS else {}),
-        "options": {
-            "meta_fields": list(labels.meta_fields),
-            "centered": labels.centered,
-            "softmax": labels.softmax,
-            "embedding": labels.embedding,
-            "batch_size": engine.batch_size,
-            "workers": engine.workers,
-            "gpus_per_worker": engine.gpus_per_worker,
-            "max_error_rate": config.max_error_rate,
-            "exact_decode": labels.exact_decode,
-            "max_pixels": labels.max_pixels,
-        },
+        "options": manifest_options(config),
         "totals": totals,
         "shard_counts": dict(sorted(Counter(o.status for o in outcomes.values()).items())),
         "figures": figures,

@@ -27,6 +27,7 @@ from ..job.layout import (
 from ..job.storage import create_only, join, redact_url
 from ..job.verify import verify_output
 from ..model.record import ModelInfo
+from .config import label_flags
 
 #: Above this many records to check, one listing of labels/ is cheaper than a request each.
 LISTING_OVER = 100
@@ -74,28 +75,12 @@ def clear_output(fs, output: str) -> None:
 
 def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
     """What shapes an output's label files: recorded by its first run, required of every later one."""
+    shaping = {name: getattr(labels, name) for name in label_flags()}
     return {
         "model_id": info.model_id,
         "heads": list(info.heads),
-        "meta_fields": list(labels.meta_fields),
-        "centered": labels.centered,
-        "softmax": labels.softmax,
-        "embedding": labels.embedding,
-        "exact_decode": labels.exact_decode,
-        "key_column": labels.key_column,
+        **{name: list(value) if isinstance(value, tuple) else value for name, value in shaping.items()},
     }
-
-
-#: How the operator sets each recorded option, for the refusal's one line.
-_FLAGS = {
-    "heads": "--model (its heads)",
-    "meta_fields": "--meta-fields",
-    "centered": "--centered",
-    "softmax": "--softmax",
-    "embedding": "--embedding",
-    "exact_decode": "--exact-decode",
-    "key_column": "--key-column",
-}
 
 
 def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict[str, Any]) -> None:
@@ -121,10 +106,11 @@ def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict
             f"{display} holds labels from another model ({_shown(recorded.get('model_id'))}), this model is "
             f"{_shown(wanted['model_id'])}; pass --overwrite to start afresh, or use another --output"
         )
+    flags = {"heads": "--model (its heads)", **label_flags()}
     for name, value in wanted.items():
         if recorded.get(name) != value:
             raise UsageError(
-                f"{display} was scored with {_FLAGS[name]} {_shown(recorded.get(name))}, this run would give "
+                f"{display} was scored with {flags[name]} {_shown(recorded.get(name))}, this run would give "
                 f"{_shown(value)}; keep the option, pass --overwrite to start afresh, or use another --output"
             )
 

@@ -20,10 +20,10 @@ from typing import Any
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, discard_attempt
-from ..job.config import LabelOptions
+from ..job.config import EMBEDDINGS, LabelOptions
 from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
-from ..job.inputs import EMBEDDINGS, Shard, expand_inputs
+from ..job.inputs import Shard, expand_inputs
 from ..job.layout import reserved_columns
 from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address, check_runtime
 from ..job.storage import filesystem, redact_url, report_storage_retries
