@@ -1,0 +1,43 @@
+"""The option registry (run/config.OPTIONS) is where every option of a run is defined: the CLI's flags, the nightly
+config's names, the recorded label options and the manifest's options all come from it, and docs/cli.md is generated
+from the CLI. No Ray."""
+
+from emonet_batch.cli import cli
+from emonet_batch.devtools.cli_reference import REFERENCE, reference
+from emonet_batch.ops.nightly import FLAG_NAMES
+from emonet_batch.run.config import OPTIONS, command_options, from_flags, label_flags, score_config
+
+
+def test_the_generated_reference_is_up_to_date():
+    assert REFERENCE.read_text(encoding="utf-8") == reference(), (
+        "docs/cli.md is stale: run python -m emonet_batch.devtools.cli_reference"
+    )
+
+
+def test_each_command_has_the_flags_of_its_options_and_no_other():
+    for command in ("score", "rescore"):
+        flags = {opt for param in cli.commands[command].params for opt in param.opts if opt.startswith("--")}
+        assert flags == {option.flag for option in command_options(command)}, command
+    assert FLAG_NAMES == {o.flag_name for o in command_options("score") if not o.required}
+
+
+def test_flags_become_a_config_with_each_value_in_its_group():
+    options = from_flags(
+        {"no_stats": True, "meta_fields": "age, gender", "decode_batch_size": 8, "endpoint_url": "http://s3:9000"}
+    )
+    config = score_config(["x.tar"], "out", "m", **options)
+    assert not config.presentation.stats and config.presentation.report
+    assert config.labels.meta_fields == ("age", "gender") and config.engine.decode_batch_size == 8
+    assert config.storage.endpoint_url == "http://s3:9000"
+    assert {o.name: o.default("rescore") for o in OPTIONS}["batch_size"] == 1024
+
+
+def test_the_options_that_shape_labels_are_recorded_with_their_flags():
+    assert label_flags() == {
+        "centered": "--centered",
+        "softmax": "--softmax",
+        "embedding": "--embedding",
+        "meta_fields": "--meta-fields",
+        "key_column": "--key-column",
+        "exact_decode": "--exact-decode",
+    }
