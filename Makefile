@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # instead of backtracking for many minutes. setup.cfg keeps the open ranges users install with.
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test lint venv clean image
+.PHONY: demo test test-fast lint venv clean image
 
 venv: $(STAMP)
 
@@ -26,6 +26,11 @@ demo: $(STAMP)
 # The linter and formatter check first: they take a second, the tests a few minutes.
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Everything that needs neither Ray nor torch nor the S3 server (markers in setup.cfg; tests/conftest.py sets them
+# from the fixtures a test uses): under 30 s.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ray and not torch and not s3 and not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic models exported once per test session, and one embedded Ray runtime."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -14,6 +15,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # as a cluster's nodes do, and the shared runtime may start before the first S3 test (only the moto server on
 # loopback accepts them).
 os.environ.update(S3_CREDENTIALS)
+
+
+#: Modules that import torch themselves: not collected where it is not installed (`make test-fast` runs without it).
+collect_ignore = [] if importlib.util.find_spec("torch") else ["test_checkpoint.py", "test_export.py"]
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +70,20 @@ def own_ray():
     stop_ray()
     yield
     stop_ray()
+
+
+#: Markers by the fixtures a test uses (directly or through other fixtures): `make test-fast` leaves these out.
+_MARKERS_BY_FIXTURE = {
+    "ray_runtime": "ray",
+    "own_ray": "ray",
+    "tiny_models": "torch",  # exporting the tiny models needs torch
+    "tiny_heads": "torch",
+    "s3": "s3",
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, marker in _MARKERS_BY_FIXTURE.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)

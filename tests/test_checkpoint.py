@@ -10,6 +10,7 @@ from emonet_batch.export.checkpoint import load_encoder, load_heads, read_resize
 from emonet_batch.export.synthetic import TOWERS, write_encoder, write_heads
 from emonet_batch.taxonomy import HEAD_COLUMNS
 
+pytestmark = pytest.mark.torch
 IN_DIM = 16
 
 

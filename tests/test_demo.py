@@ -1,10 +1,14 @@
 import subprocess
 import sys
 
+import pytest
+
 from emonet_batch.cli import main
 from emonet_batch.devtools.samples import demo_samples, sample_images
 
 
+@pytest.mark.ray
+@pytest.mark.torch
 def test_demo_runs_the_whole_job(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--progress", "off"]) == 0
     text = capsys.readouterr().out

@@ -17,6 +17,8 @@ from emonet_batch.taxonomy import HEAD_COLUMNS
 
 from .shardkit import assert_scores_independent_of_the_batch
 
+pytestmark = pytest.mark.torch  # every test here exports a model
+
 
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_tiny_export_parity_and_record(tiny_models, size):

@@ -9,9 +9,11 @@ from emonet_batch.run.config import OPTIONS, command_options, from_flags, label_
 
 
 def test_the_generated_reference_is_up_to_date():
-    assert REFERENCE.read_text(encoding="utf-8") == reference(), (
-        "docs/cli.md is stale: run python -m emonet_batch.devtools.cli_reference"
-    )
+    import difflib
+
+    written, generated = REFERENCE.read_text(encoding="utf-8"), reference()
+    stale = "\n".join(difflib.unified_diff(written.splitlines(), generated.splitlines(), lineterm="", n=1))
+    assert not stale, f"docs/cli.md is stale: run python -m emonet_batch.devtools.cli_reference\n{stale[:2000]}"
 
 
 def test_each_command_has_the_flags_of_its_options_and_no_other():

@@ -16,6 +16,7 @@ def decoded(image: Image.Image, fmt: str = "PNG", **options) -> np.ndarray:
     return out
 
 
+@pytest.mark.torch  # transformers comes with the export extra, with torch
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 @pytest.mark.parametrize("resample,name", [(2, "bilinear"), (3, "bicubic")])
 def test_matches_the_transformers_siglip_processor(fmt, resample, name):

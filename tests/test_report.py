@@ -5,6 +5,7 @@ import io
 import json
 from html.parser import HTMLParser
 
+import pytest
 from PIL import Image
 
 from emonet_batch.analysis.report import build_report, cluster_order, short_lines
@@ -38,6 +39,7 @@ def decode(uri: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(payload)))
 
 
+@pytest.mark.slow
 def test_report_sections_images_and_gallery(tmp_path):
     frame = write_labels(tmp_path, shards=2, rows=30)
     # real shards behind the label keys, so the gallery can read thumbnails back

@@ -43,7 +43,13 @@ def commands(group: click.Group, path: tuple[str, ...]):
 
 
 def help_text(command: click.Command, path: tuple[str, ...]) -> str:
-    context = click.Context(command, info_name=" ".join(path), terminal_width=WIDTH, max_content_width=WIDTH)
+    context = click.Context(
+        command,
+        info_name=" ".join(path),
+        terminal_width=WIDTH,
+        max_content_width=WIDTH,
+        help_option_names=cli.context_settings["help_option_names"],  # as a run of the command gives them
+    )
     return command.get_help(context).rstrip()
 
 
