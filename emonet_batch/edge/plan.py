@@ -1,12 +1,12 @@
 """The Ray Data plan of a scoring run: each stage with its resources and batch size, next to the job-core
 function it runs.
 
-    read + decode  datasource.image_datasource  CPU tasks, one per shard, decode_batch_size rows per decode call
-                   (rescore: datasource.embedding_datasource, the stored embeddings of a source's shards)
+    read           datasource.ShardDatasource  CPU tasks, one per shard, reading it through the run's source
+                   (job/sources.py: images decoded decode_batch_size at a time, or a rescore's stored embeddings)
     infer          ArrowInferStage (InferStage)  actor pool: one actor per GPU, or CPU actors spread over the nodes;
                    each writes the rows it scored as pieces (job/pieces.py) and passes on only their receipts
 
-Blocks are kept near BLOCK_BYTES and typed by the row protocol (blocks.py).
+Blocks are kept near BLOCK_BYTES and typed by the row protocol (job/rows.typed_rows; the model's input a tensor column).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import ray
 from ray.data.block import BlockAccessor
 
 from ..job.config import EngineOptions, LabelOptions, StorageOptions
-from ..job.embeddings import EmbeddingSource
 from ..job.fetch import is_remote
 from ..job.infer import InferStage, SessionOptions
 from ..job.inputs import Shard
 from ..job.pieces import PieceWriter
 from ..job.rows import SAMPLE
+from ..job.sources import Source
 from ..job.storage import filesystem
 from ..model.record import ModelInfo
-from .datasource import Decoding, embedding_datasource, image_datasource
+from .datasource import ShardDatasource
 
 #: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
 #: the default, decoded pixels (442 KB an image) left a task in blocks of ~290 images, which reach the actors late
@@ -82,6 +82,7 @@ def actor_resources(engine: EngineOptions) -> dict[str, float | None]:
 
 def build_dataset(
     shards: list[Shard],
+    source: Source,
     model: str,
     info: ModelInfo,
     labels: LabelOptions,
@@ -89,23 +90,16 @@ def build_dataset(
     storage: StorageOptions,
     pieces: Pieces,
     require_provider: bool = True,
-    source: EmbeddingSource | None = None,
 ):
-    """The plan over `shards` with `model` (a directory, or a URL each node fetches; `info` is its record), on a
-    cluster that has the resources (capacity.ensure_capacity), whose scored rows are written as `pieces`. With
-    `source`, the shards are that output's and their stored embeddings go to a heads-only model.
+    """The plan over `shards`, read through `source`, with `model` (a directory, or a URL each node fetches; `info`
+    is its record), on a cluster that has the resources (capacity.ensure_capacity), whose scored rows are written as
+    `pieces`.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
     workers = inference_workers(engine, info.heads_only)
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
-    if source is None:
-        decoding = Decoding(info.image_size, info.resize_filter, labels.max_pixels, fast=not labels.exact_decode)
-        datasource = image_datasource(shards, storage, engine.decode_batch_size, labels.key_column, decoding)
-    else:
-        # no decode: a read block is one model batch of stored embeddings (a few MB)
-        datasource = embedding_datasource(shards, source, storage, engine.batch_size)
     dataset = ray.data.read_datasource(
-        datasource,
+        ShardDatasource(shards, source),
         override_num_blocks=len(shards),
         num_cpus=1,
         memory=DECODE_TASK_MEMORY,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError, first_line
 from ..model.record import ModelInfo
 from .commitlog import read_records
-from .config import EMBEDDINGS, StorageOptions
+from .config import EMBEDDINGS, LabelOptions, StorageOptions
 from .inputs import Shard, normalised_location
 from .layout import (
     EMBEDDING_COLUMN,
@@ -37,26 +37,63 @@ from .layout import (
     error_file,
     label_file,
 )
-from .rows import COMPLETE, END, ERROR, FAILED, READ_CPU, READ_SCHEMA, SAMPLE, cpu_share
+from .rows import COMPLETE, EMBEDDING, END, ERROR, FAILED, READ_CPU, READ_SCHEMA, SAMPLE, cpu_share
 from .storage import filesystem, join, redact_url
 from .verify import recorded_bytes
 
 
 @dataclass(frozen=True)
 class EmbeddingSource:
-    """A scored output whose label files hold embeddings, as a rescore reads it."""
+    """A scored output whose label files hold embeddings, as a rescore reads it (a job/sources.Source): each shard
+    in blocks of `rows_per_block` rows."""
 
     url: str
     tower_id: str
     dim: int
     label_options: dict[str, Any]  # the source's _label_options.json
+    storage: StorageOptions
+    rows_per_block: int
+    input_column: str = EMBEDDING
 
     @property
     def meta_fields(self) -> tuple[str, ...]:
         return tuple(self.label_options.get("meta_fields") or ())
 
+    def check_model(self, info: ModelInfo, model: str) -> None:
+        if not info.heads_only:
+            raise UsageError(
+                f"model {model} has the tower (images in); rescore reads stored embeddings with a heads-only "
+                "model: `emonet-batch export --heads-only`"
+            )
 
-def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions) -> tuple[EmbeddingSource, list[Shard]]:
+    def labels(self, labels: LabelOptions) -> LabelOptions:
+        """The source's metadata fields (carried over) and how it decoded; this run's derived columns."""
+        return replace(
+            labels,
+            meta_fields=self.meta_fields,
+            exact_decode=bool(self.label_options.get("exact_decode")),
+            key_column=self.label_options.get("key_column"),
+        )
+
+    def check(self, shards: list[Shard]) -> None:
+        """Nothing before the run: each shard is checked against the source's commit record as it is read."""
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {"rescored_from": redact_url(self.url)}
+
+    def row_schema(self) -> pa.Schema:
+        return pa.schema([*BLOCK_FIELDS, pa.field(READ_CPU, pa.float64())])
+
+    def input_example(self) -> np.ndarray:
+        return np.zeros(self.dim, np.float32)
+
+    def read(self, shard: Shard) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        return stored_rows(self, shard.shard_id, self.storage, self.rows_per_block)
+
+
+def open_embeddings(
+    url: str, output: str, info: ModelInfo, storage: StorageOptions, rows_per_block: int
+) -> tuple[EmbeddingSource, list[Shard]]:
     """The source output and its committed shards, or a one-line refusal: no embeddings, another tower, another
     width, not an output, nothing committed, or the new output in the same place."""
     fs, root = filesystem(url, storage)
@@ -87,7 +124,7 @@ def open_source(url: str, output: str, info: ModelInfo, storage: StorageOptions)
         raise UsageError(f"{display} holds {dim}-d embeddings, the model reads {info.embedding_dim}-d ones")
     # each shard keeps its input's location (the new commit records name it, so the report finds its images)
     shards = [Shard(record["location"], shard_id, EMBEDDINGS) for shard_id, record in sorted(records.items())]
-    return EmbeddingSource(url, tower, dim, options), shards
+    return EmbeddingSource(url, tower, dim, options, storage, rows_per_block), shards
 
 
 def stored_tower(fs, root: str, shard_ids: list[str]) -> tuple[str | None, int]:

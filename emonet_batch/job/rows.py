@@ -68,6 +68,20 @@ STAGE_COLUMNS = {
 }
 #: The CPU-seconds columns, by stage name.
 CPU_COLUMNS = {"read": READ_CPU, "decode": DECODE_CPU, "infer": INFER_CPU}
+#: Arrow types of the row columns (the model's inputs and outputs, arrays of more than one dimension, are typed at
+#: the edge, as Ray's tensor columns).
+ROW_TYPES = (
+    {field.name: field.type for field in READ_SCHEMA}
+    | {WORKER: pa.string()}
+    | {name: pa.float64() for name in CPU_COLUMNS.values()}
+)
+
+
+def typed_rows(batch: dict[str, np.ndarray]) -> pa.Table:
+    """Row columns (numpy) as an Arrow table with the protocol's types, NaN and None as null. Left to infer types
+    from values, a batch of samples only would give `status` the type null and `count` double, and the next batch
+    with an end row a string and an int64: blocks that Ray Data cannot merge."""
+    return pa.table({name: pa.array(values, type=ROW_TYPES[name], from_pandas=True) for name, values in batch.items()})
 
 
 def cpu_share(seconds: float, rows: int) -> np.ndarray:

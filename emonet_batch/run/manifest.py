@@ -13,10 +13,9 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..job.commit import ShardOutcome
-from ..job.config import EMBEDDINGS
 from ..job.inputs import Shard
 from ..job.layout import MANIFEST, MANIFEST_RUNS, MANIFEST_SHARDS
-from ..job.storage import join, parquet_bytes, redact_url, write_bytes
+from ..job.storage import join, parquet_bytes, write_bytes
 from ..model.record import ModelInfo
 from .config import ScoreConfig, manifest_options
 from .progress import Counters
@@ -103,7 +102,6 @@ def build_manifest(
             "source": info.record.get("sources", {}).get("heads", "not recorded"),
         },
         "input_shards": len(shards),
-        **({"rescored_from": redact_url(config.inputs[0])} if config.reads == EMBEDDINGS else {}),
         "options": manifest_options(config),
         "totals": totals,
         "shard_counts": dict(sorted(Counter(o.status for o in outcomes.values()).items())),

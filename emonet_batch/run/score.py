@@ -20,12 +20,11 @@ from typing import Any
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, discard_attempt
-from ..job.config import EMBEDDINGS, LabelOptions
-from ..job.embeddings import EmbeddingSource, open_source
 from ..job.fetch import is_remote, local_model
-from ..job.inputs import Shard, expand_inputs
+from ..job.inputs import Shard
 from ..job.layout import reserved_columns
-from ..job.preflight import check_credentials, check_inputs, check_output, check_ray_address, check_runtime
+from ..job.preflight import check_credentials, check_output, check_ray_address, check_runtime
+from ..job.sources import Source, open_source
 from ..job.storage import filesystem, redact_url, report_storage_retries
 from ..model.accuracy import accuracy_problems
 from ..model.record import ModelInfo, load_model_info
@@ -83,7 +82,11 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     )
     check_model(info, config)
     progress.phase("listing the inputs", logged=False)
-    config, source, shards = input_shards(config, info)
+    source, shards = open_source(
+        config.reads, config.inputs, config.output, info, config.labels, config.engine, config.storage
+    )
+    source.check_model(info, config.model)
+    config = replace(config, labels=source.labels(config.labels))
     clash = sorted(
         set(config.labels.meta_fields) & reserved_columns(info.heads, config.labels.centered, config.labels.softmax)
     )
@@ -93,14 +96,14 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     fs, output = filesystem(config.output, config.storage)
     check_output(fs, output, redact_url(config.output))
     if config.overwrite:
-        check_shards(shards, config)  # before anything is removed: a run that cannot start changes nothing
+        source.check(shards)  # before anything is removed: a run that cannot start changes nothing
         clear_output(fs, output)
     repaired = repair(fs, output) if config.repair else []
     committed, warnings = load_commits(fs, output)
     warnings = repaired + warnings
     outcomes, todo = split_committed(shards, committed)
     if not config.overwrite:
-        check_shards(todo, config)
+        source.check(todo)
     claim_label_options(fs, output, label_options(info, config.labels), committed)
 
     counters.total_shards, counters.skipped = len(shards), len(outcomes)
@@ -108,7 +111,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     if todo:
         try:
             stage_stats = stream_and_commit(
-                todo, info, config, fs, output, outcomes, counters, progress, warnings, require_provider, source
+                todo, source, info, config, fs, output, outcomes, counters, progress, warnings, require_provider
             )
         except PipelineError as exc:
             # committed shards stay committed; the rest is recorded as failed and retried by the next run
@@ -125,7 +128,8 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     exit = exit_status(outcomes, config.max_error_rate)
     if config.strict_meta and absent and exit[0] == EXIT_CLEAN:
         exit = EXIT_FAILED, f"--strict-meta: {'; '.join(absent)}"
-    manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit)
+    # what the source adds (a rescore: the output it read)
+    manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit) | source.manifest_fields()
     runs = [*earlier_runs(fs, output), run_entry(figures, exit[0])]
     write_manifest(fs, output, manifest, shard_table(shards, outcomes), runs)
     result = RunResult(outcomes, figures, manifest, exit[0], exit[1], warnings)
@@ -165,34 +169,6 @@ def analyse(config: ScoreConfig, result: RunResult) -> None:
         result.report = build_report(config.output, config.storage, config.presentation.gallery, result.stats)
 
 
-def input_shards(config: ScoreConfig, info: ModelInfo) -> tuple[ScoreConfig, EmbeddingSource | None, list[Shard]]:
-    """The shards the inputs name; for a rescore the source's committed shards, the source, and the config with
-    the label options the source recorded."""
-    if config.reads != EMBEDDINGS:
-        return config, None, expand_inputs(config.inputs, config.storage)
-    source, shards = open_source(config.inputs[0], config.output, info, config.storage)
-    return replace(config, labels=source_labels(config.labels, source)), source, shards
-
-
-def check_shards(shards: list[Shard], config: ScoreConfig) -> None:
-    """Image shards exist and are of their format; a rescore's shards are checked against the source's commit
-    records as they are read."""
-    if config.reads != EMBEDDINGS:
-        check_inputs(shards, config.storage)
-
-
-def source_labels(labels: LabelOptions, source: EmbeddingSource) -> LabelOptions:
-    """A rescore's label options: the source's metadata fields (carried over) and how it decoded, this run's
-    derived columns."""
-    recorded = source.label_options
-    return replace(
-        labels,
-        meta_fields=source.meta_fields,
-        exact_decode=bool(recorded.get("exact_decode")),
-        key_column=recorded.get("key_column"),
-    )
-
-
 def check_config(config: ScoreConfig) -> None:
     engine = config.engine
     if engine.batch_size < 1 or engine.decode_batch_size < 1:
@@ -206,18 +182,7 @@ def check_config(config: ScoreConfig) -> None:
 
 
 def check_model(info: ModelInfo, config: ScoreConfig) -> None:
-    """Refuse a model that cannot read the inputs (images need the tower, stored embeddings the heads only), or a
-    reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
-    if info.heads_only and config.reads != EMBEDDINGS:
-        raise UsageError(
-            f"model {config.model} is heads-only (its input is the tower's embedding, not images); score images "
-            "with a full export, or rescore the stored embeddings of an output with `emonet-batch rescore`"
-        )
-    if not info.heads_only and config.reads == EMBEDDINGS:
-        raise UsageError(
-            f"model {config.model} has the tower (images in); rescore reads stored embeddings with a heads-only "
-            "model: `emonet-batch export --heads-only`"
-        )
+    """Refuse a reduced-precision model whose recorded error against fp32 exceeds the documented limits."""
     problems = accuracy_problems(info.record)
     if problems and not config.allow_inaccurate_model:
         raise UsageError(
@@ -228,6 +193,7 @@ def check_model(info: ModelInfo, config: ScoreConfig) -> None:
 
 def stream_and_commit(
     todo: list[Shard],
+    source: Source,
     info: ModelInfo,
     config: ScoreConfig,
     fs,
@@ -237,7 +203,6 @@ def stream_and_commit(
     progress: Progress,
     warnings: list[str],
     require_provider: bool,
-    source: EmbeddingSource | None = None,
 ) -> str:
     """Run the plan over `todo`, committing each shard as it becomes whole; Ray Data's stage figures."""
     from ..edge.assemble import AssemblyContext, ShardAssembly
@@ -252,7 +217,7 @@ def stream_and_commit(
     attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
     pieces = Pieces(config.output, config.storage, attempt)
     dataset = build_dataset(
-        todo, config.model, info, config.labels, config.engine, config.storage, pieces, require_provider, source
+        todo, source, config.model, info, config.labels, config.engine, config.storage, pieces, require_provider
     )
     progress.phase("starting the inference actors")
     by_id = {s.shard_id: s for s in todo}
