@@ -22,13 +22,14 @@ from ray.data.block import BlockAccessor
 
 from ..job.config import EngineOptions, LabelOptions, StorageOptions
 from ..job.fetch import is_remote
-from ..job.infer import InferStage, SessionOptions
+from ..job.infer import InferStage, SessionOptions, infer_columns
 from ..job.inputs import Shard
 from ..job.pieces import PieceWriter
-from ..job.rows import SAMPLE
+from ..job.rows import SAMPLE, check_stages, piece_columns
 from ..job.sources import Source
 from ..job.storage import filesystem
 from ..model.record import ModelInfo
+from .blocks import block_schema
 from .datasource import ShardDatasource
 
 #: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
@@ -96,6 +97,10 @@ def build_dataset(
     `pieces`.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
+    check_stages(
+        block_schema(source).names,
+        [("infer", infer_columns(info, labels.embedding)), ("pieces", piece_columns(labels.embedding))],
+    )
     workers = inference_workers(engine, info.heads_only)
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
     dataset = ray.data.read_datasource(

@@ -27,7 +27,7 @@ import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import DEFAULT_MAX_PIXELS
-from .rows import DECODE_CPU, ERROR, PIXELS, SAMPLE, cpu_share
+from .rows import DECODE_CPU, ERROR, PIXELS, SAMPLE, StageColumns, cpu_share
 
 #: Resize filters by the names recorded in model.json, and the PIL codes of preprocessor_config.json.
 RESIZE_FILTERS: dict[str, Image.Resampling] = {
@@ -163,10 +163,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
         raise ImageDecodeError("unsupported_mode", f"cannot convert image mode {image.mode} to RGB: {exc}") from None
 
 
+#: decode_batch's columns.
+DECODE_COLUMNS = StageColumns(
+    takes=("kind", "image", "stage", "error_type", "message"), gives=(PIXELS, DECODE_CPU), drops=("image",)
+)
+
+
 def decode_batch(
     batch: dict[str, np.ndarray], size: int, resize_filter: str, max_pixels: int, fast: bool
 ) -> dict[str, Any]:
-    """The decode stage over a batch of rows: adds `pixels`, drops `image` (see rows.STAGE_COLUMNS)."""
+    """The decode stage over a batch of rows (DECODE_COLUMNS): adds `pixels`, drops `image`."""
     started = time.thread_time()
     count = len(batch["kind"])
     pixels = np.zeros((count, size, size, 3), dtype=np.uint8)

@@ -13,7 +13,7 @@ import numpy as np
 from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_OUTPUTS, ModelInfo
 from .accelerator import PROVIDERS, gpu_problem, load_gpu_libraries
 from .config import StorageOptions
-from .rows import EMBEDDING, INFER_CPU, PIXELS, SCORES, WORKER, cpu_share
+from .rows import EMBEDDING, INFER_CPU, PIXELS, SCORES, WORKER, StageColumns, cpu_share
 
 TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: Rows in every call of a heads-only model (the last call of a batch padded with zeros), so that an embedding's
@@ -199,6 +199,17 @@ class OnnxScorer:
             )
 
 
+def model_input(info: ModelInfo) -> str:
+    """The column a model reads: pixels, or for a heads-only model (a rescore) the stored embedding."""
+    return EMBEDDING if info.heads_only else PIXELS
+
+
+def infer_columns(info: ModelInfo, with_embedding: bool) -> StageColumns:
+    """InferStage's columns: the model's input in, its scores (and the embedding, when the labels keep it) out."""
+    gives = (SCORES, WORKER, INFER_CPU, *((EMBEDDING,) if with_embedding else ()))
+    return StageColumns(takes=("kind", model_input(info)), gives=gives, drops=(model_input(info),))
+
+
 class InferStage:
     """Ray actor body: one ORT session per actor, scoring the `sample` rows of each batch.
 
@@ -233,8 +244,7 @@ class InferStage:
 
     @property
     def input_column(self) -> str:
-        """The column the model reads: pixels, or for a heads-only model (a rescore) the stored embedding."""
-        return EMBEDDING if self.scorer.info.heads_only else PIXELS
+        return model_input(self.scorer.info)
 
     def outputs(self, is_sample: np.ndarray, inputs: np.ndarray) -> dict[str, np.ndarray]:
         """The columns the infer stage adds, for rows whose model inputs are `inputs` and of which `is_sample`

@@ -7,7 +7,8 @@ A shard becomes a stream of rows, each of one kind, each carrying `kind`, `shard
     end     the shard's last row:         count (samples read), status (complete | incomplete | failed),
                                           reason (why not complete; null when it is); seq is -1
 
-The stages add and drop columns (see STAGE_COLUMNS):
+The stages add and drop columns (each declares them next to its function as StageColumns; the plan checks that
+they fit together when it is built, check_stages):
 
     read    every column of READ_SCHEMA
     decode  + pixels (uint8 [N, S, S, 3], zeros where there is no image), - image; a sample that cannot be
@@ -29,11 +30,14 @@ label and error files (commit.py).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from ..errors import EmonetError
 
 SAMPLE, ERROR, END = "sample", "error", "end"
 #: The status an `end` row gives its shard.
@@ -58,14 +62,35 @@ READ_SCHEMA = pa.schema(
     ]
 )
 
-#: Columns each stage adds and drops.
+#: Columns the stages add.
 PIXELS, SCORES, EMBEDDING, WORKER = "pixels", "scores", "embedding", "worker"
 READ_CPU, DECODE_CPU, INFER_CPU = "read_cpu_s", "decode_cpu_s", "infer_cpu_s"
-STAGE_COLUMNS = {
-    "read": {"adds": tuple(READ_SCHEMA.names), "drops": ()},
-    "decode": {"adds": (PIXELS, DECODE_CPU), "drops": ("image",)},
-    "infer": {"adds": (SCORES, EMBEDDING, WORKER, INFER_CPU), "drops": (PIXELS,)},
-}
+
+
+@dataclass(frozen=True)
+class StageColumns:
+    """What a stage takes from the rows it is given, and what it gives and drops."""
+
+    takes: tuple[str, ...]
+    gives: tuple[str, ...] = ()
+    drops: tuple[str, ...] = ()
+
+
+def check_stages(first: Iterable[str], stages: list[tuple[str, StageColumns]]) -> set[str]:
+    """Follow the columns from `first` (what the read stage gives) through the stages in order: a stage that takes a
+    column no stage before it gives is an error, raised when the plan is built, before Ray starts. The columns at
+    the end."""
+    columns = set(first)
+    for name, stage in stages:
+        missing = sorted(set(stage.takes) - columns)
+        if missing:
+            raise EmonetError(
+                f"the plan's stages do not fit: {name} takes {', '.join(missing)}, given by no stage before"
+            )
+        columns = (columns - set(stage.drops)) | set(stage.gives)
+    return columns
+
+
 #: The CPU-seconds columns, by stage name.
 CPU_COLUMNS = {"read": READ_CPU, "decode": DECODE_CPU, "infer": INFER_CPU}
 #: Arrow types of the row columns (the model's inputs and outputs, arrays of more than one dimension, are typed at
@@ -95,6 +120,11 @@ COLLECTED_COLUMNS = ("kind", "shard", "seq", "key", "meta", "stage", "error_type
 
 def collected_columns(with_embedding: bool) -> list[str]:
     return [*COLLECTED_COLUMNS, *((EMBEDDING,) if with_embedding else ())]
+
+
+def piece_columns(with_embedding: bool) -> StageColumns:
+    """The piece writer's columns (pieces.py): what it keeps of each row, and the `end` row's."""
+    return StageColumns(takes=(*collected_columns(with_embedding), "count", "status", "reason"))
 
 
 def sample_row(shard: str, seq: int, key: str, image: bytes, meta: str | None) -> dict[str, Any]:

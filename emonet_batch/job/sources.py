@@ -16,12 +16,12 @@ import pyarrow as pa
 from ..errors import UsageError
 from ..model.record import ModelInfo
 from .config import EMBEDDINGS, IMAGES, EngineOptions, LabelOptions, StorageOptions
-from .decode import decode_batch
+from .decode import DECODE_COLUMNS, decode_batch
 from .embeddings import EmbeddingSource, open_embeddings
 from .inputs import Shard, expand_inputs
 from .preflight import check_inputs
 from .read import row_blocks
-from .rows import DECODE_CPU, PIXELS, READ_SCHEMA, STAGE_COLUMNS, typed_rows
+from .rows import DECODE_CPU, PIXELS, READ_SCHEMA, typed_rows
 
 
 class Source(Protocol):
@@ -83,7 +83,7 @@ class ImageSource:
         return {}
 
     def row_schema(self) -> pa.Schema:
-        kept = [f for f in READ_SCHEMA if f.name not in STAGE_COLUMNS["decode"]["drops"]]
+        kept = [f for f in READ_SCHEMA if f.name not in DECODE_COLUMNS.drops]
         return pa.schema([*kept, pa.field(DECODE_CPU, pa.float64())])
 
     def input_example(self) -> np.ndarray:
