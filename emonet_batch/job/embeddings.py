@@ -59,7 +59,8 @@ class EmbeddingSource:
     def meta_fields(self) -> tuple[str, ...]:
         return tuple(self.label_options.get("meta_fields") or ())
 
-    def check_model(self, info: ModelInfo, model: str) -> None:
+    @staticmethod
+    def check_model(info: ModelInfo, model: str) -> None:
         if not info.heads_only:
             raise UsageError(
                 f"model {model} has the tower (images in); rescore reads stored embeddings with a heads-only "

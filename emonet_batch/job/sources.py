@@ -30,8 +30,9 @@ class Source(Protocol):
     #: The column the model reads (its rows carry it beside the row protocol's columns).
     input_column: str
 
-    def check_model(self, info: ModelInfo, model: str) -> None:
-        """Refuse, in one line, a model that cannot read this input."""
+    @staticmethod
+    def check_model(info: ModelInfo, model: str) -> None:
+        """Refuse, in one line, a model that cannot read this kind of input (before any input is listed)."""
 
     def labels(self, labels: LabelOptions) -> LabelOptions:
         """The label options a run over this input uses (a rescore takes its source's)."""
@@ -66,7 +67,8 @@ class ImageSource:
     fast: bool
     input_column: str = PIXELS
 
-    def check_model(self, info: ModelInfo, model: str) -> None:
+    @staticmethod
+    def check_model(info: ModelInfo, model: str) -> None:
         if info.heads_only:
             raise UsageError(
                 f"model {model} is heads-only (its input is the tower's embedding, not images); score images "
@@ -121,13 +123,15 @@ def open_stored_embeddings(
     return open_embeddings(inputs[0], output, info, storage, rows_per_block=engine.batch_size)
 
 
-#: How a run opens each kind of input (ScoreConfig.reads).
-SOURCES = {IMAGES: open_images, EMBEDDINGS: open_stored_embeddings}
+#: Each kind of input (ScoreConfig.reads): its class, and how a run opens it.
+SOURCES = {IMAGES: (ImageSource, open_images), EMBEDDINGS: (EmbeddingSource, open_stored_embeddings)}
 
 
 def open_source(
-    reads: str, inputs: tuple[str, ...], output: str, info: ModelInfo, labels: LabelOptions, engine: EngineOptions,
-    storage: StorageOptions,
+    reads: str, inputs: tuple[str, ...], output: str, model: str, info: ModelInfo, labels: LabelOptions,
+    engine: EngineOptions, storage: StorageOptions,
 ) -> tuple[Source, list[Shard]]:  # fmt: skip
-    """The source a run reads and its shards, in input order."""
-    return SOURCES[reads](inputs, output, info, labels, engine, storage)
+    """The source a run reads and its shards, in input order; first, a model that cannot read it is refused."""
+    kind, opener = SOURCES[reads]
+    kind.check_model(info, model)
+    return opener(inputs, output, info, labels, engine, storage)

@@ -83,9 +83,8 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     check_model(info, config)
     progress.phase("listing the inputs", logged=False)
     source, shards = open_source(
-        config.reads, config.inputs, config.output, info, config.labels, config.engine, config.storage
+        config.reads, config.inputs, config.output, config.model, info, config.labels, config.engine, config.storage
     )
-    source.check_model(info, config.model)
     config = replace(config, labels=source.labels(config.labels))
     clash = sorted(
         set(config.labels.meta_fields) & reserved_columns(info.heads, config.labels.centered, config.labels.softmax)
