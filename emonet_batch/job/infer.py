@@ -27,7 +27,7 @@ DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batc
 
 @dataclass(frozen=True)
 class SessionOptions:
-    """ONNX Runtime session settings (README, "Performance and tuning", says how they were chosen).
+    """ONNX Runtime session settings (docs/usage.md, "Performance and tuning", says how they were chosen).
 
     device: cpu | cuda | tensorrt (TensorRT falls back to CUDA for what it cannot take).
     intra_op_threads: 0 gives a CPU session its share of the CPUs of the node it runs on (node CPUs /
