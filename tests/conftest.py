@@ -17,8 +17,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.update(S3_CREDENTIALS)
 
 
-#: Modules that import torch themselves: not collected where it is not installed (`make test-fast` runs without it).
-collect_ignore = [] if importlib.util.find_spec("torch") else ["test_checkpoint.py", "test_export.py"]
+#: The tests of export/ import torch themselves: not collected where it is not installed (`make test-fast` runs
+#: without it).
+collect_ignore = [] if importlib.util.find_spec("torch") else ["export"]
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +51,14 @@ def tiny_heads(tiny_models, tmp_path_factory) -> dict[str, Path]:
         ).directory
         for size, directory in tiny_models.items()
     }
+
+
+@pytest.fixture
+def model(tiny_models):
+    """The small tiny model's record."""
+    from emonet_batch.model.record import load_model_info
+
+    return load_model_info(tiny_models["small"])
 
 
 @pytest.fixture

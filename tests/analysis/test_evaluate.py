@@ -13,9 +13,9 @@ from emonet_batch.analysis.evaluate import EvaluateConfig, annotation_ids, major
 from emonet_batch.cli import main
 from emonet_batch.taxonomy import EMOTION_COLUMNS, EMOTIONS
 
-from .shardkit import commit_by_hand
+from ..shardkit import commit_by_hand
 
-BINARY = Path(__file__).parent / "data" / "binary_slice.csv"
+BINARY = Path(__file__).parents[1] / "data" / "binary_slice.csv"
 
 
 def write_labels(output: Path, keys: list[str], scores: dict[str, np.ndarray]) -> None:

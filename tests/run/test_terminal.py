@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pyte
 
-from .shardkit import good_shards
+from ..shardkit import good_shards
 
 # The runs here start their own Ray runtime, as an operator's command does, with the tests' shared one stopped
 # (`own_ray`): a second runtime on the machine finds Ray's fixed agent port taken and starts 3-4 s later.

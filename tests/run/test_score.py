@@ -15,7 +15,7 @@ from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
 
-from .shardkit import (
+from ..shardkit import (
     CLIENT_KEYS,
     EXPECTED_ERRORS,
     MAX_PIXELS,
@@ -283,7 +283,7 @@ def test_cli_score_summary_and_one_line_errors(ray_runtime, tiny_models, tmp_pat
 
 
 def test_an_inaccurate_model_scores_only_when_allowed(ray_runtime, tiny_models, tmp_path):
-    from .test_infer import with_parity
+    from ..job.test_infer import with_parity
 
     loose = with_parity(tiny_models["small"], tmp_path / "loose", max_abs_score_diff=0.08)
     good_shards(tmp_path / "in", shards=1, per_shard=2)

@@ -7,7 +7,7 @@ import pytest
 from emonet_batch.postprocess import derive, packaged_neutral_means, top_emotion, top_k
 from emonet_batch.taxonomy import DIMENSIONS, EMOTIONS, HEAD_COLUMNS, column_name, head_file_stem
 
-FERD = Path(__file__).parent / "data" / "ferd.jsonl"
+FERD = Path(__file__).parents[1] / "data" / "ferd.jsonl"
 FILE_KEYS = [f"model_{head_file_stem(label)}_best" for label in EMOTIONS + DIMENSIONS]
 
 

@@ -15,7 +15,7 @@ from emonet_batch.model.record import FORMAT_VERSION, load_model_info
 from emonet_batch.postprocess import packaged_neutral_means
 from emonet_batch.taxonomy import HEAD_COLUMNS
 
-from .shardkit import assert_scores_independent_of_the_batch
+from ..shardkit import assert_scores_independent_of_the_batch
 
 pytestmark = pytest.mark.torch  # every test here exports a model
 

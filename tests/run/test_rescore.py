@@ -16,7 +16,7 @@ from emonet_batch.model.record import load_model_info
 from emonet_batch.run.config import rescore_config
 from emonet_batch.run.score import run_score
 
-from .shardkit import MAX_PIXELS, good_shards, manifest, odd_samples
+from ..shardkit import MAX_PIXELS, good_shards, manifest, odd_samples
 from .test_score import score
 
 FAST = {"progress": "off", "stats": False, "max_error_rate": 1.0}  # the source holds 6 error rows in 23

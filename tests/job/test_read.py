@@ -41,7 +41,7 @@ def test_folder_to_shards_with_metadata(folder, tmp_path):
 
 
 def test_shards_written_by_webdataset_clients_read_as_webdataset_groups_them(tmp_path):
-    from .shardkit import CLIENT_KEYS, client_shard
+    from ..shardkit import CLIENT_KEYS, client_shard
 
     path = client_shard(tmp_path / "client.tar")
     rows = list(tar_rows(io.BytesIO(path.read_bytes()), "client", path.stat().st_size))

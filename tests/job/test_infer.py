@@ -13,7 +13,7 @@ from emonet_batch.model.record import load_model_info
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 
-from .shardkit import assert_scores_independent_of_the_batch
+from ..shardkit import assert_scores_independent_of_the_batch
 
 
 def test_provider_lists_put_the_intended_provider_first_and_cpu_last():

@@ -17,7 +17,7 @@ import pytest
 from emonet_batch.cli import main
 from emonet_batch.job.inputs import shard_id
 
-from .shardkit import CANARY, S3_CREDENTIALS, good_shards
+from ..shardkit import CANARY, S3_CREDENTIALS, good_shards
 
 
 def free_port() -> int:

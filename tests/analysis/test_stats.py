@@ -12,7 +12,7 @@ from emonet_batch.analysis.stats import compute_stats
 from emonet_batch.errors import UsageError
 from emonet_batch.taxonomy import EMOTION_COLUMNS, EMOTIONS, HEAD_COLUMNS, family_of
 
-from .shardkit import commit_by_hand
+from ..shardkit import commit_by_hand
 
 
 def write_labels(output, shards: int, rows: int, seed: int = 0) -> pd.DataFrame:

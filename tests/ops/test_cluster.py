@@ -23,9 +23,9 @@ from emonet_batch.job.inputs import shard_id
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 
-from .shardkit import good_shards
+from ..shardkit import good_shards
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

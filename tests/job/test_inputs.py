@@ -1,0 +1,14 @@
+"""Inputs and shard ids. No Ray."""
+
+import os
+
+from emonet_batch.job.inputs import normalised_location, shard_id
+
+
+def test_shard_ids_depend_on_the_one_input_location_only(tmp_path):
+    a, b = "a/shard-00000.tar", "b/shard-00000.tar"
+    assert shard_id(a).startswith("shard-00000-") and shard_id(a) != shard_id(b)
+    assert shard_id(a) == shard_id(os.path.abspath(a)) == shard_id(f"file://{os.path.abspath(a)}")
+    signed = "https://host/bucket/s.tar?X-Amz-Signature=CANARY&X-Amz-Expires=60"
+    assert shard_id(signed) == shard_id("https://host/bucket/s.tar") and "CANARY" not in normalised_location(signed)
+    assert shard_id("s3://KEY:SECRET@bucket/s.tar") == shard_id("s3://bucket/s.tar")

@@ -1,0 +1,51 @@
+"""Rows as the pipeline makes them, for the tests of the job core."""
+
+import json
+
+import numpy as np
+
+from emonet_batch.job.collect import ShardCollector
+from emonet_batch.job.inputs import Shard
+from emonet_batch.job.rows import (
+    COLLECTED_COLUMNS,
+    COMPLETE,
+    END,
+    ERROR,
+)
+
+HEADS = 3
+ATTEMPT = "attempt-1"
+SHARD = Shard("in/s.tar", "s", "tar")
+
+
+def batch(rows: list[tuple], heads: int = HEADS) -> dict[str, np.ndarray]:
+    """A result batch as the edge streams it; rows are (kind, shard, seq) with an `end` row's seq its count."""
+    count = len(rows)
+    columns = {name: np.full(count, None, dtype=object) for name in (*COLLECTED_COLUMNS, "count", "status", "reason")}
+    columns["seq"] = np.array([-1 if kind == END else seq for kind, _, seq in rows], dtype=np.int64)
+    columns["kind"] = np.array([kind for kind, _, _ in rows], dtype=object)
+    columns["shard"] = np.array([shard for _, shard, _ in rows], dtype=object)
+    columns["key"] = np.array([f"k{seq}" for _, _, seq in rows], dtype=object)
+    columns["count"] = np.array([seq if kind == END else 0 for kind, _, seq in rows], dtype=np.int64)
+    columns["status"] = np.array([COMPLETE if kind == END else None for kind, _, _ in rows], dtype=object)
+    columns["scores"] = np.arange(count * heads, dtype=np.float32).reshape(count, heads)
+    columns["worker"] = np.full(count, "host:1:gpu=-", dtype=object)
+    return columns
+
+
+def unfinished(collector: ShardCollector) -> list[str]:
+    """Shards with rows or an end row but not yet whole."""
+    return sorted((set(collector.covered) | set(collector.ends)) - collector.done)
+
+
+def shard_rows(model, kinds: list[str]) -> dict[str, np.ndarray]:
+    rows = batch([(kind, "s", seq) for seq, kind in enumerate(kinds)], heads=len(model.heads))
+    rows["meta"] = np.array([json.dumps({"age": 30 + i}) for i in range(len(kinds))], dtype=object)
+    for name in ("stage", "error_type", "message"):
+        rows[name] = np.array(["decode" if k == ERROR else None for k in kinds], dtype=object)
+    order = np.array([2, 0, 1])  # arrival order differs from read order
+    return {name: rows[name][order] for name in COLLECTED_COLUMNS}
+
+
+def shards(*ids: str) -> list[Shard]:
+    return [Shard(f"in/{i}.tar", i, "tar") for i in ids]

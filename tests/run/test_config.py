@@ -1,0 +1,25 @@
+"""The grouped config of a run. No Ray."""
+
+import pytest
+
+from emonet_batch.errors import UsageError
+from emonet_batch.job.config import LabelOptions
+from emonet_batch.run.config import OPTION_GROUPS, score_config
+
+
+def test_flat_option_names_land_in_their_groups():
+    config = score_config(["x.tar"], "out", "m", batch_size=8, meta_fields=["age"], progress="off", overwrite=True)
+    assert config.engine.batch_size == 8 and config.labels.meta_fields == ("age",)
+    assert config.presentation.progress == "off" and config.overwrite
+    with pytest.raises(UsageError, match="unknown options batchsize"):
+        score_config(["x.tar"], "out", "m", batchsize=8)
+
+
+def test_every_option_name_is_defined_once():
+    from dataclasses import fields
+
+    from emonet_batch.job.config import EngineOptions
+    from emonet_batch.run.config import Presentation
+
+    names = [f.name for kind in (LabelOptions, EngineOptions, Presentation) for f in fields(kind)]
+    assert len(names) == len(set(names)) and set(names) <= set(OPTION_GROUPS)
