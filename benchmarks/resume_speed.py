@@ -26,6 +26,7 @@ from emonet_batch.job.commitlog import write_checkpoint
 from emonet_batch.job.config import StorageOptions
 from emonet_batch.job.inputs import make_shard, normalised_location
 from emonet_batch.job.layout import CHECKPOINTS, COMMITS, LABEL_OPTIONS, LABELS, commit_file, label_file
+from emonet_batch.job.pieces import rows_table
 from emonet_batch.job.rows import COMPLETE, ShardEnd
 from emonet_batch.job.storage import filesystem, join
 from emonet_batch.model.record import load_model_info
@@ -60,7 +61,8 @@ def a_real_record(model_dir: Path) -> dict:
         SCORES: np.zeros((1, len(info.heads)), np.float32),
     }
     with tempfile.TemporaryDirectory() as work:
-        commit_shard(fsspec.filesystem("file"), work, shard, rows, ShardEnd(1, COMPLETE), info, LabelOptions(), "a")
+        table = rows_table(rows)
+        commit_shard(fsspec.filesystem("file"), work, shard, table, ShardEnd(1, COMPLETE), info, LabelOptions(), "a")
         return json.loads((Path(work) / commit_file(shard.shard_id)).read_text())
 
 

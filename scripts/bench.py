@@ -479,6 +479,7 @@ def write_embedding_output(output: Path, info, count: int, per_shard: int) -> Pa
     from emonet_batch.job.config import LabelOptions
     from emonet_batch.job.inputs import make_shard
     from emonet_batch.job.layout import LABEL_OPTIONS
+    from emonet_batch.job.pieces import rows_table
     from emonet_batch.job.rows import COMPLETE, EMBEDDING, SAMPLE, SCORES, ShardEnd
     from emonet_batch.run.resume import label_options
 
@@ -500,7 +501,7 @@ def write_embedding_output(output: Path, info, count: int, per_shard: int) -> Pa
             SCORES: rng.standard_normal((rows, len(info.heads))).astype(np.float32),
             EMBEDDING: unit_embeddings(rng, rows, info.embedding_dim),
         }
-        commit_shard(fs, str(output), shard, columns, ShardEnd(rows, COMPLETE), info, labels, "generated")
+        commit_shard(fs, str(output), shard, rows_table(columns), ShardEnd(rows, COMPLETE), info, labels, "generated")
     return output
 
 

@@ -3,9 +3,11 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 
 from emonet_batch.job.collect import ShardCollector
 from emonet_batch.job.inputs import Shard
+from emonet_batch.job.pieces import rows_table
 from emonet_batch.job.rows import (
     COLLECTED_COLUMNS,
     COMPLETE,
@@ -38,13 +40,14 @@ def unfinished(collector: ShardCollector) -> list[str]:
     return sorted((set(collector.covered) | set(collector.ends)) - collector.done)
 
 
-def shard_rows(model, kinds: list[str]) -> dict[str, np.ndarray]:
+def shard_rows(model, kinds: list[str]) -> pa.Table:
+    """A shard's rows as the commit takes them (pieces read back), in another order than they were read."""
     rows = batch([(kind, "s", seq) for seq, kind in enumerate(kinds)], heads=len(model.heads))
     rows["meta"] = np.array([json.dumps({"age": 30 + i}) for i in range(len(kinds))], dtype=object)
     for name in ("stage", "error_type", "message"):
         rows[name] = np.array(["decode" if k == ERROR else None for k in kinds], dtype=object)
     order = np.array([2, 0, 1])  # arrival order differs from read order
-    return {name: rows[name][order] for name in COLLECTED_COLUMNS}
+    return rows_table({name: rows[name][order] for name in COLLECTED_COLUMNS})
 
 
 def shards(*ids: str) -> list[Shard]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import __version__
 from ..model.postprocess import derive, top_emotion
@@ -46,7 +47,7 @@ from .layout import (
     softmax_column,
     staged_file,
 )
-from .pieces import PieceRef, read_rows, remove_pieces
+from .pieces import PieceRef, read_rows, remove_pieces, rows_table
 from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd, collected_columns
 from .storage import StorageError, create_only, is_local, join, move, parquet_bytes, remove_if_present, write_bytes
 
@@ -75,15 +76,15 @@ class ShardOutcome:
         return {k: v for k, v in self.as_dict().items() if k not in ("status", "skipped", "reason")}
 
 
-def label_table(rows: dict[str, np.ndarray], info: ModelInfo, options: LabelOptions) -> pa.Table:
+def label_table(rows: pa.Table, info: ModelInfo, options: LabelOptions) -> pa.Table:
     """Label rows (kind == sample, in read order) -> the labels table of the output layout."""
-    count = len(rows[KEY])
-    scores = np.asarray(rows[SCORES], dtype=np.float32).reshape(count, len(info.heads))
+    count = rows.num_rows
+    scores = float_matrix(rows[SCORES], len(info.heads))
     derived = derive(scores, info.heads, info.neutral_means)
     top, top_prob = top_emotion(derived["softmax"], info.heads) if count else ([], np.zeros(0))
     columns: dict[str, pa.Array] = {
-        KEY: pa.array(rows[KEY].tolist(), pa.string()),
-        SHARD: pa.array(rows[SHARD].tolist(), pa.string()).dictionary_encode(),
+        KEY: strings(rows[KEY]),
+        SHARD: strings(rows[SHARD]).dictionary_encode(),
     }
     for i, head in enumerate(info.heads):
         columns[head] = pa.array(scores[:, i], pa.float32())
@@ -96,15 +97,23 @@ def label_table(rows: dict[str, np.ndarray], info: ModelInfo, options: LabelOpti
         for i, head in enumerate(info.heads):
             columns[softmax_column(head)] = pa.array(derived["softmax"][:, i].astype(np.float32), pa.float32())
     if options.embedding:
-        embedding = np.asarray(rows[EMBEDDING], dtype=np.float32).reshape(count, info.embedding_dim)
-        flat = pa.array(embedding.reshape(-1), pa.float32())
+        flat = pa.array(float_matrix(rows[EMBEDDING], info.embedding_dim).reshape(-1), pa.float32())
         columns[EMBEDDING_COLUMN] = pa.FixedSizeListArray.from_arrays(flat, info.embedding_dim)
-    columns.update(meta_columns(rows["meta"], options.meta_fields))
+    columns.update(meta_columns(rows["meta"].to_pylist(), options.meta_fields))
     table = pa.table(columns)
     return table.replace_schema_metadata(file_metadata(info))
 
 
-def meta_columns(meta: np.ndarray, fields: tuple[str, ...]) -> dict[str, pa.Array]:
+def float_matrix(column: pa.ChunkedArray, width: int) -> np.ndarray:
+    """A fixed-size list column of floats as float32 [N, width]."""
+    return pc.list_flatten(column.combine_chunks()).to_numpy().astype(np.float32, copy=False).reshape(-1, width)
+
+
+def strings(column: pa.ChunkedArray) -> pa.Array:
+    return column.cast(pa.string()).combine_chunks()
+
+
+def meta_columns(meta: list[str | None], fields: tuple[str, ...]) -> dict[str, pa.Array]:
     """Promoted metadata fields as typed columns (strings when a field mixes types, nests or is all null)."""
     parsed = [json.loads(m) if isinstance(m, str) else {} for m in meta]
     out = {}
@@ -124,8 +133,8 @@ def _as_strings(values: list[Any]) -> pa.Array:
     return pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string())
 
 
-def error_table(rows: dict[str, np.ndarray], info: ModelInfo) -> pa.Table:
-    columns = {name: pa.array(rows[name].tolist(), pa.string()) for name in ERROR_COLUMNS}
+def error_table(rows: pa.Table, info: ModelInfo) -> pa.Table:
+    columns = {name: strings(rows[name]) for name in ERROR_COLUMNS}
     for name in ("shard", "stage", "error_type"):
         columns[name] = columns[name].dictionary_encode()
     return pa.table(columns).replace_schema_metadata(file_metadata(info))
@@ -139,10 +148,6 @@ def file_metadata(info: ModelInfo) -> dict[str, str]:
         "emonet_batch.heads": json.dumps(list(info.heads)),
         "emonet_batch.precision": info.precision,
     }
-
-
-def select(rows: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: column[mask] for name, column in rows.items()}
 
 
 ALREADY_COMMITTED = "already committed by another run; its files stand"
@@ -162,7 +167,7 @@ def commit_shard(
     fs,
     output: str,
     shard: Shard,
-    rows: dict[str, np.ndarray],
+    rows: pa.Table,
     end: ShardEnd,
     info: ModelInfo,
     options: LabelOptions,
@@ -183,22 +188,26 @@ def assemble_shard(
     attempt: str,
 ) -> StagedShard:
     """The worker-side step of a run: a whole shard's pieces read back and staged as its files; the pieces go."""
-    rows = read_rows(fs, output, pieces) or empty_rows(options.embedding)
+    rows = read_rows(fs, output, pieces) or empty_rows(info, options.embedding)
     staged = stage_shard(fs, output, shard, rows, end, info, options, attempt)
     remove_pieces(fs, output, pieces)
     return staged
 
 
-def empty_rows(with_embedding: bool) -> dict[str, np.ndarray]:
+def empty_rows(info: ModelInfo, with_embedding: bool) -> pa.Table:
     """The rows of a shard without samples (its pieces hold none)."""
-    return {name: np.empty(0, dtype=object) for name in collected_columns(with_embedding)}
+    columns = {name: np.empty(0, dtype=object) for name in collected_columns(with_embedding)}
+    columns[SCORES] = np.empty((0, len(info.heads)), np.float32)
+    if with_embedding:
+        columns[EMBEDDING] = np.empty((0, info.embedding_dim), np.float32)
+    return rows_table(columns)
 
 
 def stage_shard(
     fs,
     output: str,
     shard: Shard,
-    rows: dict[str, np.ndarray],
+    rows: pa.Table,
     end: ShardEnd,
     info: ModelInfo,
     options: LabelOptions,
@@ -208,13 +217,13 @@ def stage_shard(
     the record (commit_staged). A shard read only in part gets no record: its files go to _incomplete/ for
     inspection. One another run has committed meanwhile is left alone."""
     shard_id = shard.shard_id
-    rows = select(rows, np.argsort(rows["seq"], kind="stable"))
-    labels = select(rows, rows["kind"] == SAMPLE)
-    errors = select(rows, rows["kind"] == ERROR)
+    rows = rows.sort_by("seq")
+    labels = rows.filter(pc.equal(rows["kind"], SAMPLE))
+    errors = rows.filter(pc.equal(rows["kind"], ERROR))
     outcome = ShardOutcome(
-        shard_id, shard.display_url, end.status, end.count, len(labels[KEY]), len(errors[KEY]), end.reason
+        shard_id, shard.display_url, end.status, end.count, labels.num_rows, errors.num_rows, end.reason
     )
-    outcome.error_types = dict(sorted(Counter(map(str, errors["error_type"])).items()))
+    outcome.error_types = dict(sorted(Counter(map(str, errors["error_type"].to_pylist())).items()))
     if outcome.labels + outcome.errors != outcome.samples:
         raise AssertionError(
             f"shard {shard_id}: {outcome.samples} samples read but {outcome.labels} labels + {outcome.errors} errors"

@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .layout import piece_file
-from .rows import CPU_COLUMNS, EMBEDDING, END, ERROR, SAMPLE, SCORES, ShardEnd, collected_columns
+from .rows import CPU_COLUMNS, EMBEDDING, END, ERROR, ROW_TYPES, SAMPLE, SCORES, ShardEnd, collected_columns
 from .storage import StorageError, join, write_bytes
 
 #: The CPU seconds of writing the pieces, in a receipt beside the stages' own (rows.CPU_COLUMNS).
@@ -145,24 +144,28 @@ def receipt_end(receipt: dict[str, Any]) -> ShardEnd | None:
     return ShardEnd(int(receipt["end_count"]), receipt["end_status"], receipt["end_reason"])
 
 
-def read_rows(fs, output: str, pieces: list[PieceRef]) -> dict[str, np.ndarray]:
-    """A shard's rows from its pieces, as the commit takes them: each `seq` once (from the first piece that has it:
-    a retried batch wrote its rows again), in `seq` order, numpy columns, scores and embeddings as 2-D float32. A
-    piece whose bytes are not those its receipt hashed is an error, never used."""
+def read_rows(fs, output: str, pieces: list[PieceRef]) -> pa.Table | None:
+    """A shard's rows from its pieces, as the commit takes them (None when there are none): each `seq` once (from
+    the first piece that has it: a retried batch wrote its rows again), in `seq` order. A piece whose bytes are not
+    those its receipt hashed is an error, never used."""
     tables = [_read_piece(fs, output, piece) for piece in pieces]
     table = pa.concat_tables(tables) if tables else None
     if table is None or table.num_rows == 0:
-        return {}
-    seqs = table["seq"].to_numpy()
-    _, first = np.unique(seqs, return_index=True)  # in seq order: the read order
-    table = table.take(pa.array(first))
-    rows = {name: table[name].to_numpy(zero_copy_only=False) for name in _ROW_COLUMNS}
+        return None
+    _, first = np.unique(table["seq"].to_numpy(), return_index=True)  # in seq order: the read order
+    return table.take(pa.array(first))
+
+
+def rows_table(columns: dict[str, np.ndarray]) -> pa.Table:
+    """Row columns as numpy (scores and embeddings 2-D) as a table of the pieces' columns, as the commit takes
+    them."""
+    table = pa.table(
+        {name: pa.array(columns[name], ROW_TYPES[name], from_pandas=True) for name in _ROW_COLUMNS if name in columns}
+    )
     for name in (SCORES, EMBEDDING):
-        if name in table.column_names:
-            column = table[name].combine_chunks()
-            width = column.type.list_size
-            rows[name] = pc.list_flatten(column).to_numpy().reshape(len(column), width)
-    return rows
+        if name in columns:
+            table = table.append_column(name, fixed_size_lists(columns[name]))
+    return table
 
 
 def _read_piece(fs, output: str, piece: PieceRef) -> pa.Table:

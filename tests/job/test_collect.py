@@ -34,7 +34,7 @@ def scored(tmp_path):
         block = pa.table({f.name: pa.array(columns[f.name], f.type) for f in READ_SCHEMA if f.name in columns})
         return writer.write(block, {SCORES: columns[SCORES]}).to_pylist()
 
-    receipts.rows = lambda pieces: read_rows(fs, output, pieces)
+    receipts.rows = lambda pieces: read_rows(fs, output, pieces).to_pydict()
     return receipts
 
 
