@@ -12,12 +12,11 @@ from ..errors import UsageError, first_line
 #: The embedded runtime's object store: enough for a few hundred decoded 384px images in flight.
 EMBEDDED_OBJECT_STORE_BYTES = 1 << 30
 
-#: Ray settings of the embedded runtime, each worth a part of its start-up on 2 cores (scripts/bench.py, tiny model):
+#: Ray settings of the embedded runtime, each shortening its start-up (benchmarks/README.md has the figures):
 #: - the raylet connects to its own object store while the store's thread may not listen yet, and retried after
-#:   Ray's default 1 s, which stalled some starts by a whole second; 100 attempts 100 ms apart keep Ray's 10 s;
+#:   Ray's default 1 s; 100 attempts 100 ms apart keep Ray's 10 s;
 #: - Ray starts one worker process per CPU when the driver connects and holds the connection until they run; here
-#:   they start as the plan asks for them instead (Ray Data's helper actors, the inference actor, the read task),
-#:   0.2 s sooner to the first batch.
+#:   they start as the plan asks for them instead (Ray Data's helper actors, the inference actor, the read task).
 EMBEDDED_SYSTEM_CONFIG = {
     "raylet_client_connect_timeout_milliseconds": 100,
     "raylet_client_num_connect_attempts": 100,
@@ -26,7 +25,7 @@ EMBEDDED_SYSTEM_CONFIG = {
 
 #: No task events in the embedded runtime: they feed the dashboard and the state API (`ray list tasks`), which a
 #: runtime started without a dashboard and gone when the run ends never shows; every worker reported them every
-#: second, and the driver flushed them for 0.25 s at shutdown. Ray's documented switch is this variable (the
+#: second, and the driver flushed them at shutdown. Ray's documented switch is this variable (the
 #: driver reads it from its environment, not from the system config), set unless the user set it.
 TASK_EVENTS_INTERVAL_VARIABLE = "RAY_task_events_report_interval_ms"
 

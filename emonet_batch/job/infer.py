@@ -112,8 +112,7 @@ def ort_session_options(options: SessionOptions):
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session_options.enable_cpu_mem_arena = True  # batches have one shape: the arena's blocks are reused as they are
     # Idle intra-op threads spin instead of sleeping between operators (ORT's default, set to say so): with
-    # sleeping threads every one of the graph's thousands of operators waits for a wake-up, and under Ray's
-    # own background load the full tower scored 0.31 instead of 0.38 images/s per actor on 2 cores.
+    # sleeping threads every one of the graph's thousands of operators waits for a wake-up.
     session_options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     return session_options
 
