@@ -1,12 +1,9 @@
-"""The run: model and inputs -> preflight -> skip committed shards -> claim the label options -> stream through
-the Ray edge -> collect and commit -> manifest -> stats and report.
-
-    read + decode (CPU tasks, one per shard) -> infer (actor pool; writes the rows as pieces) -> driver: collect
-    the receipts -> assemble (a CPU task per whole shard) -> driver: the commit record, publish
+"""The run: model and source -> preflight -> skip committed shards -> claim the label options -> stream through
+the Ray edge (the plan: edge/plan.py) -> collect, assemble and commit -> manifest -> stats and report.
 
 The driver follows the pieces' receipts and has a shard assembled and committed as soon as all of its rows (known
 from the shard's `end` row) are written, so shards land while the run goes on and a crash loses only shards in
-flight. No row reaches the driver.
+flight. No row reaches the driver. ARCHITECTURE.md maps where each step runs.
 """
 
 from __future__ import annotations
