@@ -36,8 +36,8 @@ def registry_option(name: str, command: str = "score", **overrides):
 
 
 CLICK_TYPES = {
-    "int": lambda o: click.IntRange(min=o.low, max=o.high) if o.low is not None or o.high is not None else int,
-    "float": lambda o: click.FloatRange(min=o.low, max=o.high) if o.low is not None or o.high is not None else float,
+    "int": lambda o: click.IntRange(min=o.low, max=o.high),
+    "float": lambda o: click.FloatRange(min=o.low, max=o.high),
     "choice": lambda o: click.Choice(list(o.choices)),
     "text": lambda o: str,
     "list": lambda o: str,

@@ -29,7 +29,6 @@ from ..job.rows import SAMPLE, check_stages, piece_columns
 from ..job.sources import Source
 from ..job.storage import filesystem
 from ..model.record import ModelInfo
-from .blocks import block_schema
 from .datasource import ShardDatasource
 
 #: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
@@ -97,14 +96,15 @@ def build_dataset(
     `pieces`.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
+    datasource = ShardDatasource(shards, source)
     check_stages(
-        block_schema(source).names,
+        datasource.schema.names,
         [("infer", infer_columns(info, labels.embedding)), ("pieces", piece_columns(labels.embedding))],
     )
     workers = inference_workers(engine, info.heads_only)
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
     dataset = ray.data.read_datasource(
-        ShardDatasource(shards, source),
+        datasource,
         override_num_blocks=len(shards),
         num_cpus=1,
         memory=DECODE_TASK_MEMORY,

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UsageError, first_line
@@ -89,7 +90,7 @@ class EmbeddingSource:
         return np.zeros(self.dim, np.float32)
 
     def read(self, shard: Shard) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        return stored_rows(self, shard.shard_id, self.storage, self.rows_per_block)
+        return stored_rows(self, shard.shard_id)
 
 
 def open_embeddings(
@@ -150,36 +151,36 @@ def recorded_tower(schema: pa.Schema) -> str | None:
     return tower.decode() if tower else None
 
 
-def stored_rows(
-    source: EmbeddingSource, shard_id: str, storage: StorageOptions, rows_per_block: int
-) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """A committed shard of the source as blocks of at most `rows_per_block` rows, `end` last: each the row
+def stored_rows(source: EmbeddingSource, shard_id: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """A committed shard of the source as blocks of at most `source.rows_per_block` rows, `end` last: each the row
     protocol's columns (BLOCK_FIELDS) and the rows' embeddings, float32 [N, D] (NaN on rows that are not samples).
     Never an exception: a shard that cannot be used ends `failed` with the reason."""
     started = time.thread_time()
     try:
-        labels, errors, samples = checked_tables(source, shard_id, storage)
+        labels, errors, samples = checked_tables(source, shard_id)
+        rows = pa.concat_tables([sample_rows(labels, source.meta_fields), *([error_rows(errors)] if errors else [])])
+        problem = None
+        if rows.num_rows != samples:
+            problem = f"its record counts {samples} samples, its files hold {rows.num_rows}"
     except Exception as exc:  # whatever the storage backend raises (botocore's credential errors are no OSError)
-        reason = f"source shard unusable: {type(exc).__name__}: {first_line(exc)}"
-        yield block_of(shard_id, end_table(0, FAILED, reason), 0, np.empty((0, source.dim), np.float32), started)
-        return
-    rows = pa.concat_tables([sample_table(labels, source.meta_fields), *([error_table(errors)] if errors else [])])
-    if rows.num_rows != samples:
-        reason = f"source shard unusable: its record counts {samples} samples, its files hold {rows.num_rows}"
-        yield block_of(shard_id, end_table(0, FAILED, reason), 0, np.empty((0, source.dim), np.float32), started)
+        problem = f"{type(exc).__name__}: {first_line(exc)}"
+    if problem:
+        failed = end_row(0, FAILED, f"source shard unusable: {problem}")
+        yield block_of(shard_id, failed, 0, np.empty((0, source.dim), np.float32), started)
         return
     embedding = labels.column(EMBEDDING_COLUMN).combine_chunks().flatten().to_numpy().reshape(-1, source.dim)
-    for first in range(0, max(rows.num_rows, 1), rows_per_block):
-        block = rows.slice(first, rows_per_block)
-        if first + rows_per_block >= rows.num_rows:
-            block = pa.concat_tables([block, end_table(rows.num_rows, COMPLETE, None)])
-        yield block_of(shard_id, block, first, embedding[first : first + rows_per_block], started)
+    size = source.rows_per_block
+    for first in range(0, max(rows.num_rows, 1), size):
+        block = rows.slice(first, size)
+        if first + size >= rows.num_rows:
+            block = pa.concat_tables([block, end_row(rows.num_rows, COMPLETE, None)])
+        yield block_of(shard_id, block, first, embedding[first : first + size], started)
         started = time.thread_time()
 
 
-def checked_tables(source: EmbeddingSource, shard_id: str, storage: StorageOptions) -> tuple[pa.Table, pa.Table, int]:
+def checked_tables(source: EmbeddingSource, shard_id: str) -> tuple[pa.Table, pa.Table, int]:
     """The shard's label and error tables, their bytes checked against its record; and the samples it counts."""
-    fs, root = filesystem(source.url, storage)
+    fs, root = filesystem(source.url, source.storage)
     record = json.loads(fs.cat_file(join(root, commit_file(shard_id))))
     files = record["files"]
 
@@ -213,7 +214,7 @@ def typed(values: Any, kind: pa.DataType, count: int) -> pa.Array:
     return pa.array(values, kind) if isinstance(values, list) else values.cast(kind)
 
 
-def sample_table(labels: pa.Table, meta_fields: tuple[str, ...]) -> pa.Table:
+def sample_rows(labels: pa.Table, meta_fields: tuple[str, ...]) -> pa.Table:
     """A label file's rows as sample rows (without the embedding), the promoted metadata back in JSON."""
     count = labels.num_rows
     fields = {name: labels.column(name).to_pylist() for name in meta_fields if name in labels.column_names}
@@ -221,14 +222,14 @@ def sample_table(labels: pa.Table, meta_fields: tuple[str, ...]) -> pa.Table:
     return row_table({"kind": [SAMPLE] * count, "key": labels.column(KEY), "meta": meta}, count)
 
 
-def error_table(errors: pa.Table) -> pa.Table:
+def error_rows(errors: pa.Table) -> pa.Table:
     """An error file's rows as error rows, as the source recorded them."""
     count = errors.num_rows
     columns = {name: errors.column(name) for name in ERROR_COLUMNS if name != SHARD}
     return row_table({"kind": [ERROR] * count, **columns}, count)
 
 
-def end_table(count: int, status: str, reason: str | None) -> pa.Table:
+def end_row(count: int, status: str, reason: str | None) -> pa.Table:
     return row_table({"kind": [END], "count": [count], "status": [status], "reason": [reason]}, 1)
 
 
@@ -237,9 +238,8 @@ def block_of(shard_id: str, rows: pa.Table, first_seq: int, embedding: np.ndarra
     the read's CPU columns; and the embeddings of all its rows, NaN after the given ones (`embedding` holds those of
     its samples, which come first: a shard's samples precede its errors)."""
     count = rows.num_rows
-    seq = np.arange(first_seq, first_seq + count, dtype=np.int64)
-    if count and rows.column("kind")[count - 1].as_py() == END:
-        seq[-1] = -1
+    is_end = pc.equal(rows["kind"], END).to_numpy(zero_copy_only=False)
+    seq = np.where(is_end, -1, np.arange(first_seq, first_seq + count, dtype=np.int64))
     vectors = np.full((count, embedding.shape[1]), np.nan, dtype=np.float32)
     vectors[: len(embedding)] = embedding
     rows = rows.set_column(rows.schema.get_field_index("shard"), "shard", pa.array([shard_id] * count, pa.string()))

@@ -27,7 +27,7 @@ from ..job.commitlog import read_records
 from ..job.config import StorageOptions
 from ..job.inputs import Shard, expand_inputs
 from ..job.storage import filesystem, join
-from ..run.config import command_options, from_flags, score_config
+from ..run.config import OPTION_GROUPS, command_options, from_flags, score_config
 
 _PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
 #: The options a nightly config takes: score's flags by their long names (with `_` or `-`), but the output and the
@@ -67,8 +67,9 @@ class NightlyConfig:
         if missing:
             raise UsageError(f"{path}: missing {', '.join(missing)}")
         options = score_options(dict(raw.get("options") or {}), str(path))
+        # the storage options reach storage here, before the run: the partitions are listed with them
         storage = StorageOptions(
-            endpoint_url=options.pop("endpoint_url", None), model_cache=options.pop("model_cache", None)
+            **{name: options.pop(name) for name in list(options) if OPTION_GROUPS[name] == "storage"}
         )
         inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]
         return cls(tuple(inputs), raw["output_root"], str(raw["model"]), options, storage)

@@ -67,14 +67,16 @@ class Committer:
 
     def _record(self, done: set[Future]) -> None:
         """The outcomes of `done`, each recorded; then the first bug among them raised."""
-        bugs = [future.exception() for future in done if future.exception()]
+        bugs = []
         for future in done:
-            if not future.exception():
-                outcome, seconds = future.result()
-                self.outcomes[outcome.shard] = outcome
-                self.cpu_seconds += seconds
-                self.counters.shards_done += 1
-                self.counters.errors += outcome.errors
+            if future.exception():
+                bugs.append(future.exception())
+                continue
+            outcome, seconds = future.result()
+            self.outcomes[outcome.shard] = outcome
+            self.cpu_seconds += seconds
+            self.counters.shards_done += 1
+            self.counters.errors += outcome.errors
         if bugs:
             raise bugs[0]
 

@@ -151,6 +151,7 @@ OPTIONS = (
            "downscaling).", labels=True, manifest=True, commands=("score",)),
 )  # fmt: skip
 BY_NAME = {option.name: option for option in OPTIONS}
+BY_FLAG = {option.flag_name: option for option in OPTIONS}
 
 
 def command_options(command: str) -> list[Option]:
@@ -164,12 +165,16 @@ def label_flags() -> dict[str, str]:
 
 def manifest_options(config: ScoreConfig) -> dict[str, Any]:
     """The values of the options the manifest lists."""
-    return {option.name: value_of(config, option) for option in OPTIONS if option.manifest}
+    return {
+        option.name: option_value(config if option.group == "run" else getattr(config, option.group), option.name)
+        for option in OPTIONS
+        if option.manifest
+    }
 
 
-def value_of(config: ScoreConfig, option: Option) -> Any:
-    holder = config if option.group == "run" else getattr(config, option.group)
-    value = getattr(holder, option.name)
+def option_value(holder: Any, name: str) -> Any:
+    """An option's value in the config group `holder`, as JSON records it (a tuple as a list)."""
+    value = getattr(holder, name)
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -178,7 +183,7 @@ def from_flags(values: dict[str, Any]) -> dict[str, Any]:
     values by option name."""
     options = {}
     for name, value in values.items():
-        option = next((o for o in OPTIONS if o.flag_name == name), None)
+        option = BY_FLAG.get(name)
         if option is None:
             options[name] = value  # score_config names what it does not know
         elif option.negated:

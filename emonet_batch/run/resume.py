@@ -27,7 +27,7 @@ from ..job.layout import (
 from ..job.storage import create_only, join, redact_url
 from ..job.verify import verify_output
 from ..model.record import ModelInfo
-from .config import label_flags
+from .config import label_flags, option_value
 
 #: Above this many records to check, one listing of labels/ is cheaper than a request each.
 LISTING_OVER = 100
@@ -75,11 +75,10 @@ def clear_output(fs, output: str) -> None:
 
 def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
     """What shapes an output's label files: recorded by its first run, required of every later one."""
-    shaping = {name: getattr(labels, name) for name in label_flags()}
     return {
         "model_id": info.model_id,
         "heads": list(info.heads),
-        **{name: list(value) if isinstance(value, tuple) else value for name, value in shaping.items()},
+        **{name: option_value(labels, name) for name in label_flags()},
     }
 
 
