@@ -12,6 +12,7 @@ from emonet_batch.job.rows import (
     COLLECTED_COLUMNS,
     COMPLETE,
     END,
+    END_COLUMNS,
     ERROR,
 )
 
@@ -23,7 +24,7 @@ SHARD = Shard("in/s.tar", "s", "tar")
 def batch(rows: list[tuple], heads: int = HEADS) -> dict[str, np.ndarray]:
     """A result batch as the edge streams it; rows are (kind, shard, seq) with an `end` row's seq its count."""
     count = len(rows)
-    columns = {name: np.full(count, None, dtype=object) for name in (*COLLECTED_COLUMNS, "count", "status", "reason")}
+    columns = {name: np.full(count, None, dtype=object) for name in (*COLLECTED_COLUMNS, *END_COLUMNS)}
     columns["seq"] = np.array([-1 if kind == END else seq for kind, _, seq in rows], dtype=np.int64)
     columns["kind"] = np.array([kind for kind, _, _ in rows], dtype=object)
     columns["shard"] = np.array([shard for _, shard, _ in rows], dtype=object)

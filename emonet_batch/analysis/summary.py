@@ -74,17 +74,23 @@ def run_summary(result) -> str:
     ]
     figures = result.figures
     unfinished = [o for o in result.outcomes.values() if o.status != COMPLETE]
-    problems = [f"  {o.shard}: {o.status}: {o.reason}" for o in unfinished[:NOT_COMPLETE_SHOWN]]
-    if len(unfinished) > NOT_COMPLETE_SHOWN:
-        problems.append(f"  and {len(unfinished) - NOT_COMPLETE_SHOWN} more ({MANIFEST_SHARDS} names them all)")
+    problems = []
+    for retryable, heading in ((True, "rerun to retry"), (False, "a rerun cannot fix these")):
+        group = [o for o in unfinished if o.retryable == retryable]
+        if group:
+            problems += [
+                f"not complete ({heading}):",
+                *(f"  {o.shard}: {o.status}: {o.reason}" for o in group[:NOT_COMPLETE_SHOWN]),
+            ]
+        if len(group) > NOT_COMPLETE_SHOWN:
+            problems.append(f"  and {len(group) - NOT_COMPLETE_SHOWN} more ({MANIFEST_SHARDS} names them all)")
     lines = [
         format_table(("shards", "count", "samples", "labels", "errors"), rows),
         "",
         f"this run: {figures['images']} images, {figures['errors']} errors, {figures['shards_scored']} shards scored, "
         f"{figures['shards_skipped']} skipped, {figures['wall_s']:.1f} s, {figures['images_per_s']:.1f} images/s",
     ]
-    if problems:
-        lines += ["not complete (rerun to retry):", *problems]
+    lines += problems
     if result.warnings:
         lines += ["warnings:", *(f"  {warning}" for warning in result.warnings)]
     if result.report:

@@ -19,19 +19,21 @@ from ray.data.datasource import Datasource, ReadTask
 from ..job.inputs import Shard
 from ..job.sources import Source
 from .blocks import block_schema, with_input
+from .waits import report_waits
 
 
-def read_blocks(shard: Shard, source: Source) -> Iterator[pa.Table]:
+def read_blocks(shard: Shard, source: Source, waits: str) -> Iterator[pa.Table]:
+    report_waits(waits)
     for rows, inputs in source.read(shard):
         yield with_input(rows, source, inputs)
 
 
 class ShardDatasource(Datasource):
     """One read task per shard, each reading its blocks through `source` (which holds no list of shards, so each
-    task carries only its own)."""
+    task carries only its own) and reporting its waits on storage to the board named `waits` (waits.py)."""
 
-    def __init__(self, shards: list[Shard], source: Source):
-        self.shards, self.source = shards, source
+    def __init__(self, shards: list[Shard], source: Source, waits: str):
+        self.shards, self.source, self.waits = shards, source, waits
         self.schema = block_schema(source)
 
     def estimate_inmemory_data_size(self) -> int | None:
@@ -42,7 +44,7 @@ class ShardDatasource(Datasource):
     ) -> list[ReadTask]:
         return [
             ReadTask(
-                partial(read_blocks, shard, self.source),
+                partial(read_blocks, shard, self.source, self.waits),
                 BlockMetadata(num_rows=None, size_bytes=None, input_files=[shard.display_url], exec_stats=None),
                 schema=self.schema,
             )

@@ -30,6 +30,7 @@ from ..job.sources import Source
 from ..job.storage import filesystem
 from ..model.record import ModelInfo
 from .datasource import ShardDatasource
+from .waits import board_name
 
 #: Ray Data's target block size for this plan (its default is 128 MiB). Ray merges a task's outputs up to it: at
 #: the default, decoded pixels (442 KB an image) left a task in blocks of ~290 images, which reach the actors late
@@ -96,7 +97,7 @@ def build_dataset(
     `pieces`.
     require_provider=False lets actors run when ONNX Runtime could not load the GPU provider (only where GPUs
     are simulated, as in the tests); a real run always insists on it."""
-    datasource = ShardDatasource(shards, source)
+    datasource = ShardDatasource(shards, source, board_name(pieces.attempt))
     check_stages(
         datasource.schema.names,
         [("infer", infer_columns(info, labels.embedding)), ("pieces", piece_columns(labels.embedding))],

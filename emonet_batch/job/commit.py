@@ -65,6 +65,7 @@ class ShardOutcome:
     labels: int = 0
     errors: int = 0
     reason: str | None = None
+    retryable: bool = True  # not complete: whether a rerun may complete it (rows.end_row)
     skipped: bool = False  # committed by an earlier run
     error_types: dict[str, int] = field(default_factory=dict)  # error rows by type
     absent_meta: list[str] = field(default_factory=list)  # --meta-fields no sample of the shard has
@@ -73,7 +74,7 @@ class ShardOutcome:
         return {k: v for k, v in asdict(self).items() if k != "shard"}
 
     def commit_fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.as_dict().items() if k not in ("status", "skipped", "reason")}
+        return {k: v for k, v in self.as_dict().items() if k not in ("status", "skipped", "reason", "retryable")}
 
 
 def label_table(rows: pa.Table, info: ModelInfo, options: LabelOptions) -> pa.Table:
@@ -221,7 +222,7 @@ def stage_shard(
     labels = rows.filter(pc.equal(rows["kind"], SAMPLE))
     errors = rows.filter(pc.equal(rows["kind"], ERROR))
     outcome = ShardOutcome(
-        shard_id, shard.display_url, end.status, end.count, labels.num_rows, errors.num_rows, end.reason
+        shard_id, shard.display_url, end.status, end.count, labels.num_rows, errors.num_rows, end.reason, end.retryable
     )
     outcome.error_types = dict(sorted(Counter(map(str, errors["error_type"].to_pylist())).items()))
     if outcome.labels + outcome.errors != outcome.samples:

@@ -30,15 +30,38 @@ class StorageOptions:
     s3_attempts: int = 5
     #: Where each node keeps models fetched from object storage (None: job.fetch.DEFAULT_MODEL_CACHE).
     model_cache: str | None = None
+    #: Seconds a storage call may go without an answer: the connect and read timeouts of the S3, GCS and HTTP
+    #: clients, and the deadline of every call a shard's read makes (storage.Deadline). Their own defaults wait 60 s
+    #: per socket read (botocore) and 5 minutes per request (aiohttp), each retried.
+    io_timeout: float = 60.0
 
     def fsspec_options(self, protocol: str) -> dict:
-        if protocol not in ("s3", "s3a"):
-            return {}
-        retries = {"max_attempts": self.s3_attempts, "mode": "standard"}
-        options: dict = {"config_kwargs": {"retries": retries, "max_pool_connections": S3_CONNECTIONS}}
+        if protocol in ("s3", "s3a"):
+            return self._s3_options()
+        if protocol in ("gs", "gcs"):
+            return {"session_kwargs": {"timeout": self._http_timeout()}}
+        if protocol in ("http", "https"):
+            return {"client_kwargs": {"timeout": self._http_timeout()}}
+        return {}
+
+    def _s3_options(self) -> dict:
+        config = {
+            "retries": {"max_attempts": self.s3_attempts, "mode": "standard"},
+            "max_pool_connections": S3_CONNECTIONS,
+            "connect_timeout": self.io_timeout,
+            "read_timeout": self.io_timeout,
+        }
+        options: dict = {"config_kwargs": config}
         if self.endpoint_url:
             options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
         return options
+
+    def _http_timeout(self):
+        """aiohttp's timeouts (gcsfs and fsspec's HTTP use aiohttp): no limit on a whole request, which may stream a
+        large file, but on connecting and on each wait for bytes."""
+        import aiohttp
+
+        return aiohttp.ClientTimeout(total=None, connect=self.io_timeout, sock_read=self.io_timeout)
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,7 @@ class LabelOptions:
     exact_decode: bool = False  # decode JPEGs at full size, no DCT-domain downscaling (see decode.decode_image)
     max_pixels: int = DEFAULT_MAX_PIXELS  # larger images become error rows
     key_column: str | None = None  # Parquet shards: the column holding each sample's key
+    accept_truncated: bool = False  # label what a tar that ends early holds (read.accepted_end); never recorded
 
 
 @dataclass(frozen=True)

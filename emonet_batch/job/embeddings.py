@@ -77,8 +77,9 @@ class EmbeddingSource:
             key_column=self.label_options.get("key_column"),
         )
 
-    def check(self, shards: list[Shard]) -> None:
+    def check(self, shards: list[Shard]) -> list[Shard]:
         """Nothing before the run: each shard is checked against the source's commit record as it is read."""
+        return []
 
     def manifest_fields(self) -> dict[str, Any]:
         return {"rescored_from": redact_url(self.url)}
@@ -159,13 +160,14 @@ def stored_rows(source: EmbeddingSource, shard_id: str) -> Iterator[tuple[pa.Tab
     try:
         labels, errors, samples = checked_tables(source, shard_id)
         rows = pa.concat_tables([sample_rows(labels, source.meta_fields), *([error_rows(errors)] if errors else [])])
-        problem = None
+        problem, retryable = None, False
         if rows.num_rows != samples:
             problem = f"its record counts {samples} samples, its files hold {rows.num_rows}"
     except Exception as exc:  # whatever the storage backend raises (botocore's credential errors are no OSError)
-        problem = f"{type(exc).__name__}: {first_line(exc)}"
+        # a storage fault may pass; the source's own files stay as they are
+        problem, retryable = f"{type(exc).__name__}: {first_line(exc)}", isinstance(exc, OSError)
     if problem:
-        failed = end_row(0, FAILED, f"source shard unusable: {problem}")
+        failed = end_row(0, FAILED, f"source shard unusable: {problem}", retryable)
         yield block_of(shard_id, failed, 0, np.empty((0, source.dim), np.float32), started)
         return
     embedding = labels.column(EMBEDDING_COLUMN).combine_chunks().flatten().to_numpy().reshape(-1, source.dim)
@@ -173,7 +175,7 @@ def stored_rows(source: EmbeddingSource, shard_id: str) -> Iterator[tuple[pa.Tab
     for first in range(0, max(rows.num_rows, 1), size):
         block = rows.slice(first, size)
         if first + size >= rows.num_rows:
-            block = pa.concat_tables([block, end_row(rows.num_rows, COMPLETE, None)])
+            block = pa.concat_tables([block, end_row(rows.num_rows, COMPLETE, None, True)])
         yield block_of(shard_id, block, first, embedding[first : first + size], started)
         started = time.thread_time()
 
@@ -229,8 +231,10 @@ def error_rows(errors: pa.Table) -> pa.Table:
     return row_table({"kind": [ERROR] * count, **columns}, count)
 
 
-def end_row(count: int, status: str, reason: str | None) -> pa.Table:
-    return row_table({"kind": [END], "count": [count], "status": [status], "reason": [reason]}, 1)
+def end_row(count: int, status: str, reason: str | None, retryable: bool) -> pa.Table:
+    return row_table(
+        {"kind": [END], "count": [count], "status": [status], "reason": [reason], "retryable": [retryable]}, 1
+    )
 
 
 def block_of(shard_id: str, rows: pa.Table, first_seq: int, embedding: np.ndarray, started: float):

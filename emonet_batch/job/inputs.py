@@ -30,6 +30,9 @@ class Shard:
     url: str  # as given (may carry a protocol and a query); never shown unredacted
     shard_id: str  # output file stem: see the module docstring
     format: str  # "tar" | "parquet"
+    #: found by listing a folder or a glob, not named: a listed Parquet file that holds no images (img2dataset's
+    #: metadata beside its tars) is left out with a warning, a named one refused (preflight.check_inputs)
+    listed: bool = False
 
     @property
     def display_url(self) -> str:
@@ -66,23 +69,24 @@ def shard_id(url: str) -> str:
     return f"{shard_stem(url)}-{digest}"
 
 
-def make_shard(url: str) -> Shard:
-    return Shard(url, shard_id(url), shard_format(url) or "tar")
+def make_shard(url: str, listed: bool = False) -> Shard:
+    return Shard(url, shard_id(url), shard_format(url) or "tar", listed)
 
 
 def expand_inputs(specs: tuple[str, ...] | list[str], storage: StorageOptions) -> list[Shard]:
     """Every shard the INPUT arguments name, in the order given, each location once."""
     shards: dict[str, Shard] = {}
     for spec in specs:
-        for url in _expand_one(spec, storage):
-            shard = make_shard(url)
+        for url, listed in _expand_one(spec, storage):
+            shard = make_shard(url, listed)
             shards.setdefault(shard.shard_id, shard)
     if not shards:
         raise UsageError("no input shards given")
     return list(shards.values())
 
 
-def _expand_one(spec: str, storage: StorageOptions) -> list[str]:
+def _expand_one(spec: str, storage: StorageOptions) -> list[tuple[str, bool]]:
+    """(URL, whether it was found by listing) of each shard a spec names."""
     if spec.startswith("@"):
         return _read_list(spec[1:], storage)
     urls = []
@@ -94,7 +98,7 @@ def _expand_one(spec: str, storage: StorageOptions) -> list[str]:
     return urls
 
 
-def _read_list(list_url: str, storage: StorageOptions) -> list[str]:
+def _read_list(list_url: str, storage: StorageOptions) -> list[tuple[str, bool]]:
     fs, path = filesystem(list_url, storage)
     try:
         text = fs.cat_file(path).decode("utf-8")
@@ -115,23 +119,23 @@ def _with_protocol(template: str, fs, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def _glob(pattern: str, storage: StorageOptions) -> list[str]:
+def _glob(pattern: str, storage: StorageOptions) -> list[tuple[str, bool]]:
     fs, path = filesystem(pattern, storage)
     matches = sorted(p for p in fs.glob(path) if shard_format(p))
     if not matches:
         raise UsageError(f"no shards (.tar, .parquet) match {redact_url(pattern)}")
-    return [_with_protocol(pattern, fs, p) for p in matches]
+    return [(_with_protocol(pattern, fs, p), True) for p in matches]
 
 
-def _file_or_directory(url: str, storage: StorageOptions) -> list[str]:
+def _file_or_directory(url: str, storage: StorageOptions) -> list[tuple[str, bool]]:
     fs, path = filesystem(url, storage)
     if shard_format(url):
-        return [url]  # a missing shard is reported by the run as failed, not here
+        return [(url, False)]  # a missing shard is reported by the run as failed, not here
     if fs.isdir(path):
         found = sorted(p for p in fs.find(path) if shard_format(p))
         if not found:
             raise UsageError(f"no shards (.tar, .parquet) in {redact_url(url)}")
-        return [_with_protocol(url, fs, p) for p in found]
+        return [(_with_protocol(url, fs, p), True) for p in found]
     if not fs.exists(path):
         raise UsageError(f"input not found: {redact_url(url)}")
     raise UsageError(f"not a shard (.tar, .tar.gz, .parquet): {redact_url(url)}")

@@ -24,7 +24,18 @@ import numpy as np
 import pyarrow as pa
 
 from .layout import piece_file
-from .rows import CPU_COLUMNS, EMBEDDING, END, ERROR, ROW_TYPES, SAMPLE, SCORES, ShardEnd, collected_columns
+from .rows import (
+    CPU_COLUMNS,
+    EMBEDDING,
+    END,
+    END_COLUMNS,
+    ERROR,
+    ROW_TYPES,
+    SAMPLE,
+    SCORES,
+    ShardEnd,
+    collected_columns,
+)
 from .storage import StorageError, join, write_bytes
 
 #: The CPU seconds of writing the pieces, in a receipt beside the stages' own (rows.CPU_COLUMNS).
@@ -42,6 +53,7 @@ RECEIPT_SCHEMA = pa.schema(
         ("end_count", pa.int64()),
         ("end_status", pa.string()),
         ("end_reason", pa.string()),
+        ("end_retryable", pa.bool_()),
         ("worker", pa.string()),
         *[(column, pa.float64()) for column in (*CPU_COLUMNS.values(), WRITE_CPU)],
     ]
@@ -89,7 +101,7 @@ class PieceWriter:
         ends = rows[kinds[rows] == END]
         if ends.size:
             end = block.slice(int(ends[0]), 1).to_pylist()[0]
-            receipt.update(end_count=end["count"], end_status=end["status"], end_reason=end["reason"])
+            receipt.update({f"end_{name}": end[name] for name in END_COLUMNS})
         data = rows[kinds[rows] != END]
         receipt["samples"] = seq_ranges(seqs[data[kinds[data] == SAMPLE]])
         receipt["errors"] = seq_ranges(seqs[data[kinds[data] == ERROR]])
@@ -141,7 +153,9 @@ def seq_ranges(seqs: np.ndarray) -> list[int]:
 def receipt_end(receipt: dict[str, Any]) -> ShardEnd | None:
     if receipt["end_count"] is None:
         return None
-    return ShardEnd(int(receipt["end_count"]), receipt["end_status"], receipt["end_reason"])
+    return ShardEnd(
+        int(receipt["end_count"]), receipt["end_status"], receipt["end_reason"], receipt["end_retryable"] is not False
+    )
 
 
 def read_rows(fs, output: str, pieces: list[PieceRef]) -> pa.Table | None:

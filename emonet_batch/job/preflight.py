@@ -12,14 +12,19 @@ import secrets
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ..errors import UsageError, first_line
 from .accelerator import installed_runtimes, runtime_problem
 from .config import StorageOptions
 from .inputs import Shard
+from .read import image_column_of
 from .storage import StorageError, filesystem, is_local, join, redact_url, write_bytes
 
-#: Bytes read from the start of every input to recognise its format.
+#: Bytes read from the start of a tar input, and from the end of a Parquet one, to recognise its format.
 HEAD_BYTES = 512
+FOOTER_BYTES = 64 << 10
 PROBE_THREADS = 16
 _S3 = ("s3://", "s3a://")
 #: How long the RAY_ADDRESS check waits for its host: ray.init itself retries an address where nothing listens
@@ -113,34 +118,80 @@ def nearest_existing(path: str) -> str:
     return path
 
 
-def check_inputs(shards: list[Shard], storage: StorageOptions) -> None:
-    """Every shard exists, can be read and starts like a tar or Parquet file; the first problem is the error,
-    with how many more there are."""
+def check_inputs(shards: list[Shard], storage: StorageOptions, key_column: str | None = None) -> list[Shard]:
+    """The shards to score: every one exists, can be read and starts (a Parquet file: ends) like its format, and a
+    Parquet file holds an image column (and `key_column`). A Parquet file without images that was found by listing
+    a folder or glob is left out (the run warns, `left_out_warning`); any other problem is the error, with how many
+    more there are."""
     if not shards:
-        return
+        return []
     with ThreadPoolExecutor(min(PROBE_THREADS, len(shards))) as pool:
-        problems = [p for p in pool.map(lambda s: input_problem(s, storage), shards) if p]
-    if problems:
-        more = f" (and {len(problems) - 1} more inputs)" if len(problems) > 1 else ""
-        raise UsageError(problems[0] + more)
+        problems = list(pool.map(lambda s: input_problem(s, storage, key_column), shards))
+    left_out = {s.shard_id for s, p in zip(shards, problems) if isinstance(p, NoImages) and s.listed}
+    refused = [p for s, p in zip(shards, problems) if p and s.shard_id not in left_out]
+    if refused:
+        more = f" (and {len(refused) - 1} more inputs)" if len(refused) > 1 else ""
+        raise UsageError(refused[0] + more)
+    return [s for s in shards if s.shard_id not in left_out]
 
 
-def input_problem(shard: Shard, storage: StorageOptions) -> str | None:
+class NoImages(str):
+    """The problem of a Parquet file that holds no image column: another kind of file, such as img2dataset's
+    per-shard metadata beside its tars."""
+
+
+def left_out_warning(left_out: list[Shard]) -> list[str]:
+    """The one warning that names the listed Parquet files left out for holding no images."""
+    if not left_out:
+        return []
+    names = ", ".join(s.display_url.rsplit("/", 1)[-1] for s in left_out[:3]) + (", ..." if len(left_out) > 3 else "")
+    return [f"left out {len(left_out)} Parquet files without an image column (img2dataset's metadata files?): {names}"]
+
+
+def input_problem(shard: Shard, storage: StorageOptions, key_column: str | None = None) -> str | None:
     try:
         fs, path = filesystem(shard.url, storage)
+        if shard.format == "parquet":
+            return parquet_problem(shard, parquet_schema(fs, path), key_column)
         head = fs.cat_file(path, start=0, end=HEAD_BYTES)
     except FileNotFoundError:
         return f"input not found: {shard.display_url}"
+    except NotParquet:
+        return f"not a Parquet file: {shard.display_url}"
     except Exception as exc:  # permissions, network, a directory in the way: the input cannot be read
         return f"cannot read input {shard.display_url}: {type(exc).__name__}: {first_line(exc)}"
-    expected = "Parquet" if shard.format == "parquet" else "tar"
-    return None if looks_like(shard, head) else f"not a {expected} file: {shard.display_url}"
+    return None if looks_like_tar(head) else f"not a tar file: {shard.display_url}"
 
 
-def looks_like(shard: Shard, head: bytes) -> bool:
-    """Whether a file's first bytes fit its format: Parquet's magic, gzip's, or a tar header's `ustar`."""
-    if shard.format == "parquet":
-        return head[:4] == b"PAR1"
+def looks_like_tar(head: bytes) -> bool:
+    """Whether a file's first bytes fit a tar shard: gzip's magic, or a tar header's `ustar`."""
     if head[:2] == b"\x1f\x8b":  # .tar.gz / .tgz
         return True
     return head[257:262] == b"ustar"
+
+
+class NotParquet(Exception):
+    """A file without Parquet's footer."""
+
+
+def parquet_schema(fs, path: str) -> pa.Schema:
+    """A Parquet file's schema from its footer alone (one ranged read of its end, two when the footer is longer):
+    no data is read. Why by hand: pyarrow's own reader asks the filesystem for the size first, one more request."""
+    tail = fs.cat_file(path, start=-FOOTER_BYTES)
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise NotParquet(path)
+    footer = int.from_bytes(tail[-8:-4], "little") + 8
+    if footer > len(tail):
+        tail = fs.cat_file(path, start=-footer)
+    return pq.read_schema(pa.BufferReader(tail[-footer:]))
+
+
+def parquet_problem(shard: Shard, schema: pa.Schema, key_column: str | None) -> str | None:
+    if image_column_of(schema) is None:
+        return NoImages(
+            f"{shard.display_url} holds no image column (a struct with a `bytes` field, as Hugging Face `Image` "
+            f"writes; its columns: {', '.join(schema.names)}): not an image shard"
+        )
+    if key_column and key_column not in schema.names:
+        return f"{shard.display_url} has no key column {key_column!r} (columns: {', '.join(schema.names)})"
+    return None

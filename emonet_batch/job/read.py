@@ -35,7 +35,7 @@ from .rows import (
     error_row,
     sample_row,
 )
-from .storage import filesystem, join, split_query
+from .storage import Deadline, filesystem, join, split_query
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -76,9 +76,22 @@ def tar_members(stream: BinaryIO, size: int | None = None) -> Iterator[tuple[str
             yield key, members
 
 
-def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[dict[str, Any]]:
-    """A tar shard's rows; a shard that ends early gives an incomplete (or failed) `end` row. An OSError of
-    the stream itself (a storage fault, not the file's content) is raised, for shard_rows to retry."""
+class EndsEarly(Exception):
+    """A tar shard that ends before its end-of-archive marker, after `samples` whole samples."""
+
+    def __init__(self, samples: int, detail: str):
+        super().__init__(detail)
+        self.samples, self.detail = samples, detail
+
+    def end_row(self, shard: str) -> dict[str, Any]:
+        # the same bytes end in the same place on every read: a rerun cannot complete it
+        reason = f"shard is truncated or unreadable after {self.samples} samples: {self.detail}"
+        return end_row(shard, self.samples, INCOMPLETE if self.samples else FAILED, reason, retryable=False)
+
+
+def tar_samples(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[dict[str, Any]]:
+    """A tar shard's sample and error rows; returns how many, or raises EndsEarly after the last whole sample. An
+    OSError of the stream itself (a storage fault, not the file's content) is raised, for shard_rows to retry."""
     seen: set[str] = set()
     seq = 0
     try:
@@ -87,10 +100,18 @@ def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[
             seen.add(key)
             seq += 1
     except (tarfile.TarError, EOFError) as exc:
-        reason = f"shard is truncated or unreadable after {seq} samples: {type(exc).__name__}: {exc}"
-        yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason)
+        raise EndsEarly(seq, f"{type(exc).__name__}: {exc}") from None
+    return seq
+
+
+def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[dict[str, Any]]:
+    """A tar shard's rows; a shard that ends early gives an incomplete (or failed) `end` row."""
+    try:
+        count = yield from tar_samples(stream, shard, size)
+    except EndsEarly as early:
+        yield early.end_row(shard)
         return
-    yield end_row(shard, seq, COMPLETE)
+    yield end_row(shard, count, COMPLETE)
 
 
 def sample_from_members(shard: str, seq: int, key: str, members: dict[str, bytes], seen: set[str]) -> dict[str, Any]:
@@ -141,11 +162,11 @@ def image_problem(fields: list[str], members: dict[str, bytes]) -> tuple[str, st
 # --- Parquet shards (Hugging Face `Image` columns) -------------------------------------------------
 
 
-def image_column(schema: pa.Schema) -> str:
-    """The Hugging Face Image column: a struct with `bytes`; `image` is preferred when several."""
+def image_column_of(schema: pa.Schema) -> str | None:
+    """The Hugging Face Image column: a struct with `bytes`; `image` is preferred when several; None when none."""
     candidates = [f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0]
     if not candidates:
-        raise ValueError("no image column (a struct with a `bytes` field, as Hugging Face `Image` writes)")
+        return None
     return "image" if "image" in candidates else candidates[0]
 
 
@@ -163,7 +184,9 @@ def parquet_rows(
     seq = 0
     try:
         parquet = pq.ParquetFile(stream)
-        column = image_column(parquet.schema_arrow)
+        column = image_column_of(parquet.schema_arrow)
+        if column is None:
+            raise NotAnImageShard("no image column (a struct with a `bytes` field, as Hugging Face `Image` writes)")
         names = parquet.schema_arrow.names
         if key_column and key_column not in names:
             raise ValueError(f"no key column {key_column!r} (columns: {', '.join(names)})")
@@ -190,9 +213,13 @@ def parquet_rows(
         raise  # a storage fault (pyarrow's IO errors are OSErrors too): shard_rows retries
     except (ValueError, pa.ArrowException) as exc:
         reason = f"shard is truncated or unreadable after {seq} samples: {type(exc).__name__}: {exc}"
-        yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason)
+        yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason, retryable=False)
         return
     yield end_row(shard, seq, COMPLETE)
+
+
+class NotAnImageShard(ValueError):
+    """A Parquet file without an image column (preflight leaves such files out or refuses them)."""
 
 
 def _is_scalar(kind: pa.DataType) -> bool:
@@ -231,12 +258,20 @@ def _parquet_key(record: dict, key_column: str | None, path: str | None, seq: in
 #: Reads of one shard before a storage fault makes it incomplete, and the pause before the first retry
 #: (doubled each time). The object-store clients retry each request on their own first (config.py).
 READ_ATTEMPTS, READ_RETRY_DELAY_S = 3, 1.0
+#: What one storage call of a read may fetch: each call must answer within --io-timeout, so this sets the slowest
+#: transfer that is not a stall (16 MiB in 60 s: 0.27 MB/s). s3fs would fetch 50 MiB blocks.
+READ_BLOCK_BYTES = 16 << 20
+#: The label and key of the error row that an accepted truncated shard ends with.
+TRUNCATED, TRUNCATED_KEY = "truncated", "(end of archive)"
 log = logging.getLogger(__name__)
 
 
-def shard_rows(shard: Shard, storage: StorageOptions, key_column: str | None = None) -> Iterator[dict[str, Any]]:
-    """Every row of one shard, `end` last; never an exception. A storage fault while reading starts the read
-    over (up to READ_ATTEMPTS times), skipping the rows already given, so each row is given once."""
+def shard_rows(
+    shard: Shard, storage: StorageOptions, key_column: str | None = None, accept_truncated: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every row of one shard, `end` last; never an exception. A storage fault or stall while reading starts the
+    read over (up to READ_ATTEMPTS times), skipping the rows already given, so each row is given once. A tar that
+    ends early is incomplete, or with `accept_truncated` complete with its readable samples (accepted_end)."""
     given, faults = 0, []
     for attempt in range(1, READ_ATTEMPTS + 1):
         try:
@@ -247,8 +282,13 @@ def shard_rows(shard: Shard, storage: StorageOptions, key_column: str | None = N
                         row["reason"] = f"read {attempt} times after storage faults ({faults[-1]})"
                     yield row
             return
+        except EndsEarly as early:
+            yield from accepted_end(shard, storage, early) if accept_truncated else [early.end_row(shard.shard_id)]
+            return
         except _CannotOpen as exc:
-            yield end_row(shard.shard_id, given, INCOMPLETE if given else FAILED, f"cannot open shard: {exc}")
+            yield end_row(
+                shard.shard_id, given, INCOMPLETE if given else FAILED, f"cannot open shard: {exc}", retryable=False
+            )
             return
         except OSError as exc:
             problem = f"{type(exc).__name__}: {first_line(exc)}"
@@ -261,38 +301,75 @@ def shard_rows(shard: Shard, storage: StorageOptions, key_column: str | None = N
             time.sleep(READ_RETRY_DELAY_S * 2 ** (attempt - 1))
 
 
+def accepted_end(shard: Shard, storage: StorageOptions, early: EndsEarly) -> Iterator[dict[str, Any]]:
+    """--accept-truncated: a tar read again that ends after the same samples, in the same place, is complete with
+    one `truncated` error row where it ends. One that ends elsewhere (a file still being written) or cannot be
+    read again stays incomplete, as does one with no whole sample."""
+    if not early.samples:
+        yield early.end_row(shard.shard_id)
+        return
+    try:
+        again = _ends_early(shard, storage)
+    except OSError as exc:
+        again = EndsEarly(-1, f"the second read failed: {type(exc).__name__}: {first_line(exc)}")
+    if again is None or (again.samples, again.detail) != (early.samples, early.detail):
+        second = "read to its end" if again is None else f"{again.samples} samples ({again.detail})"
+        reason = (
+            f"ends early after {early.samples} samples ({early.detail}), but a second read gave {second}: not "
+            "accepted (a file still being written?)"
+        )
+        yield end_row(shard.shard_id, early.samples, INCOMPLETE, reason)
+        return
+    where = f"the tar ends early, after {early.samples} samples: {early.detail}"
+    yield error_row(shard.shard_id, early.samples, TRUNCATED_KEY, "read", TRUNCATED, f"{where} (two reads agree)")
+    yield end_row(shard.shard_id, early.samples + 1, COMPLETE, f"accepted truncated (--accept-truncated): {where}")
+
+
+def _ends_early(shard: Shard, storage: StorageOptions) -> EndsEarly | None:
+    """Read a shard through, keeping nothing: where it ends early, or None when it does not."""
+    try:
+        for _ in _read_once(shard, storage, None):
+            pass
+    except EndsEarly as early:
+        return early
+    return None
+
+
 class _CannotOpen(Exception):
     """Opening a shard failed for good (missing, forbidden, no credentials): no retry."""
 
 
 def _read_once(shard: Shard, storage: StorageOptions, key_column: str | None) -> Iterator[dict[str, Any]]:
+    deadline = Deadline(shard.shard_id, storage.io_timeout)
     try:
         fs, path = filesystem(shard.url, storage)
-        stream = fs.open(path, "rb")
+        stream = deadline.call(fs.open, path, "rb", block_size=READ_BLOCK_BYTES)
         # the size of a plain tar lets the reader notice a file cut at a member boundary
-        size = fs.size(path) if split_query(shard.url)[0].lower().endswith(".tar") else None
+        size = deadline.call(fs.size, path) if split_query(shard.url)[0].lower().endswith(".tar") else None
     except (FileNotFoundError, PermissionError) as exc:
         raise _CannotOpen(f"{type(exc).__name__}: {first_line(exc)}") from None
     except OSError:
-        raise  # a storage fault: retried
+        raise  # a storage fault or stall: retried
     except Exception as exc:  # any other backend error at open (credentials, bad URL) will not go away
         raise _CannotOpen(f"{type(exc).__name__}: {first_line(exc)}") from None
-    with stream:
+    with deadline.reader(stream) as reader:
         if shard.format == "parquet":
             folder = path.rsplit("/", 1)[0] if "/" in path else ""
-            beside = lambda relative: fs.cat_file(join(folder, relative) if folder else relative)  # noqa: E731
-            yield from parquet_rows(stream, shard.shard_id, key_column, beside)
+            beside = lambda relative: deadline.call(fs.cat_file, join(folder, relative) if folder else relative)  # noqa: E731
+            yield from parquet_rows(reader, shard.shard_id, key_column, beside)
         else:
-            yield from tar_rows(stream, shard.shard_id, size)
+            count = yield from tar_samples(reader, shard.shard_id, size)
+            yield end_row(shard.shard_id, count, COMPLETE)
 
 
 def row_blocks(
-    shard: Shard, storage: StorageOptions, rows_per_block: int, key_column: str | None = None
-) -> Iterator[pa.Table]:
+    shard: Shard, storage: StorageOptions, rows_per_block: int, key_column: str | None = None,
+    accept_truncated: bool = False,
+) -> Iterator[pa.Table]:  # fmt: skip
     """The rows of a shard as Arrow blocks of at most `rows_per_block` rows, with the CPU time each took."""
     block: list[dict[str, Any]] = []
     started = time.thread_time()
-    for row in shard_rows(shard, storage, key_column):
+    for row in shard_rows(shard, storage, key_column, accept_truncated):
         block.append(row)
         if len(block) >= rows_per_block:
             yield _block(block, started)

@@ -5,7 +5,9 @@ A shard becomes a stream of rows, each of one kind, each carrying `kind`, `shard
     sample  read a sample's bytes:        key, image (bytes), meta (JSON text or null)
     error   a sample that failed a stage: key, stage, error_type, message
     end     the shard's last row:         count (samples read), status (complete | incomplete | failed),
-                                          reason (why not complete; null when it is); seq is -1
+                                          reason (why not complete; null when it is), retryable (whether a
+                                          rerun may complete it: false when it would read the same bytes
+                                          again, a damaged or foreign file); seq is -1
 
 The stages add and drop columns (each declares them next to its function as StageColumns; the plan checks that
 they fit together when it is built, check_stages):
@@ -58,6 +60,7 @@ READ_SCHEMA = pa.schema(
         ("count", pa.int64()),
         ("status", pa.string()),
         ("reason", pa.string()),
+        ("retryable", pa.bool_()),
         ("read_cpu_s", pa.float64()),
     ]
 )
@@ -114,6 +117,8 @@ def cpu_share(seconds: float, rows: int) -> np.ndarray:
     return np.full(rows, seconds / rows if rows else 0.0)
 
 
+#: The columns only an `end` row has (a receipt carries them as end_<name>).
+END_COLUMNS = ("count", "status", "reason", "retryable")
 #: What a piece keeps of each row for the commit step (the embedding only when the labels keep it).
 COLLECTED_COLUMNS = ("kind", "shard", "seq", "key", "meta", "stage", "error_type", "message", SCORES)
 
@@ -124,7 +129,7 @@ def collected_columns(with_embedding: bool) -> list[str]:
 
 def piece_columns(with_embedding: bool) -> StageColumns:
     """The piece writer's columns (pieces.py): what it keeps of each row, and the `end` row's."""
-    return StageColumns(takes=(*collected_columns(with_embedding), "count", "status", "reason"))
+    return StageColumns(takes=(*collected_columns(with_embedding), *END_COLUMNS))
 
 
 def sample_row(shard: str, seq: int, key: str, image: bytes, meta: str | None) -> dict[str, Any]:
@@ -143,8 +148,11 @@ def error_row(shard: str, seq: int, key: str, stage: str, error_type: str, messa
     }
 
 
-def end_row(shard: str, count: int, status: str, reason: str | None = None) -> dict[str, Any]:
-    return {"kind": END, "shard": shard, "seq": -1, "count": count, "status": status, "reason": reason}
+def end_row(shard: str, count: int, status: str, reason: str | None = None, retryable: bool = True) -> dict[str, Any]:
+    return {
+        "kind": END, "shard": shard, "seq": -1, "count": count, "status": status, "reason": reason,
+        "retryable": retryable,
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,3 +162,4 @@ class ShardEnd:
     count: int
     status: str
     reason: str | None = None
+    retryable: bool = True

@@ -37,8 +37,9 @@ class Source(Protocol):
     def labels(self, labels: LabelOptions) -> LabelOptions:
         """The label options a run over this input uses (a rescore takes its source's)."""
 
-    def check(self, shards: list[Shard]) -> None:
-        """Check the shards before the run starts (and before --overwrite removes anything)."""
+    def check(self, shards: list[Shard]) -> list[Shard]:
+        """Check the shards before the run starts (and before --overwrite removes anything); the shards left out
+        (found by listing, but no input of this kind: preflight.left_out_warning names them)."""
 
     def manifest_fields(self) -> dict[str, Any]:
         """What the manifest records of this input besides its shards."""
@@ -65,6 +66,7 @@ class ImageSource:
     resize_filter: str
     max_pixels: int
     fast: bool
+    accept_truncated: bool
     input_column: str = PIXELS
 
     @staticmethod
@@ -78,8 +80,9 @@ class ImageSource:
     def labels(self, labels: LabelOptions) -> LabelOptions:
         return labels
 
-    def check(self, shards: list[Shard]) -> None:
-        check_inputs(shards, self.storage)
+    def check(self, shards: list[Shard]) -> list[Shard]:
+        kept = check_inputs(shards, self.storage, self.key_column)
+        return [shard for shard in shards if shard not in kept]
 
     def manifest_fields(self) -> dict[str, Any]:
         return {}
@@ -92,7 +95,7 @@ class ImageSource:
         return np.zeros((self.size, self.size, 3), np.uint8)
 
     def read(self, shard: Shard) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        for block in row_blocks(shard, self.storage, self.rows_per_block, self.key_column):
+        for block in row_blocks(shard, self.storage, self.rows_per_block, self.key_column, self.accept_truncated):
             columns = {name: block.column(name).to_numpy(zero_copy_only=False) for name in block.column_names}
             decoded = decode_batch(columns, self.size, self.resize_filter, self.max_pixels, self.fast)
             pixels = decoded.pop(PIXELS)
@@ -111,6 +114,7 @@ def open_images(
         info.resize_filter,
         labels.max_pixels,
         fast=not labels.exact_decode,
+        accept_truncated=labels.accept_truncated,
     )
     return source, expand_inputs(inputs, storage)
 

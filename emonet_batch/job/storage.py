@@ -14,6 +14,9 @@ import os
 import re
 import secrets
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import fsspec
@@ -246,3 +249,82 @@ def read_json_paths(
         else:
             unreadable.append(name)
     return parsed, sorted(unreadable)
+
+
+class StorageStall(TimeoutError):
+    """A storage call that did not answer within --io-timeout (an OSError: read faults are retried)."""
+
+
+#: Shard id -> when (time.time()) a storage call of its read began that has waited over STALL_NOTICE_S, in this
+#: process: what a read task reports to the run's live line (edge/waits.py).
+WAITING: dict[str, float] = {}
+STALL_NOTICE_S = 5.0
+
+
+class Deadline:
+    """The storage calls of one shard's read, each given `seconds` to answer or StorageStall is raised.
+
+    Why a thread per call rather than the clients' own timeouts alone: those bound each socket wait, so a server
+    that trickles a byte every few seconds, or a client that retries its timeouts, can hold a call much longer;
+    here the caller moves on (the stalled call's thread is abandoned, and ends when its client gives up)."""
+
+    def __init__(self, shard_id: str, seconds: float):
+        self.shard_id, self.seconds = shard_id, seconds
+
+    def call(self, function: Callable, *args, **kwargs):
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome["value"] = function(*args, **kwargs)
+            except BaseException as exc:  # handed to the caller as it is
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        started = time.time()
+        threading.Thread(target=run, daemon=True, name=f"storage-{self.shard_id}").start()
+        if not done.wait(min(STALL_NOTICE_S, self.seconds)):
+            WAITING[self.shard_id] = started
+            try:
+                done.wait(self.seconds - (time.time() - started))
+            finally:
+                WAITING.pop(self.shard_id, None)
+        if not done.is_set():
+            raise StorageStall(f"stalled for {self.seconds:.0f} s (no answer from storage; --io-timeout)")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    def reader(self, stream) -> io.BufferedReader:
+        """`stream` read through this deadline, 1 MiB at a time or more (a call per small read would cost a thread
+        each)."""
+        return io.BufferedReader(_DeadlineRaw(stream, self), buffer_size=1 << 20)
+
+
+class _DeadlineRaw(io.RawIOBase):
+    def __init__(self, stream, deadline: Deadline):
+        self.stream, self.deadline = stream, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self.stream.seekable()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def readinto(self, buffer) -> int:
+        data = self.deadline.call(self.stream.read, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stream.close()
+        super().close()

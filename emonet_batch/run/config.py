@@ -147,6 +147,12 @@ OPTIONS = (
     Option("max_pixels", "labels", "Refuse larger images.", "int", low=1, manifest=True, commands=("score",)),
     Option("key_column", "labels", "Parquet shards: the column holding each sample's key.", "text", metavar="NAME",
            labels=True, manifest=True, commands=("score",)),
+    Option("accept_truncated", "labels", "Commit a tar shard that ends early, in the same place on two reads, with "
+           "its readable samples and one `truncated` error row (default: it stays incomplete).", manifest=True,
+           commands=("score",)),
+    Option("io_timeout", "storage", "Seconds a storage call may go without an answer (S3, GCS and HTTP connect and "
+           "read timeouts; a shard's read retries a stalled call, then fails the shard).", "float", low=1,
+           metavar="SECONDS", manifest=True),
     Option("exact_decode", "labels", "Decode JPEGs at full size before resizing (slower; default: DCT-domain "
            "downscaling).", labels=True, manifest=True, commands=("score",)),
 )  # fmt: skip

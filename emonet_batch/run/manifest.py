@@ -15,6 +15,7 @@ from .. import __version__
 from ..job.commit import ShardOutcome
 from ..job.inputs import Shard
 from ..job.layout import MANIFEST, MANIFEST_RUNS, MANIFEST_SHARDS
+from ..job.read import TRUNCATED
 from ..job.storage import join, parquet_bytes, write_bytes
 from ..model.record import ModelInfo
 from .config import ScoreConfig, manifest_options
@@ -55,7 +56,10 @@ def exit_status(outcomes: dict[str, ShardOutcome], max_error_rate: float) -> tup
     unfinished = [o for o in outcomes.values() if o.status != "complete"]
     if unfinished:
         named = ", ".join(f"{o.shard} {o.status}" for o in unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
-        return EXIT_FAILED, f"{len(unfinished)} of {len(outcomes)} shards not complete ({named}); rerun to retry"
+        return (
+            EXIT_FAILED,
+            f"{len(unfinished)} of {len(outcomes)} shards not complete ({named}); {rerun_hint(unfinished)}",
+        )
     samples = sum(o.samples for o in outcomes.values())
     errors = sum(o.errors for o in outcomes.values())
     types: Counter = Counter()
@@ -66,6 +70,23 @@ def exit_status(outcomes: dict[str, ShardOutcome], max_error_rate: float) -> tup
     limit = f"{'above' if too_many else 'within'} --max-error-rate {max_error_rate:.2%}"
     by_type = f": {', '.join(f'{t} {n}' for t, n in types.most_common())}" if types else ""
     return (EXIT_TOO_MANY_ERRORS if too_many else EXIT_CLEAN), f"{rate}, {limit}{by_type}"
+
+
+#: What to do about shards a rerun would read the same way (ShardOutcome.retryable false).
+NOT_RETRYABLE = (
+    "a rerun reads the same bytes: replace those files or leave them out (--accept-truncated labels what a tar that "
+    "ends early holds)"
+)
+
+
+def rerun_hint(unfinished: list[ShardOutcome]) -> str:
+    """What a rerun can do for the shards not complete: retry them, or nothing until their files change."""
+    fixable = sum(o.retryable for o in unfinished)
+    if fixable == len(unfinished):
+        return "rerun to retry"
+    if not fixable:
+        return NOT_RETRYABLE
+    return f"rerun to retry {fixable} of them; for the other {len(unfinished) - fixable}, {NOT_RETRYABLE}"
 
 
 def run_entry(figures: dict[str, Any], code: int) -> dict[str, Any]:
@@ -105,6 +126,8 @@ def build_manifest(
         "options": manifest_options(config),
         "totals": totals,
         "shard_counts": dict(sorted(Counter(o.status for o in outcomes.values()).items())),
+        # committed with what they hold though their tar ends early (--accept-truncated)
+        "accepted_truncated": sorted(o.shard for o in outcomes.values() if TRUNCATED in o.error_types),
         "figures": figures,
         "warnings": warnings,
         "exit": {"code": exit[0], "reason": exit[1]},
@@ -123,6 +146,7 @@ def shard_table(shards: list[Shard], outcomes: dict[str, ShardOutcome]) -> pa.Ta
             "skipped": pa.array([o.skipped for o in rows], pa.bool_()),
             **{k: pa.array([getattr(o, k) for o in rows], pa.int64()) for k in ("samples", "labels", "errors")},
             "reason": pa.array([o.reason for o in rows], pa.string()),
+            "retryable": pa.array([None if o.status == "complete" else o.retryable for o in rows], pa.bool_()),
             "error_types": pa.array([json.dumps(o.error_types) for o in rows], pa.string()),
         }
     )

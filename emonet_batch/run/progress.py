@@ -12,6 +12,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+#: Shards named on the live line as waiting on storage.
+WAITING_SHOWN = 3
+
 
 @dataclass
 class Counters:
@@ -26,6 +29,7 @@ class Counters:
     first_batch_s: float | None = None  # seconds from the start to the first scored batch
     scoring_s: float = 0.0  # seconds from the first scored batch to the end of the stream
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # CPU seconds by stage (read, decode, ...)
+    waiting: dict[str, float] = field(default_factory=dict)  # shard -> since when its read waits on storage (epoch)
 
     @property
     def elapsed(self) -> float:
@@ -39,7 +43,17 @@ class Counters:
         return (
             f"images {self.scored} scored ({self.rate:.1f}/s) | shards {self.shards_done + self.skipped}/"
             f"{self.total_shards} committed ({self.skipped} skipped) | errors {self.errors} | {self.elapsed:.0f} s"
+            + self.waiting_part()
         )
+
+    def waiting_part(self) -> str:
+        """The shards whose read waits on storage, longest first."""
+        if not self.waiting:
+            return ""
+        now, longest = time.time(), sorted(self.waiting.items(), key=lambda item: item[1])
+        named = ", ".join(f"{shard} ({now - since:.0f} s)" for shard, since in longest[:WAITING_SHOWN])
+        more = f" and {len(longest) - WAITING_SHOWN} more" if len(longest) > WAITING_SHOWN else ""
+        return f" | waiting on storage: {named}{more}"
 
 
 class Progress:

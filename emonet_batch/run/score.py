@@ -20,7 +20,7 @@ from ..job.commit import ShardOutcome, discard_attempt
 from ..job.fetch import is_remote, local_model
 from ..job.inputs import Shard
 from ..job.layout import reserved_columns
-from ..job.preflight import check_credentials, check_output, check_ray_address, check_runtime
+from ..job.preflight import check_credentials, check_output, check_ray_address, check_runtime, left_out_warning
 from ..job.sources import Source, open_source
 from ..job.storage import filesystem, redact_url, report_storage_retries
 from ..model.accuracy import accuracy_problems
@@ -91,15 +91,18 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     progress.phase(f"checking the output and {len(shards)} inputs", logged=False)
     fs, output = filesystem(config.output, config.storage)
     check_output(fs, output, redact_url(config.output))
+    left_out = []
     if config.overwrite:
-        source.check(shards)  # before anything is removed: a run that cannot start changes nothing
+        left_out = source.check(shards)  # before anything is removed: a run that cannot start changes nothing
         clear_output(fs, output)
     repaired = repair(fs, output) if config.repair else []
     committed, warnings = load_commits(fs, output)
     warnings = repaired + warnings
     outcomes, todo = split_committed(shards, committed)
     if not config.overwrite:
-        source.check(todo)
+        left_out = source.check(todo)
+    shards, todo = without(shards, left_out), without(todo, left_out)
+    warnings += left_out_warning(left_out)
     claim_label_options(fs, output, label_options(info, config.labels), committed)
 
     counters.total_shards, counters.skipped = len(shards), len(outcomes)
@@ -133,6 +136,10 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         progress.phase("writing stats and the report")
         analyse(config, result)
     return result
+
+
+def without(shards: list[Shard], left_out: list[Shard]) -> list[Shard]:
+    return [shard for shard in shards if shard not in left_out] if left_out else shards
 
 
 def checkpoint_commits(fs, output: str, committed: dict[str, Any], outcomes: dict[str, ShardOutcome]) -> list[str]:
@@ -206,6 +213,7 @@ def stream_and_commit(
     from ..edge.plan import Pieces, build_dataset
     from ..edge.runtime import ensure_ray
     from ..edge.stream import result_batches, stage_stats
+    from ..edge.waits import WaitWatcher, board_name
 
     progress.phase("starting Ray")
     attached = ensure_ray(config.presentation.verbose)
@@ -220,6 +228,7 @@ def stream_and_commit(
     collector = ShardCollector()
     assembly = ShardAssembly(AssemblyContext(config.output, config.storage, info, config.labels, attempt))
     committer = Committer(fs, output, attempt, outcomes, counters)
+    watcher = WaitWatcher(board_name(attempt), counters)
     driver = {"collect": 0.0, "commit": 0.0}  # the driver's own CPU seconds per step
     driver_started = time.process_time()
 
@@ -244,6 +253,7 @@ def stream_and_commit(
             commit(assembly.finished(wait=True))
     finally:
         committer.close()
+        watcher.close()
     warnings.extend(committer.warnings)
     counters.scoring_s = counters.elapsed - (counters.first_batch_s or 0.0)
     # the commit threads' CPU is the driver's too; the rest of it is Ray Data's executor and batch iteration threads

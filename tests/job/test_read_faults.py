@@ -18,15 +18,19 @@ class FlakyStream:
         self.inner, self.fail_after = io.BytesIO(data), fail_after
 
     def read(self, size=-1):
-        if self.fail_after is not None and self.inner.tell() + max(size, 0) > self.fail_after:
+        """The bytes up to `fail_after` (a short read), then the fault."""
+        if self.fail_after is None:
+            return self.inner.read(size)
+        if self.inner.tell() >= self.fail_after:
             raise ConnectionResetError("connection reset by peer")
-        return self.inner.read(size)
+        left = self.fail_after - self.inner.tell()
+        return self.inner.read(left if size < 0 else min(size, left))
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
+    def seekable(self):
         return False
+
+    def close(self):
+        pass
 
 
 def test_a_storage_fault_while_reading_is_retried_without_giving_a_row_twice(tmp_path, monkeypatch):
