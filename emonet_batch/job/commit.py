@@ -162,6 +162,7 @@ class StagedShard:
     outcome: ShardOutcome
     files: dict[str, str] = field(default_factory=dict)
     model_id: str | None = None
+    output_full: bool = False  # the files could not be written for want of space (storage.OutOfSpace)
 
 
 def commit_shard(

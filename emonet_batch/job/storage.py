@@ -7,6 +7,8 @@ hides query values (presigned URLs carry their signature there).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import logging
@@ -54,6 +56,15 @@ def report_storage_retries() -> None:
 
 class StorageError(EmonetError):
     """Reading or writing the output failed (permissions, missing bucket, network)."""
+
+
+class OutOfSpace(StorageError):
+    """A write failed for want of space: a full disk, a quota, a file size limit. Nothing more can be written there
+    until space is freed, so a run stops starting shards (run/score.py)."""
+
+
+#: The errors of a write that no retry fixes until space is freed.
+OUT_OF_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
@@ -110,7 +121,8 @@ def write_bytes(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
 
 
 def write_error(fs: fsspec.AbstractFileSystem, path: str, exc: OSError) -> StorageError:
-    return StorageError(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {first_line(exc)}")
+    kind = OutOfSpace if exc.errno in OUT_OF_SPACE_ERRNOS else StorageError
+    return kind(f"cannot write {fs.unstrip_protocol(path)}: {type(exc).__name__}: {first_line(exc)}")
 
 
 def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -127,10 +139,15 @@ def _local_temporary(path: str, data: bytes) -> str:
     directory, name = os.path.split(path)
     os.makedirs(directory, exist_ok=True)
     temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:  # a full disk, say: no part of a file is left behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
     return temporary
 
 
@@ -255,8 +272,8 @@ class StorageStall(TimeoutError):
     """A storage call that did not answer within --io-timeout (an OSError: read faults are retried)."""
 
 
-#: Shard id -> when (time.time()) a storage call of its read began that has waited over STALL_NOTICE_S, in this
-#: process: what a read task reports to the run's live line (edge/waits.py).
+#: Shard id -> when (time.time()) a storage call of its read began that has waited over STALL_NOTICE_S (or half its
+#: deadline), in this process: what a read task reports to the run's live line (edge/waits.py).
 WAITING: dict[str, float] = {}
 STALL_NOTICE_S = 5.0
 
@@ -285,7 +302,7 @@ class Deadline:
 
         started = time.time()
         threading.Thread(target=run, daemon=True, name=f"storage-{self.shard_id}").start()
-        if not done.wait(min(STALL_NOTICE_S, self.seconds)):
+        if not done.wait(min(STALL_NOTICE_S, self.seconds / 2)):
             WAITING[self.shard_id] = started
             try:
                 done.wait(self.seconds - (time.time() - started))

@@ -10,7 +10,7 @@ from ..errors import first_line
 from ..job.commit import ShardOutcome, StagedShard, commit_staged
 from ..job.commitlog import checkpoint_interval, write_checkpoint
 from ..job.inputs import Shard
-from ..job.storage import StorageError
+from ..job.storage import OutOfSpace, StorageError
 from .progress import Counters
 
 #: Shards committed at once. A commit is a few requests in a row (log entry, record, a copy and a delete per
@@ -39,6 +39,7 @@ class Committer:
         self.running: set[Future] = set()
         self.warnings: list[str] = []
         self.cpu_seconds = 0.0  # the driver's CPU in the commit threads
+        self.output_full: str | None = None  # why, once a commit found the output full
 
     def submit(self, assembled: list[tuple[Shard, StagedShard]]) -> None:
         self.running.update(self.pool.submit(self._commit, shard, staged) for shard, staged in assembled)
@@ -85,6 +86,8 @@ class Committer:
         try:
             outcome = commit_staged(self.fs, self.output, shard, staged, self.attempt)
         except StorageError as exc:  # this shard is not committed; the run goes on, and says so in the manifest
+            if isinstance(exc, OutOfSpace):
+                self.output_full = f"commit failed: {exc}"
             outcome = ShardOutcome(
                 shard.shard_id, shard.display_url, "failed", staged.outcome.samples, reason=f"commit failed: {exc}"
             )

@@ -12,6 +12,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+#: Seconds between two log lines (progress "log").
+LOG_EVERY_S = 10.0
 #: Shards named on the live line as waiting on storage.
 WAITING_SHOWN = 3
 
@@ -60,7 +62,7 @@ class Progress:
     """`phase(text)` as the run moves on, `finished()` when scoring is over, `close()` once. The counters are
     read here, never written."""
 
-    def __init__(self, counters: Counters, mode: str = "auto", log_every: float = 10.0, stream=None):
+    def __init__(self, counters: Counters, mode: str = "auto", log_every: float | None = None, stream=None):
         self.counters = counters
         self.stream = stream or sys.stderr
         if mode == "auto":
@@ -82,7 +84,7 @@ class Progress:
             )
             self._live.start()
         elif mode == "log":
-            threading.Thread(target=self._log_every, args=(log_every,), daemon=True).start()
+            threading.Thread(target=self._log_every, args=(log_every or LOG_EVERY_S,), daemon=True).start()
 
     def phase(self, text: str, logged: bool = True) -> None:
         """Show what the run does now. `logged=False` for the quick checks before Ray starts: a log stays one

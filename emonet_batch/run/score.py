@@ -238,6 +238,7 @@ def stream_and_commit(
         committer.collect()
         driver["commit"] += time.thread_time() - started
 
+    full = None  # why the output cannot be written, once a write found it full
     try:
         for receipts in result_batches(dataset):
             if counters.first_batch_s is None:
@@ -249,11 +250,25 @@ def stream_and_commit(
             driver["collect"] += time.thread_time() - started
             commit(assembly.finished())
             counters.scored = collector.samples_seen
+            full = assembly.output_full or committer.output_full
+            if full:  # leaving the stream stops the plan: no new shard starts
+                break
         while assembly.pending():
             commit(assembly.finished(wait=True))
     finally:
         committer.close()
         watcher.close()
+    full = full or assembly.output_full or committer.output_full
+    if full:
+        progress.phase("stopped: the output is full")
+        warnings.append(f"the output ran out of space; no shard was started after that ({full})")
+        for shard in todo:
+            outcomes.setdefault(
+                shard.shard_id,
+                ShardOutcome(
+                    shard.shard_id, shard.display_url, "failed", reason=f"not finished: the output is full ({full})"
+                ),
+            )
     warnings.extend(committer.warnings)
     counters.scoring_s = counters.elapsed - (counters.first_batch_s or 0.0)
     # the commit threads' CPU is the driver's too; the rest of it is Ray Data's executor and batch iteration threads

@@ -21,3 +21,21 @@ def test_nightly_scores_only_what_no_partition_committed(tmp_path):
     assert done == {"a", "b"}
     assert [s.shard_id for s in new_shards(shards("a", "b", "c", "d"), done)] == ["c", "d"]
     assert committed_everywhere(fs, root + "/missing") == set()
+
+
+def test_nightly_leaves_out_listed_files_without_images_and_takes_accept_truncated(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from emonet_batch.ops.nightly import NightlyConfig, run_nightly
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"url": ["http://x/a.jpg"], "status": ["success"]}), tmp_path / "in" / "00000.parquet")
+    (tmp_path / "in" / "00000_stats.json").write_text("{}")
+    (tmp_path / "nightly.yaml").write_text(
+        f"inputs: ['{tmp_path / 'in'}']\noutput_root: {tmp_path / 'out'}\nmodel: /models/m\n"
+        "options: {accept-truncated: true, io_timeout: 20}\n"
+    )
+    config = NightlyConfig.from_yaml(tmp_path / "nightly.yaml")
+    assert config.options["accept_truncated"] is True and config.storage.io_timeout == 20
+    assert run_nightly(config) is None  # nothing to score, and no run started

@@ -3,18 +3,19 @@
 import contextlib
 import functools
 import http.server
-import json
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from emonet_batch.cli import main
-from emonet_batch.devtools.samples import demo_samples, encode
+from emonet_batch.devtools.samples import demo_samples
+from emonet_batch.job.config import StorageOptions
 from emonet_batch.job.inputs import shard_id
 
 from ..shardkit import good_shards, manifest, shard_outcomes, truncate
@@ -41,7 +42,7 @@ def img2dataset_folder(tmp_path: Path) -> Path:
 
     www = tmp_path / "www"
     www.mkdir()
-    for index, (key, members) in enumerate(demo_samples(6, size=96)):
+    for index, (_, members) in enumerate(demo_samples(6, size=96)):
         (www / f"face{index}.jpg").write_bytes(members["jpg"])
     (www / "notes.jpg").write_text("not an image")
     with serving(www) as base:
@@ -134,3 +135,113 @@ def test_a_tar_that_ends_elsewhere_on_a_second_read_is_not_accepted(tmp_path, mo
     end = rows[-1]
     assert end["status"] == "incomplete" and "a second read gave" in end["reason"] and end["retryable"]
     assert not [row for row in rows if row.get("error_type") == "truncated"]
+
+
+class StallingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the shards of its folder; after its first request (preflight's look at the head), `silent.tar` is
+    accepted and answered with nothing, and `trickle.tar` with its headers and then a byte every second."""
+
+    requests: dict[str, int] = {}
+
+    def log_message(self, *args):
+        pass
+
+    def send_head(self):
+        name = self.path.lstrip("/")
+        self.requests[name] = self.requests.get(name, 0) + 1
+        if name == "silent.tar" and self.requests[name] > 1:
+            time.sleep(30)
+            return None
+        if name == "trickle.tar" and self.requests[name] > 1 and self.command == "GET":
+            size = (Path(self.directory) / name).stat().st_size
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            for _ in range(30):
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+                time.sleep(1)
+            return None
+        return super().send_head()
+
+
+@pytest.mark.slow
+def test_stalled_reads_fail_their_shard_in_bounded_time_and_are_shown_while_they_wait(
+    ray_runtime, tiny_models, tmp_path, capsys, monkeypatch
+):
+    from emonet_batch.run import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.5)
+    good_shards(tmp_path / "in", shards=2, per_shard=4)
+    for name in ("silent.tar", "trickle.tar"):
+        shutil.copy(tmp_path / "in" / "shard-00000.tar", tmp_path / "in" / name)
+    handler = functools.partial(StallingHandler, directory=tmp_path / "in")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.handle_error = lambda *args: None  # the client hanging up on a stalled answer
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    names = ("shard-00000.tar", "shard-00001.tar", "silent.tar", "trickle.tar")
+    started = time.perf_counter()
+    try:
+        result = score(tmp_path, tiny_models["small"], [f"{base}/{n}" for n in names], io_timeout=4, progress="log")
+    finally:
+        server.shutdown()
+    took = time.perf_counter() - started
+    shown = capsys.readouterr().err
+    outcomes = result.outcomes
+    by_name = {o.input.rsplit("/", 1)[1]: o for o in outcomes.values()}
+    assert [by_name[n].status for n in names] == ["complete", "complete", "failed", "failed"]
+    for name in ("silent.tar", "trickle.tar"):
+        assert "stalled for 4 s" in by_name[name].reason and by_name[name].retryable
+    assert took < 60  # 3 reads of at most 4 s each, 3 s of pauses, the run around them
+    waiting = [line for line in shown.splitlines() if "waiting on storage:" in line]
+    assert any(by_name["silent.tar"].shard in line for line in waiting), shown[-2000:]
+    print(f"stalled shards failed and the run ended in {took:.1f} s (--io-timeout 4); first shown: {waiting[0]}")
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: int):
+    """A tmpfs of `size` bytes mounted at `path`: a real full disk (where this machine lets the tests mount)."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_run_loses_nothing_and_a_rerun_completes(ray_runtime, tiny_models, tmp_path, capsys):
+    from emonet_batch.job.storage import filesystem
+    from emonet_batch.job.verify import verify_output
+
+    shards = good_shards(tmp_path / "in", shards=12, per_shard=8)
+    with small_disk(tmp_path / "disk", 512 << 10) as disk:
+        out = disk / "out"
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (440 << 10))  # leaves room for a few shards' files, not for all twelve
+        command = ["score", *map(str, shards), "--output", str(out), "--model", str(tiny_models["small"])]
+        command += ["--progress", "off", "--no-stats", "--batch-size", "8"]
+        code = main(command)
+        captured = capsys.readouterr()
+        assert code == 1 and "Traceback" not in captured.err
+        assert "No space left on device" in captured.out + captured.err
+        fs, root = filesystem(str(out), StorageOptions())
+        assert verify_output(fs, root) == {}  # every published file is whole and named by its record
+        assert not [p for p in out.rglob(".*") if p.is_file() and "labels" in p.parts]
+        if (out / "manifest.json").exists():  # when there was room left for it
+            failed = [o for o in shard_outcomes(out).values() if o["status"] == "failed"]
+            assert failed and all(
+                "No space left on device" in o["reason"] or "output is full" in o["reason"] for o in failed
+            )
+        committed = len(list((out / "labels").glob("*.parquet"))) if (out / "labels").exists() else 0
+        assert committed < len(shards)
+
+        filler.unlink()  # space freed: the rerun scores the rest
+        assert main(command) == 0, capsys.readouterr().err
+        assert len(list((out / "labels").glob("*.parquet"))) == len(shards)
+        assert verify_output(fs, root) == {}
+        print(f"{committed} of {len(shards)} shards committed before the disk was full; the rerun did the rest")
