@@ -265,9 +265,7 @@ def stream_and_commit(
         for shard in todo:
             outcomes.setdefault(
                 shard.shard_id,
-                ShardOutcome(
-                    shard.shard_id, shard.display_url, "failed", reason=f"not finished: the output is full ({full})"
-                ),
+                ShardOutcome(shard.shard_id, shard.display_url, "failed", reason="not finished: the output is full"),
             )
     warnings.extend(committer.warnings)
     counters.scoring_s = counters.elapsed - (counters.first_batch_s or 0.0)
