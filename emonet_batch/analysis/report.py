@@ -306,6 +306,12 @@ def provenance(model: dict[str, Any]) -> str:
         f"{model.get('id', '?')[:16]}… ({model.get('heads', '?')} {model.get('head_size', '?')} heads, "
         f"{model.get('precision', '?')}, {model.get('source', 'source not recorded')})"
     )
+    error = model.get("pipeline_error")
+    if error:
+        text += (
+            f"; recorded max |score difference| against full decode and fp32: {error['fast_decode']:.3g} with the "
+            f"fast JPEG decode, {error['exact_decode']:.3g} with the exact one"
+        )
     if str(model.get("source", "")).startswith("synthetic"):
         text += " — a synthetic model with random weights: these labels show the pipeline works, nothing more"
     return text

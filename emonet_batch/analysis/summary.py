@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ..job.layout import MANIFEST_SHARDS
 from ..job.rows import COMPLETE
-from ..model.accuracy import accuracy_problems
+from ..model.accuracy import accuracy_problems, fast_decode_problems
 from ..model.record import ModelInfo
 from .stats import MAX_GROUPS, NOT_COMPLETE_SHOWN
 
@@ -55,12 +55,26 @@ def model_info_table(info: ModelInfo) -> str:
             ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in parity.items()),
         ),
         ("accuracy limits", "; ".join(accuracy_problems(record)) or "within (score uses it)"),
+        ("with the JPEG decode", decode_row(info)),
         ("encoder source", sources.get("encoder", "?")),
         ("heads source", sources.get("heads", "?")),
         ("source files hashed", len(sources.get("sha256", {}))),
         ("versions", ", ".join(f"{k} {v}" for k, v in record.get("versions", {}).items())),
     ]
     return format_table(("field", "value"), rows)
+
+
+def decode_row(info: ModelInfo) -> str:
+    """The recorded error of the default pipeline (fast JPEG decode + precision), and the decode score uses."""
+    if info.heads_only:
+        return "-"
+    measured = info.record.get("decode_parity")
+    if not measured:
+        return "not measured: score decodes exactly"
+    fast, exact = (measured[name]["max_abs_score_diff"] for name in ("fast", "exact"))
+    sizes = f"{measured['source_sizes'][0]}-{measured['source_sizes'][-1]} px JPEGs"
+    verdict = "over the limits: score decodes exactly" if fast_decode_problems(info.record) else "within the limits"
+    return f"max |score difference| {fast:.3g} with the fast decode, {exact:.3g} exact, on {sizes}; {verdict}"
 
 
 def run_summary(result) -> str:

@@ -40,7 +40,7 @@ from ..model.record import (
 from .checkpoint import Encoder, HeadSet, load_encoder, load_heads
 from .graph import BatchedHeads, FusedModel, to_fp16, write_onnx
 from .hub import resolve_checkpoint
-from .parity import FP32_PARITY_TOLERANCE, check_heads_parity, check_parity
+from .parity import FP32_PARITY_TOLERANCE, check_decode, check_heads_parity, check_parity
 from .quantize import INT8_QUANTIZATION
 from .reference import ReferenceModel
 
@@ -99,6 +99,9 @@ def export_model(config: ExportConfig) -> ExportResult:
     reference = ReferenceModel(encoder.model, heads, config.normalize).eval()
     images = config.parity_images or (4 if config.precision == "fp32" else 16)
     parity = check_parity(reference, out / MODEL_ONNX, heads.columns, neutral, encoder.image_size, images, config.seed)
+    metadata["decode_parity"] = check_decode(
+        reference, out / MODEL_ONNX, heads.columns, neutral, encoder.image_size, encoder.resize_filter, config.seed
+    )
     seconds["parity"] = time.perf_counter() - started
     return _finish(config, metadata, heads, neutral, parity, onnx_files, sources, hashes, seconds)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from ..job.decode import decode_image
 from ..model.accuracy import Parity, compare_outputs, parity_pixels
 from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_OUTPUTS
 from .checkpoint import HeadSet
@@ -15,6 +19,11 @@ from .reference import ReferenceModel
 
 #: The largest |score difference| an fp32 export may have against the reference.
 FP32_PARITY_TOLERANCE = 1e-4
+#: The source sizes of the calibration JPEGs the decode error is measured on (faces as corpora hold them), their
+#: JPEG quality, and how many of each size.
+DECODE_SOURCE_SIZES = (512, 768, 1024, 1536)
+DECODE_JPEG_QUALITY = 90
+DECODE_IMAGES_PER_SIZE = 2
 
 
 def check_parity(
@@ -53,3 +62,55 @@ def check_heads_parity(
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (got,) = session.run(list(HEADS_OUTPUTS), {HEADS_INPUT: embedding})
     return compare_outputs(want, embedding, got, embedding, heads.columns, neutral)
+
+
+def check_decode(
+    reference: ReferenceModel,
+    onnx_path: Path,
+    heads: Sequence[str],
+    neutral: dict[str, float],
+    image_size: int,
+    resize_filter: str,
+    seed: int,
+) -> dict[str, Any]:
+    """The error of the default pipeline, decode and precision together: calibration JPEGs at DECODE_SOURCE_SIZES
+    decoded fast (DCT-domain downscaling) and scored by the exported graph, against the reference preprocessing
+    (full decode, the model's resize filter) and the fp32 PyTorch reference. The same with the exact decode beside
+    it, to tell the decode's share from the precision's."""
+    import onnxruntime as ort
+
+    jpegs = calibration_jpegs(seed)
+    exact = np.stack([decode_image(data, image_size, resize_filter, fast=False) for data in jpegs])
+    fast = np.stack([decode_image(data, image_size, resize_filter, fast=True) for data in jpegs])
+    want_scores, want_embedding = (t.numpy() for t in reference(torch.from_numpy(exact)))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    measured = {}
+    for name, pixels in (("fast", fast), ("exact", exact)):
+        got_scores, got_embedding = session.run(list(GRAPH_OUTPUTS), {GRAPH_INPUT: pixels})
+        measured[name] = compare_outputs(want_scores, want_embedding, got_scores, got_embedding, heads, neutral)
+    return {"source_sizes": list(DECODE_SOURCE_SIZES), **{name: p.as_dict() for name, p in measured.items()}}
+
+
+def calibration_jpegs(seed: int) -> list[bytes]:
+    """JPEGs with a photo's statistics at each calibration size: smooth shading and a few soft blobs (a face's
+    features at its scale), drawn at 1/8 of the size and enlarged (they are smooth: nothing is lost, and drawing
+    them at full size took seconds), then mild sensor noise at full size, at a camera's JPEG quality."""
+    rng = np.random.default_rng(seed)
+    jpegs = []
+    for size in DECODE_SOURCE_SIZES:
+        small = size // 8
+        ys, xs = np.mgrid[0:small, 0:small] / small
+        for _ in range(DECODE_IMAGES_PER_SIZE):
+            image = np.stack([rng.uniform(0.2, 0.8) + 0.2 * (xs * rng.uniform(-1, 1) + ys * rng.uniform(-1, 1))
+                              for _ in range(3)], axis=-1)  # fmt: skip
+            for _ in range(12):
+                cy, cx, radius = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85), rng.uniform(0.02, 0.15)
+                blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius**2))
+                image += blob[..., None] * rng.uniform(-0.4, 0.4, 3)
+            shading = Image.fromarray(np.clip(image * 255, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+            noise = rng.normal(0, 3, (size, size, 3)).astype(np.float32)
+            pixels = np.clip(np.asarray(shading, np.float32) + noise, 0, 255).astype(np.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, "JPEG", quality=DECODE_JPEG_QUALITY)
+            jpegs.append(buffer.getvalue())
+    return jpegs

@@ -73,9 +73,18 @@ def parity_pixels(count: int, size: int, seed: int) -> np.ndarray:
 
 def accuracy_problems(record: dict[str, Any]) -> list[str]:
     """What in the model's recorded parity exceeds the documented limits (empty when it is accurate)."""
-    parity = record.get("parity") or {}
+    return parity_problems(record.get("parity") or {})
+
+
+def fast_decode_problems(record: dict[str, Any]) -> list[str]:
+    """What in the error of the default pipeline (fast JPEG decode and the model's precision together, measured by
+    the export as `decode_parity`) exceeds the limits; empty when the fast decode keeps the model within them."""
+    return parity_problems((record.get("decode_parity") or {}).get("fast") or {}, "with the fast JPEG decode")
+
+
+def parity_problems(parity: dict[str, Any], measured: str = "against fp32") -> list[str]:
     if "max_abs_score_diff" not in parity or "embedding_cosine_min" not in parity:
-        return ["no recorded accuracy against fp32"]
+        return [f"no recorded accuracy {measured}"]
     problems = []
     if not parity["max_abs_score_diff"] <= MAX_SCORE_ERROR:
         problems.append(f"max |score difference| {parity['max_abs_score_diff']:.3g} > {MAX_SCORE_ERROR:g}")

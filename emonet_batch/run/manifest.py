@@ -121,6 +121,8 @@ def build_manifest(
             "precision": info.precision,
             "image_size": info.image_size,
             "source": info.record.get("sources", {}).get("heads", "not recorded"),
+            # the recorded error of decode and precision together (model.json `decode_parity`)
+            "pipeline_error": pipeline_error(info.record),
         },
         "input_shards": len(shards),
         "options": manifest_options(config),
@@ -133,6 +135,14 @@ def build_manifest(
         "exit": {"code": exit[0], "reason": exit[1]},
         "tables": {"shards": MANIFEST_SHARDS, "runs": MANIFEST_RUNS},
     }
+
+
+def pipeline_error(record: dict[str, Any]) -> dict[str, float] | None:
+    """max |score difference| against the reference preprocessing and fp32, with each JPEG decode."""
+    measured = record.get("decode_parity")
+    if not measured:
+        return None
+    return {f"{decode}_decode": measured[decode]["max_abs_score_diff"] for decode in ("fast", "exact")}
 
 
 def shard_table(shards: list[Shard], outcomes: dict[str, ShardOutcome]) -> pa.Table:

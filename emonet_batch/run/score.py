@@ -23,7 +23,7 @@ from ..job.layout import reserved_columns
 from ..job.preflight import check_credentials, check_output, check_ray_address, check_runtime, left_out_warning
 from ..job.sources import Source, open_source
 from ..job.storage import filesystem, redact_url, report_storage_retries
-from ..model.accuracy import accuracy_problems
+from ..model.accuracy import accuracy_problems, fast_decode_problems
 from ..model.record import ModelInfo, load_model_info
 from .commits import Committer, try_checkpoint
 from .config import ScoreConfig
@@ -78,6 +78,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         local_model(config.model, config.storage, config.storage.model_cache), verify=not is_remote(config.model)
     )
     check_model(info, config)
+    config, decode_note = choose_decode(info, config)
     progress.phase("listing the inputs", logged=False)
     source, shards = open_source(
         config.reads, config.inputs, config.output, config.model, info, config.labels, config.engine, config.storage
@@ -97,7 +98,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         clear_output(fs, output)
     repaired = repair(fs, output) if config.repair else []
     committed, warnings = load_commits(fs, output)
-    warnings = repaired + warnings
+    warnings = decode_note + repaired + warnings
     outcomes, todo = split_committed(shards, committed)
     if not config.overwrite:
         left_out = source.check(todo)
@@ -192,6 +193,21 @@ def check_model(info: ModelInfo, config: ScoreConfig) -> None:
             f"model {config.model} ({info.precision}) records {'; '.join(problems)} against fp32; "
             "re-export it at a higher precision, or pass --allow-inaccurate-model to score with it anyway"
         )
+
+
+def choose_decode(info: ModelInfo, config: ScoreConfig) -> tuple[ScoreConfig, list[str]]:
+    """The exact JPEG decode, with a note saying why, when the model's recorded error with the fast decode exceeds
+    the accuracy limits (model.accuracy.fast_decode_problems); the config as given otherwise."""
+    if info.heads_only or config.labels.exact_decode:
+        return config, []
+    problems = fast_decode_problems(info.record)
+    if not problems:
+        return config, []
+    note = (
+        f"decoding JPEGs at full size (--exact-decode): this model records {'; '.join(problems)}, over the "
+        "accuracy limits"
+    )
+    return replace(config, labels=replace(config.labels, exact_decode=True)), [note]
 
 
 def stream_and_commit(
