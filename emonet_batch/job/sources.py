@@ -66,7 +66,7 @@ class ImageSource:
     resize_filter: str
     max_pixels: int
     fast: bool
-    accept_truncated: bool
+    accept_truncated: bool = False
     input_column: str = PIXELS
 
     @staticmethod

@@ -159,11 +159,16 @@ def create_only(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
     (If-None-Match: *), which S3 and compatible servers apply atomically. Two runs racing on one name
     cannot both create it."""
     if is_local(fs):
-        temporary = _local_temporary(path, data)
+        try:
+            temporary = _local_temporary(path, data)
+        except OSError as exc:
+            raise write_error(fs, path, exc) from None
         try:
             os.link(temporary, path)
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise write_error(fs, path, exc) from None
         finally:
             os.unlink(temporary)
         return True

@@ -433,7 +433,9 @@ def test_nightly_config_errors(tmp_path, capsys):
     assert main(["nightly", str(tmp_path / "bad.yaml")]) == 2
     assert "missing output_root, model" in capsys.readouterr().err
     config = {"inputs": ["x"], "output_root": "o", "model": "m"}
-    for options, message in (({"colour": "red"}, "unknown options colour; known: allow_inaccurate_model, batch_size"),):
+    for options, message in (
+        ({"colour": "red"}, "unknown options colour; known: accept_truncated, allow_inaccurate_model, batch_size"),
+    ):
         (tmp_path / "old.yaml").write_text(yaml.safe_dump({**config, "options": options}))
         assert main(["nightly", str(tmp_path / "old.yaml")]) == 2
         err = capsys.readouterr().err
