@@ -186,10 +186,10 @@ def parquet_rows(
         parquet = pq.ParquetFile(stream)
         column = image_column_of(parquet.schema_arrow)
         if column is None:
-            raise NotAnImageShard("no image column (a struct with a `bytes` field, as Hugging Face `Image` writes)")
+            raise NotAShard("no image column (a struct with a `bytes` field, as Hugging Face `Image` writes)")
         names = parquet.schema_arrow.names
         if key_column and key_column not in names:
-            raise ValueError(f"no key column {key_column!r} (columns: {', '.join(names)})")
+            raise NotAShard(f"no key column {key_column!r} (columns: {', '.join(names)})")
         key_column = key_column or next((c for c in ("__key__", "key") if c in names), None)
         meta_columns = [
             f.name for f in parquet.schema_arrow if f.name not in (column, key_column) and _is_scalar(f.type)
@@ -211,6 +211,9 @@ def parquet_rows(
                 seq += 1
     except OSError:
         raise  # a storage fault (pyarrow's IO errors are OSErrors too): shard_rows retries
+    except NotAShard as exc:  # preflight refuses these; a file replaced since is caught here
+        yield end_row(shard, 0, FAILED, f"not a shard of images this run can read: {exc}", retryable=False)
+        return
     except (ValueError, pa.ArrowException) as exc:
         reason = f"shard is truncated or unreadable after {seq} samples: {type(exc).__name__}: {exc}"
         yield end_row(shard, seq, INCOMPLETE if seq else FAILED, reason, retryable=False)
@@ -218,8 +221,8 @@ def parquet_rows(
     yield end_row(shard, seq, COMPLETE)
 
 
-class NotAnImageShard(ValueError):
-    """A Parquet file without an image column (preflight leaves such files out or refuses them)."""
+class NotAShard(ValueError):
+    """A Parquet file without an image column, or without the --key-column: another kind of file."""
 
 
 def _is_scalar(kind: pa.DataType) -> bool:

@@ -89,3 +89,13 @@ def test_io_timeout_reaches_every_remote_client():
         timeout = options.fsspec_options(protocol)[key]["timeout"]
         assert (timeout.total, timeout.connect, timeout.sock_read) == (None, 7, 7)
     assert options.fsspec_options("file") == {}
+
+
+def test_a_file_of_another_kind_read_anyway_fails_for_good(tmp_path):
+    from emonet_batch.job.read import parquet_rows
+
+    path = metadata_file(tmp_path / "00000.parquet")
+    with open(path, "rb") as stream:
+        (end,) = list(parquet_rows(stream, "00000"))
+    assert end["status"] == "failed" and end["retryable"] is False
+    assert end["reason"].startswith("not a shard of images this run can read: no image column")

@@ -48,3 +48,29 @@ def test_the_manifest_stays_small_and_its_tables_name_every_shard(model, tmp_pat
     )
     text = run_summary(result)
     assert text.count(": failed: gone") == 20 and "and 1480 more (manifest.shards.parquet names them all)" in text
+
+
+def test_rerun_to_retry_is_said_only_of_shards_a_rerun_can_complete():
+    from types import SimpleNamespace
+
+    from emonet_batch.analysis.summary import run_summary
+    from emonet_batch.job.commit import ShardOutcome
+    from emonet_batch.run.manifest import exit_status
+
+    stalled = ShardOutcome("a", "in/a.tar", "failed", reason="reading failed 3 times: stalled for 60 s")
+    cut = ShardOutcome("b", "in/b.tar", "incomplete", 3, 3, reason="shard is truncated", retryable=False)
+    done = ShardOutcome("c", "in/c.tar", "complete", 4, 4)
+    assert exit_status({"a": stalled, "c": done}, 0.01)[1].endswith("; rerun to retry")
+    only_cut = exit_status({"b": cut, "c": done}, 0.01)[1]
+    assert "rerun to retry" not in only_cut and "a rerun reads the same bytes" in only_cut
+    assert "rerun to retry 1 of them; for the other 1, a rerun reads" in exit_status({"a": stalled, "b": cut}, 0.01)[1]
+    figures = {k: 0 for k in ("images", "errors", "shards_scored", "shards_skipped", "wall_s", "images_per_s")}
+    result = SimpleNamespace(
+        outcomes={"a": stalled, "b": cut}, figures=figures, warnings=[], report=None, exit_code=1, exit_reason="-"
+    )
+    lines = run_summary(result).splitlines()
+    retry, cannot = (
+        lines.index("not complete (rerun to retry):"),
+        lines.index("not complete (a rerun cannot fix these):"),
+    )
+    assert lines[retry + 1].startswith("  a: failed") and lines[cannot + 1].startswith("  b: incomplete")
