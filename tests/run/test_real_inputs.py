@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import http.server
+import re
 import shutil
 import subprocess
 import sys
@@ -227,7 +228,10 @@ def test_a_full_disk_stops_the_run_loses_nothing_and_a_rerun_completes(ray_runti
         command += ["--progress", "off", "--no-stats", "--batch-size", "8"]
         code = main(command)
         captured = capsys.readouterr()
-        assert code == 1 and "Traceback" not in captured.err
+        # a logging handler of Ray's that an earlier test's captured stderr was given reports its own failure with a
+        # traceback: that is the test harness, not the run
+        ours = re.sub(r"--- Logging error ---.*?\nArguments: [^\n]*\n", "", captured.err, flags=re.S)
+        assert code == 1 and "Traceback" not in ours
         assert "No space left on device" in captured.out + captured.err
         fs, root = filesystem(str(out), StorageOptions())
         assert verify_output(fs, root) == {}  # every published file is whole and named by its record
