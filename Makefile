@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # instead of backtracking for many minutes. setup.cfg keeps the open ranges users install with.
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test test-fast lint venv clean image
+.PHONY: demo test test-fast lint venv clean image bench-peers
 
 venv: $(STAMP)
 
@@ -41,5 +41,21 @@ image:
 	@test -n "$(IMAGE)" || { echo "make image: name the image, e.g. make image IMAGE=registry.example.com/emonet-batch:0.1.0" >&2; exit 2; }
 	docker build -t "$(IMAGE)" .
 
+# benchmarks/peers.py: our job, Ray Data's batch-inference pattern and Daft side by side. In a venv of its own: Daft
+# 0.7 pins pyarrow < 26 and tqdm < 4.68, below the tested versions, so those two are left to pip there.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	grep -v -e '^pyarrow==' -e '^tqdm==' $(CONSTRAINTS) > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c $(BENCH_VENV)/constraints.txt "$(TORCH_SPEC)"
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c $(BENCH_VENV)/constraints.txt -e ".[cpu,export,bench]"
+	touch $@
+
+bench-peers: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python benchmarks/peers.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) emonet-demo .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) emonet-demo .pytest_cache

@@ -57,11 +57,17 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from emonet_batch.devtools.benchmark import cpu_description, measure, ort_scorer, path_figures
+from emonet_batch.devtools.benchmark import (
+    best_rates,
+    cpu_description,
+    measure,
+    ort_scorer,
+    path_figures,
+    synthetic_model,
+)
 from emonet_batch.devtools.samples import demo_metadata, encode, face_image
 from emonet_batch.devtools.shards import write_shards
 from emonet_batch.edge.runtime import ensure_ray
-from emonet_batch.errors import EmonetError
 from emonet_batch.export.reference import reference_runner
 from emonet_batch.job.decode import RESIZE_FILTERS, decode_image
 from emonet_batch.job.infer import SessionOptions
@@ -74,24 +80,7 @@ SOURCE_SIZE = 1024
 
 
 def exported_model(kind: str, precision: str, head_size: str = "large", heads_only: bool = False) -> Path:
-    """The synthetic `kind` model at `precision` (same seed, so the same weights), exported once."""
-    directory = ROOT / "benchmarks" / "models" / f"{kind}-{head_size}-{'heads' if heads_only else precision}"
-    try:
-        load_model_info(directory)
-    except EmonetError:
-        from emonet_batch.export import ExportConfig, export_model
-
-        export_model(
-            ExportConfig(
-                out=directory,
-                synthetic=kind,
-                head_size=head_size,
-                precision=precision,
-                heads_only=heads_only,
-                overwrite=True,
-            )
-        )
-    return directory
+    return synthetic_model(ROOT / "benchmarks" / "models", kind, precision, head_size, heads_only)
 
 
 def jpegs(count: int) -> list[bytes]:
@@ -100,20 +89,6 @@ def jpegs(count: int) -> list[bytes]:
 
 def pil_reference(data: bytes, size: int, resize_filter: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), RESIZE_FILTERS[resize_filter]))
-
-
-def best_rates(functions: dict, items, rounds: int = 5) -> dict[str, float]:
-    """Best items/s of each function over `rounds` passes, the functions taking turns within a round: a
-    pass of a few hundred milliseconds is easily slowed by the rest of the machine, and taking turns
-    spreads any drift over all of them instead of one."""
-    best = dict.fromkeys(functions, 0.0)
-    for _ in range(rounds):
-        for name, function in functions.items():
-            started = time.perf_counter()
-            for item in items:
-                function(item)
-            best[name] = max(best[name], len(items) / (time.perf_counter() - started))
-    return best
 
 
 def decode_figures(images: list[bytes], size: int, resize_filter: str) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import EmonetError
 from ..job.infer import OnnxScorer, SessionOptions
 from ..model.accuracy import Parity, compare_outputs
 from ..model.record import ModelInfo, load_model_info
@@ -52,6 +53,39 @@ def ort_scorer(model_dir: Path, options: SessionOptions) -> OnnxScorer:
     scorer = OnnxScorer(load_model_info(model_dir), options)
     scorer.check_provider()
     return scorer
+
+
+def synthetic_model(
+    models: Path, kind: str, precision: str, head_size: str = "large", heads_only: bool = False
+) -> Path:
+    """The synthetic `kind` model at `precision` (same seed, so the same weights), exported once under `models`."""
+    directory = models / f"{kind}-{head_size}-{'heads' if heads_only else precision}"
+    try:
+        load_model_info(directory)
+    except EmonetError:
+        from ..export import ExportConfig, export_model
+
+        export_model(
+            ExportConfig(
+                out=directory, synthetic=kind, head_size=head_size, precision=precision, heads_only=heads_only,
+                overwrite=True,
+            )
+        )  # fmt: skip
+    return directory
+
+
+def best_rates(functions: dict, items, rounds: int = 5) -> dict[str, float]:
+    """Best items/s of each function over `rounds` passes, the functions taking turns within a round: a
+    pass of a few hundred milliseconds is easily slowed by the rest of the machine, and taking turns
+    spreads any drift over all of them instead of one."""
+    best = dict.fromkeys(functions, 0.0)
+    for _ in range(rounds):
+        for name, function in functions.items():
+            started = time.perf_counter()
+            for item in items:
+                function(item)
+            best[name] = max(best[name], len(items) / (time.perf_counter() - started))
+    return best
 
 
 def cpu_description() -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ..job.decode import decode_image
 from ..model.accuracy import Parity, compare_outputs, parity_pixels
@@ -23,7 +23,7 @@ FP32_PARITY_TOLERANCE = 1e-4
 #: JPEG quality, and how many of each size.
 DECODE_SOURCE_SIZES = (512, 768, 1024, 1536)
 DECODE_JPEG_QUALITY = 90
-DECODE_IMAGES_PER_SIZE = 2
+DECODE_IMAGES_PER_SIZE = 4
 
 
 def check_parity(
@@ -92,9 +92,9 @@ def check_decode(
 
 
 def calibration_jpegs(seed: int) -> list[bytes]:
-    """JPEGs with a photo's statistics at each calibration size: smooth shading and a few soft blobs (a face's
-    features at its scale), drawn at 1/8 of the size and enlarged (they are smooth: nothing is lost, and drawing
-    them at full size took seconds), then mild sensor noise at full size, at a camera's JPEG quality."""
+    """JPEGs with a photo's statistics at each calibration size: smooth shading and soft blobs (drawn at 1/8 of the
+    size and enlarged: they are smooth, and drawing them at full size took seconds), hard edges (outlines, a face's
+    features, hair: where a downscaled decode differs most), mild sensor noise, at a camera's JPEG quality."""
     rng = np.random.default_rng(seed)
     jpegs = []
     for size in DECODE_SOURCE_SIZES:
@@ -108,9 +108,22 @@ def calibration_jpegs(seed: int) -> list[bytes]:
                 blob = np.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * radius**2))
                 image += blob[..., None] * rng.uniform(-0.4, 0.4, 3)
             shading = Image.fromarray(np.clip(image * 255, 0, 255).astype(np.uint8)).resize((size, size), Image.BICUBIC)
+            draw_edges(ImageDraw.Draw(shading), size, rng)
             noise = rng.normal(0, 3, (size, size, 3)).astype(np.float32)
             pixels = np.clip(np.asarray(shading, np.float32) + noise, 0, 255).astype(np.uint8)
             buffer = io.BytesIO()
             Image.fromarray(pixels).save(buffer, "JPEG", quality=DECODE_JPEG_QUALITY)
             jpegs.append(buffer.getvalue())
     return jpegs
+
+
+def draw_edges(draw: ImageDraw.ImageDraw, size: int, rng: np.random.Generator) -> None:
+    """Hard-edged ellipses and strokes of random colours and widths."""
+    for _ in range(10):
+        x, y = rng.uniform(0, size, 2)
+        w, h = rng.uniform(size / 40, size / 3, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.uniform() < 0.5:
+            draw.ellipse([x, y, x + w, y + h], fill=colour, outline=(20, 15, 10), width=max(1, size // 200))
+        else:
+            draw.line([x, y, x + w, y + h], fill=colour, width=max(1, int(rng.uniform(1, size / 60))))

@@ -24,7 +24,7 @@ def sensitive_heads(directory, gain: float) -> None:
 def test_the_fast_decode_is_used_only_while_it_keeps_the_model_within_the_limits(tiny_models, tmp_path):
     calm = load_model_info(tiny_models["small"])
     measured = calm.record["decode_parity"]
-    assert measured["source_sizes"] == [512, 768, 1024, 1536] and measured["fast"]["images"] == 8
+    assert measured["source_sizes"] == [512, 768, 1024, 1536] and measured["fast"]["images"] == 16
     assert measured["exact"]["max_abs_score_diff"] < 1e-4 < measured["fast"]["max_abs_score_diff"] < MAX_SCORE_ERROR
     config = score_config(["in.tar"], str(tmp_path / "out"), str(tiny_models["small"]))
     assert choose_decode(calm, config) == (config, [])
