@@ -254,7 +254,6 @@ def stream_and_commit(
         committer.collect()
         driver["commit"] += time.thread_time() - started
 
-    full = None  # why the output cannot be written, once a write found it full
     try:
         for receipts in result_batches(dataset):
             if counters.first_batch_s is None:
@@ -266,15 +265,14 @@ def stream_and_commit(
             driver["collect"] += time.thread_time() - started
             commit(assembly.finished())
             counters.scored = collector.samples_seen
-            full = assembly.output_full or committer.output_full
-            if full:  # leaving the stream stops the plan: no new shard starts
+            if assembly.output_full or committer.output_full:  # leaving the stream stops the plan: no new shard
                 break
         while assembly.pending():
             commit(assembly.finished(wait=True))
     finally:
         committer.close()
         watcher.close()
-    full = full or assembly.output_full or committer.output_full
+    full = assembly.output_full or committer.output_full  # why the output cannot be written
     if full:
         progress.phase("stopped: the output is full")
         warnings.append(f"the output ran out of space; no shard was started after that ({full})")
