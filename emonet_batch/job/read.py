@@ -313,10 +313,11 @@ def accepted_end(shard: Shard, storage: StorageOptions, early: EndsEarly) -> Ite
         return
     try:
         again = _ends_early(shard, storage)
-    except OSError as exc:
-        again = EndsEarly(-1, f"the second read failed: {type(exc).__name__}: {first_line(exc)}")
-    if again is None or (again.samples, again.detail) != (early.samples, early.detail):
+        agree = again is not None and (again.samples, again.detail) == (early.samples, early.detail)
         second = "read to its end" if again is None else f"{again.samples} samples ({again.detail})"
+    except OSError as exc:
+        agree, second = False, f"a storage fault ({type(exc).__name__}: {first_line(exc)})"
+    if not agree:
         reason = (
             f"ends early after {early.samples} samples ({early.detail}), but a second read gave {second}: not "
             "accepted (a file still being written?)"
