@@ -73,6 +73,14 @@ def make_shard(url: str, listed: bool = False) -> Shard:
     return Shard(url, shard_id(url), shard_format(url) or "tar", listed)
 
 
+def without(shards: list[Shard], left_out: list[Shard]) -> list[Shard]:
+    """`shards` but those of `left_out`, in order (by id: a run lists up to millions)."""
+    if not left_out:
+        return shards
+    ids = {shard.shard_id for shard in left_out}
+    return [shard for shard in shards if shard.shard_id not in ids]
+
+
 def expand_inputs(specs: tuple[str, ...] | list[str], storage: StorageOptions) -> list[Shard]:
     """Every shard the INPUT arguments name, in the order given, each location once."""
     shards: dict[str, Shard] = {}

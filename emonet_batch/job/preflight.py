@@ -119,20 +119,20 @@ def nearest_existing(path: str) -> str:
 
 
 def check_inputs(shards: list[Shard], storage: StorageOptions, key_column: str | None = None) -> list[Shard]:
-    """The shards to score: every one exists, can be read and starts (a Parquet file: ends) like its format, and a
-    Parquet file holds an image column (and `key_column`). A Parquet file without images that was found by listing
-    a folder or glob is left out (the run warns, `left_out_warning`); any other problem is the error, with how many
-    more there are."""
+    """The shards left out; the others are checked: every one exists, can be read and starts (a Parquet file: ends)
+    like its format, and a Parquet file holds an image column (and `key_column`). A Parquet file without images that
+    was found by listing a folder or glob is left out (the run warns, `left_out_warning`); any other problem is the
+    error, with how many more there are."""
     if not shards:
         return []
     with ThreadPoolExecutor(min(PROBE_THREADS, len(shards))) as pool:
         problems = list(pool.map(lambda s: input_problem(s, storage, key_column), shards))
-    left_out = {s.shard_id for s, p in zip(shards, problems) if isinstance(p, NoImages) and s.listed}
-    refused = [p for s, p in zip(shards, problems) if p and s.shard_id not in left_out]
+    left_out = [s for s, p in zip(shards, problems) if isinstance(p, NoImages) and s.listed]
+    refused = [p for s, p in zip(shards, problems) if p and not (isinstance(p, NoImages) and s.listed)]
     if refused:
         more = f" (and {len(refused) - 1} more inputs)" if len(refused) > 1 else ""
         raise UsageError(refused[0] + more)
-    return [s for s in shards if s.shard_id not in left_out]
+    return left_out
 
 
 class NoImages(str):

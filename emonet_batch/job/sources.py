@@ -81,8 +81,7 @@ class ImageSource:
         return labels
 
     def check(self, shards: list[Shard]) -> list[Shard]:
-        kept = check_inputs(shards, self.storage, self.key_column)
-        return [shard for shard in shards if shard not in kept]
+        return check_inputs(shards, self.storage, self.key_column)
 
     def manifest_fields(self) -> dict[str, Any]:
         return {}

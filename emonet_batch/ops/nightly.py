@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import UsageError
 from ..job.commitlog import read_records
 from ..job.config import StorageOptions
-from ..job.inputs import Shard, expand_inputs
+from ..job.inputs import Shard, expand_inputs, without
 from ..job.preflight import check_inputs, left_out_warning
 from ..job.storage import filesystem, join
 from ..run.config import OPTION_GROUPS, command_options, from_flags, score_config
@@ -103,11 +103,12 @@ def run_nightly(config: NightlyConfig, day: dt.date | None = None, progress: str
     new = new_shards(expand_inputs(config.inputs, config.storage), done)
     # listed files that hold no images (img2dataset's metadata) are never committed: left out here, every night,
     # since the run is given the rest by name
-    kept = check_inputs(new, config.storage, config.options.get("key_column"))
+    left_out = check_inputs(new, config.storage, config.options.get("key_column"))
+    kept = without(new, left_out)
     if not kept:
         return None
     output = join(config.output_root, f"dt={day.isoformat()}")
     options = {**config.options, "progress": progress}
     result = run_score(score_config([s.url for s in kept], output, config.model, config.storage, **options))
-    result.warnings += left_out_warning([s for s in new if s not in kept])
+    result.warnings += left_out_warning(left_out)
     return result

@@ -18,7 +18,7 @@ from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, discard_attempt
 from ..job.fetch import is_remote, local_model
-from ..job.inputs import Shard
+from ..job.inputs import Shard, without
 from ..job.layout import reserved_columns
 from ..job.preflight import check_credentials, check_output, check_ray_address, check_runtime, left_out_warning
 from ..job.sources import Source, open_source
@@ -137,10 +137,6 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         progress.phase("writing stats and the report")
         analyse(config, result)
     return result
-
-
-def without(shards: list[Shard], left_out: list[Shard]) -> list[Shard]:
-    return [shard for shard in shards if shard not in left_out] if left_out else shards
 
 
 def checkpoint_commits(fs, output: str, committed: dict[str, Any], outcomes: dict[str, ShardOutcome]) -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 from emonet_batch.errors import UsageError
 from emonet_batch.job import storage
 from emonet_batch.job.config import StorageOptions
-from emonet_batch.job.inputs import expand_inputs
+from emonet_batch.job.inputs import expand_inputs, without
 from emonet_batch.job.preflight import check_inputs, left_out_warning, parquet_schema
 from emonet_batch.job.storage import Deadline, StorageStall, filesystem
 
@@ -34,9 +34,9 @@ def test_listed_files_without_images_are_left_out_and_named_ones_refused(tmp_pat
     (tmp_path / "in" / "shard-00000_stats.json").write_text("{}")
     listed = expand_inputs([str(tmp_path / "in")], StorageOptions())
     assert sorted(s.url.rsplit("/", 1)[1] for s in listed) == ["faces.parquet", "shard-00000.parquet", tar.name]
-    kept = check_inputs(listed, StorageOptions())
+    left_out = check_inputs(listed, StorageOptions())
+    kept = without(listed, left_out)
     assert sorted(s.url.rsplit("/", 1)[1] for s in kept) == ["faces.parquet", tar.name]
-    left_out = [s for s in listed if s not in kept]
     assert left_out_warning(left_out) == [
         "left out 1 Parquet files without an image column (img2dataset's metadata files?): shard-00000.parquet"
     ]
