@@ -98,7 +98,7 @@ def export_model(config: ExportConfig) -> ExportResult:
     started = time.perf_counter()
     reference = ReferenceModel(encoder.model, heads, config.normalize).eval()
     images = config.parity_images or (4 if config.precision == "fp32" else 16)
-    parity = check_parity(reference, out / MODEL_ONNX, heads.columns, neutral, encoder.image_size, images, config.seed)
+    parity = check_parity(reference, out, heads.columns, neutral, encoder.image_size, images, config.seed)
     metadata["decode_parity"] = check_decode(
         reference, out / MODEL_ONNX, heads.columns, neutral, encoder.image_size, encoder.resize_filter, config.seed
     )

@@ -7,6 +7,7 @@ recorded) -> all heads as a few batched matrix products -> scores float32 [N,H],
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -16,7 +17,17 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, METADATA_PREFIX, MODEL_ONNX
+from ..model.record import (
+    GRAPH_INPUT,
+    GRAPH_OUTPUTS,
+    HEADS_INPUT,
+    HEADS_ONLY,
+    HEADS_ONNX,
+    HEADS_OUTPUTS,
+    METADATA_PREFIX,
+    MODEL_ONNX,
+    TOWER_ONNX,
+)
 from .checkpoint import Encoder, HeadSet
 from .quantize import quantize_int8
 from .reference import embed
@@ -81,8 +92,9 @@ def write_onnx(
     metadata: dict[str, Any],
     names: tuple[str, tuple[str, ...]] = (GRAPH_INPUT, GRAPH_OUTPUTS),
 ) -> list[Path]:
-    """Export to out/model.onnx (weights in model.onnx.data when over the protobuf limit). `example` is an input
-    of batch 2 (the batch axis is dynamic); `names` the graph's input and output names."""
+    """Export to out/model.onnx. A full model's weights go to model.onnx.data, shared with its two halves
+    (write_halves); a heads-only model keeps them inside (under the protobuf limit). `example` is an input of
+    batch 2 (the batch axis is dynamic); `names` the graph's input and output names."""
     import onnx
 
     staging = out / ".export-staging"
@@ -114,11 +126,42 @@ def write_onnx(
         graph = onnx.load(str(source))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    mark_producer(graph, "Empathic Insight Face (SigLIP2 tower + emotion heads), fused by emonet-batch")
+    onnx.helper.set_model_props(graph, {METADATA_PREFIX + k: json.dumps(v) for k, v in metadata.items()})
+    if metadata["kind"] == HEADS_ONLY:
+        return save_onnx(graph, out / MODEL_ONNX)
+    return save_onnx(graph, out / MODEL_ONNX, external_data_bytes=0) + write_halves(out)
+
+
+def mark_producer(graph, description: str) -> None:
     graph.producer_name = "emonet-batch"
     graph.producer_version = __version__
-    graph.doc_string = "Empathic Insight Face (SigLIP2 tower + emotion heads), fused by emonet-batch"
-    onnx.helper.set_model_props(graph, {METADATA_PREFIX + k: json.dumps(v) for k, v in metadata.items()})
-    return save_onnx(graph, out / MODEL_ONNX)
+    graph.doc_string = description
+
+
+#: Each half of a full model's fused graph: its file, input and outputs.
+HALVES = (
+    (TOWER_ONNX, GRAPH_INPUT, (HEADS_INPUT,)),
+    (HEADS_ONNX, HEADS_INPUT, HEADS_OUTPUTS),
+)
+
+
+def write_halves(out: Path) -> list[Path]:
+    """tower.onnx and heads.onnx: the fused graph cut at the embedding, each half's weights read from the fused
+    graph's model.onnx.data (nothing is copied). The CPU path runs the tower one image a call and the heads on
+    fixed-size batches (job/infer.py); the fused graph cannot skip its heads, and a CPU reads the heads'
+    weights from memory once per call."""
+    import onnx
+
+    fused = onnx.load(str(out / MODEL_ONNX), load_external_data=False)  # the weights stay where they are
+    extractor = onnx.utils.Extractor(fused)
+    files = []
+    for name, input_name, output_names in HALVES:
+        half = extractor.extract_model([input_name], list(output_names))
+        mark_producer(half, f"Empathic Insight Face, {input_name} -> {', '.join(output_names)}, cut by emonet-batch")
+        onnx.save_model(half, str(out / name))
+        files.append(out / name)
+    return files
 
 
 def save_onnx(graph, path: Path, external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[Path]:
@@ -138,6 +181,7 @@ def save_onnx(graph, path: Path, external_data_bytes: int = EXTERNAL_DATA_BYTES)
         location=data.name,
         size_threshold=1024,
     )
+    os.chmod(data, os.stat(path).st_mode)  # onnx creates it owner-only; readable like the graph beside it
     return [path, data]
 
 

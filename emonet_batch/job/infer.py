@@ -6,21 +6,23 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..model.record import GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_OUTPUTS, ModelInfo
+from ..model.record import FULL, GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_ONLY, HEADS_OUTPUTS, ModelInfo
 from .accelerator import PROVIDERS, gpu_problem, load_gpu_libraries
 from .config import StorageOptions
 from .rows import EMBEDDING, INFER_CPU, PIXELS, SCORES, WORKER, StageColumns, cpu_share
 
 TRT_PRECISIONS = ("fp16", "bf16", "fp32")
-#: Rows in every call of a heads-only model (the last call of a batch padded with zeros), so that an embedding's
-#: scores never depend on how many others share its batch: ONNX Runtime's matrix kernels are chosen by the row
-#: count, so another count can give a row other low bits. Fixed, not --batch-size, so that no option changes a
-#: label.
-HEADS_CALL_ROWS = 256
+#: Rows in every call of the heads (the last call of a batch padded with zeros), so that an embedding's scores
+#: never depend on how many others share its batch: ONNX Runtime's matrix kernels are chosen by the row count, so
+#: another count can give a row other low bits. Fixed, not --batch-size, so that no option changes a label. A
+#: rescore (a heads-only model) gives the heads thousands of stored embeddings; a score on a CPU a batch of
+#: images, and at 32 rows a call the heads' weights are read from memory once per 32 images instead of per image.
+HEADS_CALL_ROWS = {HEADS_ONLY: 256, FULL: 32}
 #: Where each node keeps TensorRT engines when no --trt-cache is given.
 DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
 
@@ -104,7 +106,7 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def ort_session_options(options: SessionOptions):
+def ort_session_options(options: SessionOptions, spinning: bool = True):
     import onnxruntime as ort
 
     session_options = ort.SessionOptions()
@@ -112,29 +114,41 @@ def ort_session_options(options: SessionOptions):
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session_options.enable_cpu_mem_arena = True  # batches have one shape: the arena's blocks are reused as they are
     # Idle intra-op threads spin instead of sleeping between operators (ORT's default, set to say so): with
-    # sleeping threads every one of the graph's thousands of operators waits for a wake-up.
-    session_options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    # sleeping threads every one of the graph's thousands of operators waits for a wake-up. A session called
+    # between another's calls (the heads between the tower's) must not: its spinning threads would take the
+    # other's cores (the null tower with the Small heads ran at half its rate).
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return session_options
 
 
 class OnnxScorer:
-    """One ORT session; `run` maps uint8 [N, S, S, 3] to (scores [N, H], embedding [N, D]) float32, or for a
+    """ONNX Runtime sessions; `run` maps uint8 [N, S, S, 3] to (scores [N, H], embedding [N, D]) float32, or for a
     heads-only model float32 embeddings [N, D] to (scores, the same embeddings).
 
-    On a GPU the batch is bound with IOBinding: the pixels are copied to the device once, and only the
-    scores and embeddings come back to host memory."""
+    On a CPU a full model runs as its two halves: the tower one image a call, so that an image's scores never
+    depend on the images that share its batch (the int8 tower quantises activations with scales taken over the
+    whole call, and even fp32 kernels block sums differently for other batch sizes; a single 384px image is
+    already hundreds of rows per matrix product), and the heads on fixed-size padded calls (HEADS_CALL_ROWS).
+    On a GPU the fused graph takes the whole batch, bound with IOBinding: the pixels are copied to the device
+    once, and only the scores and embeddings come back to host memory."""
 
     def __init__(self, info: ModelInfo, options: SessionOptions = SessionOptions()):
-        import onnxruntime as ort
-
         self.info = info
         self.options = options
-        providers = provider_list(options, info.image_size)
         if options.device != "cpu":
             load_gpu_libraries()
-        self.session = ort.InferenceSession(
-            str(info.onnx_path),
-            ort_session_options(options),
+        self.halves = options.device == "cpu" and not info.heads_only
+        # the session whose providers are checked: the tower's, or the only one
+        self.session = self.open(info.tower_path if self.halves else info.onnx_path)
+        self.heads = self.open(info.heads_path, spinning=False) if self.halves else self.session
+
+    def open(self, path: Path, spinning: bool = True):
+        import onnxruntime as ort
+
+        providers = provider_list(self.options, self.info.image_size)
+        return ort.InferenceSession(
+            str(path),
+            ort_session_options(self.options, spinning),
             providers=[name for name, _ in providers],
             provider_options=[opts for _, opts in providers],
         )
@@ -142,39 +156,38 @@ class OnnxScorer:
     def run(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.info.heads_only:
             return self.run_heads(inputs), inputs
-        return self.run_tower(inputs)
+        size = self.info.image_size
+        if inputs.dtype != np.uint8 or inputs.ndim != 4 or inputs.shape[1:] != (size, size, 3):
+            raise ValueError(f"pixels must be uint8 [N, {size}, {size}, 3], got {inputs.dtype} {inputs.shape}")
+        pixels = np.ascontiguousarray(inputs)
+        if self.halves:
+            embedding = self.run_tower(pixels)
+            return self.run_heads(embedding), embedding
+        return self.run_fused(pixels)
 
     def run_heads(self, embedding: np.ndarray) -> np.ndarray:
         dim = self.info.embedding_dim
         if embedding.dtype != np.float32 or embedding.ndim != 2 or embedding.shape[1] != dim:
             raise ValueError(f"embeddings must be float32 [N, {dim}], got {embedding.dtype} {embedding.shape}")
+        call_rows = HEADS_CALL_ROWS[self.info.kind]
         scores = np.empty((len(embedding), len(self.info.heads)), np.float32)
-        call = np.zeros((HEADS_CALL_ROWS, dim), np.float32)
-        for first in range(0, len(embedding), HEADS_CALL_ROWS):
-            rows = len(embedding[first : first + HEADS_CALL_ROWS])
+        call = np.zeros((call_rows, dim), np.float32)
+        for first in range(0, len(embedding), call_rows):
+            rows = len(embedding[first : first + call_rows])
             call[:rows] = embedding[first : first + rows]
             call[rows:] = 0.0
-            (got,) = self.session.run(list(HEADS_OUTPUTS), {HEADS_INPUT: call})
+            (got,) = self.heads.run(list(HEADS_OUTPUTS), {HEADS_INPUT: call})
             scores[first : first + rows] = got[:rows]
         return scores
 
-    def run_tower(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        size = self.info.image_size
-        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
-            raise ValueError(f"pixels must be uint8 [N, {size}, {size}, 3], got {pixels.dtype} {pixels.shape}")
-        pixels = np.ascontiguousarray(pixels)
-        if self.options.device == "cpu":
-            # One image per call, so that an image's scores never depend on the images that share its batch: the
-            # int8 graph quantises activations with scales taken over the whole call, and even fp32 kernels
-            # block sums differently for other batch sizes. On a CPU a single 384px image is already hundreds
-            # of rows per matrix product, so this costs little (scripts/bench.py measures it).
-            scores = np.empty((len(pixels), len(self.info.heads)), np.float32)
-            embedding = np.empty((len(pixels), self.info.embedding_dim), np.float32)
-            for i in range(len(pixels)):
-                scores[i : i + 1], embedding[i : i + 1] = self.session.run(
-                    list(GRAPH_OUTPUTS), {GRAPH_INPUT: pixels[i : i + 1]}
-                )
-            return scores, embedding
+    def run_tower(self, pixels: np.ndarray) -> np.ndarray:
+        """The embeddings, one image a call (the tower half's output is the heads' input)."""
+        embedding = np.empty((len(pixels), self.info.embedding_dim), np.float32)
+        for i in range(len(pixels)):
+            (embedding[i : i + 1],) = self.session.run([HEADS_INPUT], {GRAPH_INPUT: pixels[i : i + 1]})
+        return embedding
+
+    def run_fused(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         binding = self.session.io_binding()
         binding.bind_cpu_input(GRAPH_INPUT, pixels)
         for name in GRAPH_OUTPUTS:

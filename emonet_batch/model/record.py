@@ -1,4 +1,8 @@
-"""An exported model directory: `model.onnx` (+ `model.onnx.data` when the weights pass 1.5 GiB) and `model.json`.
+"""An exported model directory: `model.onnx`, its weights, and `model.json`.
+
+A full model's weights are in `model.onnx.data`, shared by three graphs: `model.onnx` (the fused graph),
+`tower.onnx` and `heads.onnx` (its two halves, for the CPU path: the tower one image a call, the heads on
+fixed-size batches). A heads-only model is `model.onnx` alone (its weights inside).
 
 model.json is the record every consumer reads (heads in output order, image size, resize filter,
 neutral means, hashes). Loading verifies the ONNX files against their recorded sha256, so a model that
@@ -19,6 +23,8 @@ from ..errors import ModelError
 
 MODEL_JSON = "model.json"
 MODEL_ONNX = "model.onnx"
+#: A full model's fused graph in two halves (pixels -> embedding, embedding -> scores), sharing its weights file.
+TOWER_ONNX, HEADS_ONNX = "tower.onnx", "heads.onnx"
 #: The version of model.json's layout this code reads and the export writes; a newer record is refused.
 FORMAT_VERSION = 1
 #: model.json facts that change a label's values or columns; with the files' hashes they make the model id.
@@ -63,9 +69,18 @@ class ModelInfo:
         return self.directory / MODEL_ONNX
 
     @property
+    def tower_path(self) -> Path:
+        return self.directory / TOWER_ONNX
+
+    @property
+    def heads_path(self) -> Path:
+        """The graph that maps embeddings to scores: a heads-only model's own, or a full model's second half."""
+        return self.onnx_path if self.heads_only else self.directory / HEADS_ONNX
+
+    @property
     def model_id(self) -> str:
-        """Identifies what produced a label: the sha256 over every file of the graph (model.onnx and its
-        external weights) and every recorded fact that changes scores or their columns (LABEL_FACTS)."""
+        """Identifies what produced a label: the sha256 over every file of the graph (the graphs and their
+        weights) and every recorded fact that changes scores or their columns (LABEL_FACTS)."""
         return model_id(self.record)
 
 
@@ -122,6 +137,9 @@ def load_model_info(directory: str | Path, verify: bool = True) -> ModelInfo:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"{path}: malformed model record ({type(exc).__name__}: {exc})") from None
+    missing = [name for name in (TOWER_ONNX, HEADS_ONNX) if info.kind == FULL and name not in info.files]
+    if missing:
+        raise ModelError(f"{path}: a full model without {' and '.join(missing)} (an earlier export); re-export it")
     if verify:
         verify_files(info)
     check_mirror(info)

@@ -31,7 +31,7 @@ def test_tiny_export_parity_and_record(tiny_models, size):
     assert (info.head_size, info.image_size, info.embedding_dim) == (size, 64, 64)
     assert info.normalize is True and info.resize_filter == "bilinear" and info.precision == "fp32"
     assert info.neutral_means == packaged_neutral_means()
-    assert set(info.files) == {"model.onnx"}
+    assert set(info.files) == {"model.onnx", "model.onnx.data", "tower.onnx", "heads.onnx"}
     sources = record["sources"]["sha256"]
     assert {f"heads/model_{c}_best.pth" for c in ("amusement", "jealousy_&_envy", "valence")} <= set(sources)
     assert {"encoder/config.json", "encoder/model.safetensors", "encoder/preprocessor_config.json"} <= set(sources)
@@ -121,23 +121,46 @@ def test_heads_reordered_in_model_json_are_refused(tiny_models, tmp_path):
 
 def test_the_model_id_covers_external_weights_and_label_facts(tiny_models, tmp_path):
     """Two exports differing only in model.onnx.data, or only in a neutral mean, have different ids."""
-    base = load_model_info(tiny_models["small"])
-    external = copy_model(tiny_models["small"], tmp_path / "external")
-    graph = onnx.load(str(external / "model.onnx"))
-    (external / "model.onnx").unlink()
-    files = save_onnx(graph, external / "model.onnx", external_data_bytes=0)
     from emonet_batch.model.record import sha256_file
 
-    edit_record(external, files={path.name: sha256_file(path) for path in files})
-    first = load_model_info(external).model_id
+    base = load_model_info(tiny_models["small"])
+    external = copy_model(tiny_models["small"], tmp_path / "external")
     data = bytearray((external / "model.onnx.data").read_bytes())
-    data[100] ^= 0xFF  # other weights, same graph file
+    data[100] ^= 0xFF  # other weights, same graph files
     (external / "model.onnx.data").write_bytes(bytes(data))
-    edit_record(external, files={path.name: sha256_file(path) for path in files})
-    assert load_model_info(external).model_id != first
+    edit_record(external, files={**base.files, "model.onnx.data": sha256_file(external / "model.onnx.data")})
+    assert load_model_info(external).model_id != base.model_id
     shifted = copy_model(tiny_models["small"], tmp_path / "shifted")
     edit_record(shifted, neutral_means={**base.neutral_means, "amusement": base.neutral_means["amusement"] + 0.5})
     assert load_model_info(shifted).model_id != base.model_id
+
+
+def test_the_halves_share_the_fused_graphs_weights_and_give_its_outputs(tiny_models, tmp_path):
+    """tower.onnx and heads.onnx are the fused graph cut at the embedding, reading its weights file; the CPU path
+    runs them and gives what the fused graph gives."""
+    directory = tiny_models["large"]
+    for name, wants in (("tower.onnx", (["pixels"], ["embedding"])), ("heads.onnx", (["embedding"], ["scores"]))):
+        half = onnx.load(str(directory / name), load_external_data=False)
+        assert ([i.name for i in half.graph.input], [o.name for o in half.graph.output]) == wants
+        assert (directory / name).stat().st_size < 200_000
+        locations = {e.value for t in half.graph.initializer for e in t.external_data if e.key == "location"}
+        assert locations == {"model.onnx.data"}
+    import onnxruntime as ort
+
+    pixels = np.random.default_rng(3).integers(0, 256, size=(40, 64, 64, 3), dtype=np.uint8)
+    scores, embedding = OnnxScorer(load_model_info(directory)).run(pixels)
+    fused = ort.InferenceSession(str(directory / "model.onnx"), providers=["CPUExecutionProvider"])
+    want_scores, want_embedding = fused.run(["scores", "embedding"], {"pixels": pixels})
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    np.testing.assert_allclose(embedding, want_embedding, atol=1e-6)
+
+
+def test_a_full_model_without_its_halves_is_refused(tiny_models, tmp_path):
+    model = copy_model(tiny_models["small"], tmp_path / "model")
+    record = json.loads((model / "model.json").read_text())
+    edit_record(model, files={"model.onnx": record["files"]["model.onnx"]})
+    with pytest.raises(ModelError, match="without tower.onnx and heads.onnx .*re-export it"):
+        load_model_info(model, verify=False)
 
 
 def test_a_newer_record_format_is_refused(tiny_models, tmp_path):
@@ -210,6 +233,8 @@ def test_int8_variant_quantises_the_weight_products_and_records_its_accuracy(tmp
     graph = onnx.load(str(tmp_path / "model.onnx"))
     ops = {node.op_type for node in graph.graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops
+    heads = onnx.load(str(tmp_path / "heads.onnx"), load_external_data=False)
+    assert not {node.op_type for node in heads.graph.node} & {"DynamicQuantizeLinear", "MatMulInteger"}
     assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.graph.initializer)
     props = {p.key for p in graph.metadata_props}
     assert "emonet_batch.quantization" in props and "emonet_batch.heads" in props
