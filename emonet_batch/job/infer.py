@@ -23,6 +23,10 @@ TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: rescore (a heads-only model) gives the heads thousands of stored embeddings; a score on a CPU a batch of
 #: images, and at 32 rows a call the heads' weights are read from memory once per 32 images instead of per image.
 HEADS_CALL_ROWS = {HEADS_ONLY: 256, FULL: 32}
+#: A CPU tower whose calls take less than this, an image each, runs with sleeping threads: its parallel sections are
+#: too short for spinning to save anything, and the spinning threads take the cores the decode tasks need (the null
+#: tower with the Large heads: 46.9 s for 4,096 images spinning, 34.8 s sleeping). A real tower's calls take seconds.
+SPIN_MIN_CALL_S = 0.05
 #: Where each node keeps TensorRT engines when no --trt-cache is given.
 DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
 
@@ -116,7 +120,8 @@ def ort_session_options(options: SessionOptions, spinning: bool = True):
     # Idle intra-op threads spin instead of sleeping between operators (ORT's default, set to say so): with
     # sleeping threads every one of the graph's thousands of operators waits for a wake-up. A session called
     # between another's calls (the heads between the tower's) must not: its spinning threads would take the
-    # other's cores (the null tower with the Small heads ran at half its rate).
+    # other's cores (the null tower with the Small heads ran at half its rate); nor may a tower of short calls
+    # (SPIN_MIN_CALL_S).
     session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return session_options
 
@@ -141,6 +146,7 @@ class OnnxScorer:
         # the session whose providers are checked: the tower's, or the only one
         self.session = self.open(info.tower_path if self.halves else info.onnx_path)
         self.heads = self.open(info.heads_path, spinning=False) if self.halves else self.session
+        self.tower_spins = self.halves  # until the first batch shows its calls are short (SPIN_MIN_CALL_S)
 
     def open(self, path: Path, spinning: bool = True):
         import onnxruntime as ort
@@ -183,8 +189,12 @@ class OnnxScorer:
     def run_tower(self, pixels: np.ndarray) -> np.ndarray:
         """The embeddings, one image a call (the tower half's output is the heads' input)."""
         embedding = np.empty((len(pixels), self.info.embedding_dim), np.float32)
+        started = time.perf_counter()
         for i in range(len(pixels)):
             (embedding[i : i + 1],) = self.session.run([HEADS_INPUT], {GRAPH_INPUT: pixels[i : i + 1]})
+        if self.tower_spins and len(pixels) and (time.perf_counter() - started) / len(pixels) < SPIN_MIN_CALL_S:
+            self.session = self.open(self.info.tower_path, spinning=False)  # threads only decide speed, not scores
+            self.tower_spins = False
         return embedding
 
     def run_fused(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,23 @@ def test_cpu_scores_of_an_image_do_not_depend_on_its_batch(tiny_models):
     assert_scores_independent_of_the_batch(tiny_models["large"])  # fp32; fp16 and int8: test_export.py
 
 
+def test_a_tower_of_short_calls_stops_spinning_after_its_first_batch_and_scores_the_same(tiny_models, monkeypatch):
+    from emonet_batch.job import infer
+
+    pixels = np.random.default_rng(5).integers(0, 256, size=(6, 64, 64, 3), dtype=np.uint8)
+    monkeypatch.setattr(infer, "SPIN_MIN_CALL_S", 0.0)  # no call is that short: the tower keeps spinning
+    spinning = OnnxScorer(load_model_info(tiny_models["small"]))
+    first = spinning.run(pixels)
+    assert spinning.tower_spins
+    monkeypatch.setattr(infer, "SPIN_MIN_CALL_S", 60.0)
+    scorer = OnnxScorer(load_model_info(tiny_models["small"]))
+    assert scorer.tower_spins
+    scorer.run(pixels[:2])
+    assert not scorer.tower_spins  # the tiny tower's calls take milliseconds
+    for got, want in zip(scorer.run(pixels), first):
+        assert np.array_equal(got, want)
+
+
 def with_parity(source, target, **parity):
     shutil.copytree(source, target)
     record = json.loads((target / "model.json").read_text())
