@@ -24,8 +24,8 @@ TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: images, and at 32 rows a call the heads' weights are read from memory once per 32 images instead of per image.
 HEADS_CALL_ROWS = {HEADS_ONLY: 256, FULL: 32}
 #: A CPU tower whose calls take less than this, an image each, runs with sleeping threads: its parallel sections are
-#: too short for spinning to save anything, and the spinning threads take the cores the decode tasks need (the null
-#: tower with the Large heads: 46.9 s for 4,096 images spinning, 34.8 s sleeping). A real tower's calls take seconds.
+#: too short for spinning to save anything, and the spinning threads take the cores the decode tasks need
+#: (benchmarks/README.md). A real tower's calls take seconds.
 SPIN_MIN_CALL_S = 0.05
 #: Where each node keeps TensorRT engines when no --trt-cache is given.
 DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
@@ -120,7 +120,7 @@ def ort_session_options(options: SessionOptions, spinning: bool = True):
     # Idle intra-op threads spin instead of sleeping between operators (ORT's default, set to say so): with
     # sleeping threads every one of the graph's thousands of operators waits for a wake-up. A session called
     # between another's calls (the heads between the tower's) must not: its spinning threads would take the
-    # other's cores (the null tower with the Small heads ran at half its rate); nor may a tower of short calls
+    # other's cores; nor may a tower of short calls
     # (SPIN_MIN_CALL_S).
     session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return session_options
