@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,10 @@ TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: rescore (a heads-only model) gives the heads thousands of stored embeddings; a score on a CPU a batch of
 #: images, and at 32 rows a call the heads' weights are read from memory once per 32 images instead of per image.
 HEADS_CALL_ROWS = {HEADS_ONLY: 256, FULL: 32}
-#: A CPU tower whose calls take less than this, an image each, runs with sleeping threads: its parallel sections are
-#: too short for spinning to save anything, and the spinning threads take the cores the decode tasks need
+#: A CPU tower whose calls take less than this, an image each, runs on one thread: its parallel sections are too
+#: short for more threads to pay, and their spinning (or waking) takes the cores the decode tasks need
 #: (benchmarks/README.md). A real tower's calls take seconds.
-SPIN_MIN_CALL_S = 0.05
+THREADED_TOWER_MIN_CALL_S = 0.05
 #: Where each node keeps TensorRT engines when no --trt-cache is given.
 DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
 
@@ -120,8 +120,7 @@ def ort_session_options(options: SessionOptions, spinning: bool = True):
     # Idle intra-op threads spin instead of sleeping between operators (ORT's default, set to say so): with
     # sleeping threads every one of the graph's thousands of operators waits for a wake-up. A session called
     # between another's calls (the heads between the tower's) must not: its spinning threads would take the
-    # other's cores; nor may a tower of short calls
-    # (SPIN_MIN_CALL_S).
+    # other's cores.
     session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return session_options
 
@@ -146,15 +145,17 @@ class OnnxScorer:
         # the session whose providers are checked: the tower's, or the only one
         self.session = self.open(info.tower_path if self.halves else info.onnx_path)
         self.heads = self.open(info.heads_path, spinning=False) if self.halves else self.session
-        self.tower_spins = self.halves  # until the first batch shows its calls are short (SPIN_MIN_CALL_S)
+        # the tower's threads, when not given, are settled by its first batch (THREADED_TOWER_MIN_CALL_S)
+        self.sizing_tower = self.halves and not options.intra_op_threads
 
-    def open(self, path: Path, spinning: bool = True):
+    def open(self, path: Path, spinning: bool = True, options: SessionOptions | None = None):
         import onnxruntime as ort
 
-        providers = provider_list(self.options, self.info.image_size)
+        options = options or self.options
+        providers = provider_list(options, self.info.image_size)
         return ort.InferenceSession(
             str(path),
-            ort_session_options(self.options, spinning),
+            ort_session_options(options, spinning),
             providers=[name for name, _ in providers],
             provider_options=[opts for _, opts in providers],
         )
@@ -192,9 +193,11 @@ class OnnxScorer:
         started = time.perf_counter()
         for i in range(len(pixels)):
             (embedding[i : i + 1],) = self.session.run([HEADS_INPUT], {GRAPH_INPUT: pixels[i : i + 1]})
-        if self.tower_spins and len(pixels) and (time.perf_counter() - started) / len(pixels) < SPIN_MIN_CALL_S:
-            self.session = self.open(self.info.tower_path, spinning=False)  # threads only decide speed, not scores
-            self.tower_spins = False
+        if self.sizing_tower and len(pixels):
+            self.sizing_tower = False
+            if (time.perf_counter() - started) / len(pixels) < THREADED_TOWER_MIN_CALL_S:
+                # one thread: nothing to wake or spin (threads decide the speed, never a score)
+                self.session = self.open(self.info.tower_path, options=replace(self.options, intra_op_threads=1))
         return embedding
 
     def run_fused(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -63,21 +63,27 @@ def test_cpu_scores_of_an_image_do_not_depend_on_its_batch(tiny_models):
     assert_scores_independent_of_the_batch(tiny_models["large"])  # fp32; fp16 and int8: test_export.py
 
 
-def test_a_tower_of_short_calls_stops_spinning_after_its_first_batch_and_scores_the_same(tiny_models, monkeypatch):
+def test_a_tower_of_short_calls_takes_one_thread_after_its_first_batch_and_scores_the_same(tiny_models, monkeypatch):
     from emonet_batch.job import infer
 
+    def threads(scorer):
+        return scorer.session.get_session_options().intra_op_num_threads
+
     pixels = np.random.default_rng(5).integers(0, 256, size=(6, 64, 64, 3), dtype=np.uint8)
-    monkeypatch.setattr(infer, "SPIN_MIN_CALL_S", 0.0)  # no call is that short: the tower keeps spinning
-    spinning = OnnxScorer(load_model_info(tiny_models["small"]))
-    first = spinning.run(pixels)
-    assert spinning.tower_spins
-    monkeypatch.setattr(infer, "SPIN_MIN_CALL_S", 60.0)
-    scorer = OnnxScorer(load_model_info(tiny_models["small"]))
-    assert scorer.tower_spins
+    info = load_model_info(tiny_models["small"])
+    monkeypatch.setattr(infer, "THREADED_TOWER_MIN_CALL_S", 0.0)  # no call is that short: the threads stay
+    threaded = OnnxScorer(info, SessionOptions(actors_per_node=1))
+    first = threaded.run(pixels)
+    assert threads(threaded) == infer.intra_op_threads(SessionOptions()) and not threaded.sizing_tower
+    monkeypatch.setattr(infer, "THREADED_TOWER_MIN_CALL_S", 60.0)
+    scorer = OnnxScorer(info)
     scorer.run(pixels[:2])
-    assert not scorer.tower_spins  # the tiny tower's calls take milliseconds
+    assert threads(scorer) == 1  # the tiny tower's calls take milliseconds
     for got, want in zip(scorer.run(pixels), first):
         assert np.array_equal(got, want)
+    given = OnnxScorer(info, SessionOptions(intra_op_threads=2))  # --threads-per-worker is kept as given
+    given.run(pixels[:2])
+    assert threads(given) == 2
 
 
 def with_parity(source, target, **parity):
