@@ -106,7 +106,7 @@ OPTIONS = (
     Option("workers", "engine", "Inference actors. Default: one per GPU when --gpus-per-worker, else 1 (rescore: one "
            "per CPU).", "int", low=1, manifest=True),
     Option("threads_per_worker", "engine", "ONNX Runtime threads per CPU actor. Default: the CPUs of its node / the "
-           "actors on that node.", "int", low=1),
+           "actors on that node (the tower one, when its calls take under 50 ms).", "int", low=1),
     Option("wait_for_resources", "engine", "On a cluster (RAY_ADDRESS) without the GPUs (or CPUs) the actors need: "
            "ask its autoscaler for them and wait this long (0: fail at once).", "float", low=0, metavar="SECONDS"),
     Option("centered", "labels", "Add <head>_centered columns (raw - neutral mean).", labels=True, manifest=True),
