@@ -29,9 +29,11 @@ from ..model.record import (
     GRAPH_OUTPUTS,
     HEADS_INPUT,
     HEADS_ONLY,
+    HEADS_ONNX,
     HEADS_OUTPUTS,
     MODEL_JSON,
     MODEL_ONNX,
+    TOWER_ONNX,
     load_model_info,
     sha256_file,
     tower_id,
@@ -204,7 +206,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     if (out / MODEL_JSON).exists() or (out / MODEL_ONNX).exists():
         if not overwrite:
             raise UsageError(f"{out} already holds a model; pass --overwrite to replace it")
-        for name in (MODEL_JSON, MODEL_ONNX, MODEL_ONNX + ".data"):
+        for name in (MODEL_JSON, MODEL_ONNX, MODEL_ONNX + ".data", TOWER_ONNX, HEADS_ONNX):
             (out / name).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -127,8 +127,9 @@ def check_inputs(shards: list[Shard], storage: StorageOptions, key_column: str |
         return []
     with ThreadPoolExecutor(min(PROBE_THREADS, len(shards))) as pool:
         problems = list(pool.map(lambda s: input_problem(s, storage, key_column), shards))
-    left_out = [s for s, p in zip(shards, problems) if isinstance(p, NoImages) and s.listed]
-    refused = [p for s, p in zip(shards, problems) if p and not (isinstance(p, NoImages) and s.listed)]
+    leave = [isinstance(p, NoImages) and s.listed for s, p in zip(shards, problems)]
+    left_out = [s for s, left in zip(shards, leave) if left]
+    refused = [p for p, left in zip(problems, leave) if p and not left]
     if refused:
         more = f" (and {len(refused) - 1} more inputs)" if len(refused) > 1 else ""
         raise UsageError(refused[0] + more)
