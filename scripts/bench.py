@@ -22,7 +22,8 @@ Measured in one run, on the same weights, images and cores:
   turns with those runs, and the median of what `score` takes beyond it.
 
 `--model heads` measures `rescore` (see rescore_figures): the 44 Small and Large heads over generated 1152-d
-embeddings stored as a scored output, end to end through the job, against the heads alone (`whole_run_ratio`),
+embeddings stored as a scored output, end to end through the job, against the heads alone timed before and after
+the run (`whole_run_ratio`),
 with the driver's CPU per row (the job's own collect and commit, and Ray Data's iteration in the driver) and the
 bytes per row that reach the driver.
 
@@ -360,16 +361,18 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
     """`rescore` with the 44 Small and Large heads (1152-d, heads-only exports of the synthetic `wide` tower) over
     generated unit-length embeddings stored as an output scored with --embedding (shards of `per_shard`, two
     metadata fields): the job's embeddings/s over the whole run and after its first batch, against the heads
-    alone (ONNX Runtime on every core, the job's fixed-size calls)."""
+    alone (ONNX Runtime on every core, the job's fixed-size calls; the mean of a timing before and one after the
+    run)."""
     figures = {"model": "synthetic wide tower (1152-d embedding), heads-only fp32"}
     for size, embeddings in (("large", count), ("small", count * 5)):
         heads_dir = exported_model("wide", "fp32", head_size=size, heads_only=True)
         info = load_model_info(heads_dir)
         scorer = ort_scorer(heads_dir, SessionOptions(intra_op_threads=os.cpu_count() or 1))
         # the heads alone over as many embeddings as the run, up to 50,000: a few batches were too short to time
-        # steadily on a shared machine
+        # steadily on a shared machine; and before and after the run, whose mean is the reference (this machine's
+        # speed drifts by 10-20% from one minute to the next)
         sample = unit_embeddings(np.random.default_rng(0), min(embeddings, 50_000), info.embedding_dim)
-        model_only = measure(scorer.run, sample, batch_size).images_per_s
+        alone = [measure(scorer.run, sample, batch_size).images_per_s]
         with tempfile.TemporaryDirectory() as work:
             source = write_embedding_output(Path(work) / "source", info, embeddings, per_shard)
             ensure_ray()
@@ -378,6 +381,8 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             )
             with DriverBytes() as to_driver:
                 run = run_score(config).figures
+        alone.append(measure(scorer.run, sample, batch_size).images_per_s)
+        model_only = statistics.mean(alone)
         scoring = run["scoring_images_per_s"]
         driver_ms = run["cpu_ms_per_image"]
         figures[size] = {
@@ -385,6 +390,7 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             "mflop_per_embedding": round(2 * head_macs(info) / 1e6, 1),
             "embeddings": embeddings,
             "model_only_embeddings_per_s": round(model_only),
+            "model_only_before_and_after_the_run": [round(rate) for rate in alone],
             "e2e_embeddings_per_s": round(run["images_per_s"]),
             "scoring_embeddings_per_s": round(scoring),
             "pipeline_efficiency": round(scoring / model_only, 3),

@@ -2,7 +2,8 @@
 function it runs.
 
     read           datasource.ShardDatasource  CPU tasks, one per shard, reading it through the run's source
-                   (job/sources.py: images decoded decode_batch_size at a time, or a rescore's stored embeddings)
+                   (job/sources.py: images decoded decode_batch_size at a time, or a rescore's stored embeddings);
+                   on CPU a rescore's read runs inside the inference actors instead (reads_in_actors)
     infer          ArrowInferStage (InferStage)  actor pool: one actor per GPU, or CPU actors spread over the nodes;
                    each writes the rows it scored as pieces (job/pieces.py) and passes on only their receipts
 
@@ -55,6 +56,15 @@ def inference_workers(engine: EngineOptions, heads_only: bool = False) -> int:
     return 1
 
 
+def reads_in_actors(info: ModelInfo, engine: EngineOptions) -> bool:
+    """Whether each inference actor reads the shards it scores (Ray Data fuses the read into the actor pool): a
+    heads-only model on CPU actors, one per core. Stored embeddings cost a few percent of their scoring to read;
+    read in separate tasks they went through the object store and kept two more processes busy, taking CPU from the
+    actors (benchmarks/README.md has the figures). GPU actors keep separate read tasks: a GPU scores the heads
+    far faster than one process reads their embeddings."""
+    return info.heads_only and engine.gpus_per_worker <= 0
+
+
 def session_options(engine: EngineOptions, workers: int) -> SessionOptions:
     if engine.gpus_per_worker > 0:
         return SessionOptions(
@@ -103,12 +113,13 @@ def build_dataset(
         [("infer", infer_columns(info, labels.embedding)), ("pieces", piece_columns(labels.embedding))],
     )
     workers = inference_workers(engine, info.heads_only)
+    fused = reads_in_actors(info, engine)
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES  # sealed into the dataset made next
     dataset = ray.data.read_datasource(
         datasource,
         override_num_blocks=len(shards),
-        num_cpus=1,
-        memory=DECODE_TASK_MEMORY,
+        # the actors' own resources let Ray Data fuse the read into them
+        **(actor_resources(engine) if fused else {"num_cpus": 1, "memory": DECODE_TASK_MEMORY}),
     )
     return dataset.map_batches(
         ArrowInferStage,
@@ -122,7 +133,9 @@ def build_dataset(
             "model_id": info.model_id,
             "pieces": pieces,
         },
-        batch_size=engine.batch_size,
+        # a fused read's blocks are model batches already (EmbeddingSource.rows_per_block); a batch size would
+        # keep Ray Data from fusing (it fuses a read only into a stage that takes blocks as they come)
+        batch_size=None if fused else engine.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=workers),
         **actor_resources(engine),  # ORT's threads are set separately (session_options)

@@ -61,6 +61,8 @@ def test_rescore_equals_scoring_the_images_and_carries_keys_metadata_and_errors(
     result = rescore(scored, tmp_path / "new", tiny_heads["small"], embedding=True, batch_size=5, stats=True, gallery=0)
     assert result.exit_code == 0 and result.figures["images"] == 23 and result.figures["errors"] == 6
     assert result.stats["run"]["model"]["id"] == load_model_info(tiny_heads["small"]).model_id
+    # on CPU each inference actor read the shards it scored (edge/plan.reads_in_actors): one fused stage
+    assert "ReadEmbeddingSource->MapBatches(ArrowInferStage)" in result.figures["stages"]
     assert (tmp_path / "new" / "stats" / "report.html").exists()
     source, new = label_files(scored), label_files(tmp_path / "new")
     assert source.keys() == new.keys() and len(source) == 3
