@@ -369,8 +369,8 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
         info = load_model_info(heads_dir)
         scorer = ort_scorer(heads_dir, SessionOptions(intra_op_threads=os.cpu_count() or 1))
         # the heads alone over as many embeddings as the run, up to 50,000: a few batches were too short to time
-        # steadily on a shared machine; and before and after the run, whose mean is the reference (this machine's
-        # speed drifts by 10-20% from one minute to the next)
+        # steadily on a shared machine; and before and after the run, whose mean is the reference (a shared
+        # machine's speed drifts from one minute to the next)
         sample = unit_embeddings(np.random.default_rng(0), min(embeddings, 50_000), info.embedding_dim)
         alone = [measure(scorer.run, sample, batch_size).images_per_s]
         with tempfile.TemporaryDirectory() as work:

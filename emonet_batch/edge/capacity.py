@@ -28,7 +28,7 @@ LOG_EVERY_S = 10.0
 
 def needed_bundles(engine: EngineOptions) -> list[dict[str, float]]:
     """What the plan cannot start without: every GPU actor's share (one actor when --workers is not given), or for
-    CPU runs one CPU for the read tasks (CPU actors hold no slot)."""
+    CPU runs one CPU for the read and assembly tasks (CPU actors hold no slot)."""
     if engine.gpus_per_worker > 0:
         return [{"GPU": engine.gpus_per_worker}] * (engine.workers or 1)
     return [{"CPU": 1.0}]
