@@ -16,6 +16,10 @@ IMAGES, EMBEDDINGS = "images", "embeddings"
 DEFAULT_MAX_PIXELS = 8192 * 8192
 #: Connections an S3 client keeps open (botocore's default is 10): enough for the driver's commit threads.
 S3_CONNECTIONS = 64
+#: A CPU tower whose calls take less than this, an image each, runs on one thread unless --threads-per-worker says
+#: otherwise: its parallel sections are too short for more threads to pay, and their spinning (or waking) takes the
+#: cores the decode tasks need (benchmarks/README.md). A real tower's calls take seconds.
+THREADED_TOWER_MIN_CALL_S = 0.05
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..model.record import FULL, GRAPH_INPUT, GRAPH_OUTPUTS, HEADS_INPUT, HEADS_ONLY, HEADS_OUTPUTS, ModelInfo
 from .accelerator import PROVIDERS, gpu_problem, load_gpu_libraries
-from .config import StorageOptions
+from .config import THREADED_TOWER_MIN_CALL_S, StorageOptions
 from .rows import EMBEDDING, INFER_CPU, PIXELS, SCORES, WORKER, StageColumns, cpu_share
 
 TRT_PRECISIONS = ("fp16", "bf16", "fp32")
@@ -23,10 +23,6 @@ TRT_PRECISIONS = ("fp16", "bf16", "fp32")
 #: rescore (a heads-only model) gives the heads thousands of stored embeddings; a score on a CPU a batch of
 #: images, and at 32 rows a call the heads' weights are read from memory once per 32 images instead of per image.
 HEADS_CALL_ROWS = {HEADS_ONLY: 256, FULL: 32}
-#: A CPU tower whose calls take less than this, an image each, runs on one thread: its parallel sections are too
-#: short for more threads to pay, and their spinning (or waking) takes the cores the decode tasks need
-#: (benchmarks/README.md). A real tower's calls take seconds.
-THREADED_TOWER_MIN_CALL_S = 0.05
 #: Where each node keeps TensorRT engines when no --trt-cache is given.
 DEFAULT_TRT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "emonet-batch", "tensorrt")
 

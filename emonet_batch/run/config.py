@@ -14,7 +14,14 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import UsageError
-from ..job.config import EMBEDDINGS, IMAGES, EngineOptions, LabelOptions, StorageOptions
+from ..job.config import (
+    EMBEDDINGS,
+    IMAGES,
+    THREADED_TOWER_MIN_CALL_S,
+    EngineOptions,
+    LabelOptions,
+    StorageOptions,
+)
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,8 @@ OPTIONS = (
     Option("workers", "engine", "Inference actors. Default: one per GPU when --gpus-per-worker, else 1 (rescore: one "
            "per CPU).", "int", low=1, manifest=True),
     Option("threads_per_worker", "engine", "ONNX Runtime threads per CPU actor. Default: the CPUs of its node / the "
-           "actors on that node (the tower one, when its calls take under 50 ms).", "int", low=1),
+           "actors on that node (the tower one, when its calls take under "
+           f"{THREADED_TOWER_MIN_CALL_S * 1000:g} ms).", "int", low=1),
     Option("wait_for_resources", "engine", "On a cluster (RAY_ADDRESS) without the GPUs (or CPUs) the actors need: "
            "ask its autoscaler for them and wait this long (0: fail at once).", "float", low=0, metavar="SECONDS"),
     Option("centered", "labels", "Add <head>_centered columns (raw - neutral mean).", labels=True, manifest=True),
