@@ -188,7 +188,9 @@ def checked_tables(source: EmbeddingSource, shard_id: str) -> tuple[pa.Table, pa
 
     def checked(name: str, columns: tuple[str, ...] | None = None) -> pa.Table:
         file = pq.ParquetFile(pa.BufferReader(recorded_bytes(fs, root, name, files[name])))
-        return file.read(columns=[c for c in columns if c in file.schema_arrow.names] if columns else None)
+        # one thread: each inference actor reads its own shards, one actor a core
+        names = [c for c in columns if c in file.schema_arrow.names] if columns else None
+        return file.read(columns=names, use_threads=False)
 
     # only the columns the rows carry: the scores and the columns derived from them are most of a label file's
     labels = checked(label_file(shard_id), (KEY, EMBEDDING_COLUMN, *source.meta_fields))
@@ -219,9 +221,31 @@ def typed(values: Any, kind: pa.DataType, count: int) -> pa.Array:
 def sample_rows(labels: pa.Table, meta_fields: tuple[str, ...]) -> pa.Table:
     """A label file's rows as sample rows (without the embedding), the promoted metadata back in JSON."""
     count = labels.num_rows
-    fields = {name: labels.column(name).to_pylist() for name in meta_fields if name in labels.column_names}
-    meta = [json.dumps({name: values[i] for name, values in fields.items()}) for i in range(count)]
+    meta = meta_texts(labels, meta_fields)
     return row_table({"kind": [SAMPLE] * count, "key": labels.column(KEY), "meta": meta}, count)
+
+
+def meta_texts(labels: pa.Table, meta_fields: tuple[str, ...]) -> pa.Array:
+    """Each row's `json.dumps({field: value})` of the promoted fields the file has, assembled column by column from
+    the JSON of each distinct value: one json.dumps a row cost more than reading the row's embedding."""
+    parts: list[Any] = []
+    for name in (name for name in meta_fields if name in labels.column_names):
+        parts += ["{" if not parts else ", ", f"{json.dumps(name)}: ", value_texts(labels.column(name))]
+    if not parts:
+        return pa.array(["{}"] * labels.num_rows, pa.string())
+    return pc.binary_join_element_wise(*parts, "}", "")
+
+
+def value_texts(column: pa.ChunkedArray) -> pa.Array:
+    """The JSON text of each value of a column ("null" for a null)."""
+    values = column.combine_chunks()
+    if not pa.types.is_dictionary(values.type):
+        try:
+            values = values.dictionary_encode()
+        except pa.ArrowNotImplementedError:  # nested values (lists, structs) have no dictionary: one at a time
+            return pa.array([json.dumps(value) for value in values.to_pylist()], pa.string())
+    texts = pa.array([json.dumps(value) for value in values.dictionary.to_pylist()], pa.string())
+    return pc.fill_null(texts.take(values.indices), "null")
 
 
 def error_rows(errors: pa.Table) -> pa.Table:

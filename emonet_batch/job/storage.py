@@ -239,17 +239,24 @@ def version_tag(info: dict[str, Any]) -> str:
 def parquet_bytes(table: pa.Table) -> bytes:
     """A table as the Parquet files of an output are written (zstd, row groups of 64k rows). Float columns
     (scores, embeddings) are not dictionary-encoded: their values rarely repeat, so a dictionary page would fill
-    and Parquet fall back to plain after paying for it."""
+    and Parquet fall back to plain after paying for it. Float vectors (the embedding) are not compressed either:
+    zstd saved 7% of their bytes and made them 45% slower to write and 70% slower to read."""
     buffer = io.BytesIO()
     repeating = [field.name for field in table.schema if not _floats(field.type)]
-    pq.write_table(table, buffer, compression="zstd", row_group_size=64 * 1024, use_dictionary=repeating)
+    vectors = {field.name for field in table.schema if _is_list(field.type) and _floats(field.type)}
+    compression = {name: "none" if name in vectors else "zstd" for name in table.column_names}
+    pq.write_table(table, buffer, compression=compression, row_group_size=64 * 1024, use_dictionary=repeating)
     return buffer.getvalue()
 
 
 def _floats(kind: pa.DataType) -> bool:
-    while pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
+    while _is_list(kind):
         kind = kind.value_type
     return pa.types.is_floating(kind)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)
 
 
 def read_json_paths(
