@@ -23,9 +23,10 @@ Measured in one run, on the same weights, images and cores:
 
 `--model heads` measures `rescore` (see rescore_figures): the 44 Small and Large heads over generated 1152-d
 embeddings stored as a scored output, end to end through the job, against the heads alone timed before and after
-the run (`whole_run_ratio`),
-with the driver's CPU per row (the job's own collect and commit, and Ray Data's iteration in the driver) and the
-bytes per row that reach the driver.
+the run (`whole_run_ratio`), with the driver's CPU per row (the job's own collect and commit, and Ray Data's
+iteration in the driver) and the bytes per row that reach the driver; then Ray Data's own floor for the same plan
+(devtools/ray_floor.py: the heads on a fixed batch in the same actors, nothing read or written) against the heads
+alone timed before and after it (`ray_data_floor_ratio`).
 
 `--model null` measures the job's own cost instead (see pipeline_figures): a model of the real input size
 (384 px) with next to no compute, so what remains is reading, decoding, moving 442 KB an image through Ray,
@@ -66,6 +67,7 @@ from emonet_batch.devtools.benchmark import (
     path_figures,
     synthetic_model,
 )
+from emonet_batch.devtools.ray_floor import heads_floor_rate
 from emonet_batch.devtools.samples import demo_metadata, encode, face_image
 from emonet_batch.devtools.shards import write_shards
 from emonet_batch.edge.runtime import ensure_ray
@@ -362,7 +364,7 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
     generated unit-length embeddings stored as an output scored with --embedding (shards of `per_shard`, two
     metadata fields): the job's embeddings/s over the whole run and after its first batch, against the heads
     alone (ONNX Runtime on every core, the job's fixed-size calls; the mean of a timing before and one after the
-    run)."""
+    run); and Ray Data's own floor for the plan over as many embeddings, against the heads alone around it."""
     figures = {"model": "synthetic wide tower (1152-d embedding), heads-only fp32"}
     for size, embeddings in (("large", count), ("small", count * 5)):
         heads_dir = exported_model("wide", "fp32", head_size=size, heads_only=True)
@@ -382,7 +384,9 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             with DriverBytes() as to_driver:
                 run = run_score(config).figures
         alone.append(measure(scorer.run, sample, batch_size).images_per_s)
-        model_only = statistics.mean(alone)
+        floor = heads_floor_rate(str(heads_dir), embeddings, batch_size)
+        alone.append(measure(scorer.run, sample, batch_size).images_per_s)
+        model_only = statistics.mean(alone[:2])
         scoring = run["scoring_images_per_s"]
         driver_ms = run["cpu_ms_per_image"]
         figures[size] = {
@@ -390,13 +394,17 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             "mflop_per_embedding": round(2 * head_macs(info) / 1e6, 1),
             "embeddings": embeddings,
             "model_only_embeddings_per_s": round(model_only),
-            "model_only_before_and_after_the_run": [round(rate) for rate in alone],
+            "model_only_before_and_after_the_run": [round(rate) for rate in alone[:2]],
             "e2e_embeddings_per_s": round(run["images_per_s"]),
             "scoring_embeddings_per_s": round(scoring),
             "pipeline_efficiency": round(scoring / model_only, 3),
             "startup_s": run["startup_s"],
             "minutes_for_400k": round(400_000 / scoring / 60, 1),
             "whole_run_ratio": round(run["images_per_s"] / model_only, 3),
+            # Ray Data's own floor for this plan (devtools/ray_floor.heads_floor_rate: the heads on a fixed batch,
+            # nothing read or written) over the heads alone timed before and after it
+            "ray_data_floor_embeddings_per_s": round(floor),
+            "ray_data_floor_ratio": round(floor / statistics.mean(alone[1:]), 3),
             # the driver's CPU per row: the job's own steps, and Ray Data's iteration in the driver process
             "driver_cpu_us_per_row": {
                 "job": round((driver_ms.get("collect", 0) + driver_ms.get("commit", 0)) * 1000, 2),

@@ -1,10 +1,13 @@
-"""Ray Data's own start-up floor: the embedded runtime exactly as `score` starts it, then the smallest plan of the
-same shape (one read task, one actor, one batch), with nothing of emonet-batch in it. scripts/bench.py runs it as
-a fresh process next to `score` so the two start-ups compare within one run: what `score` takes beyond this is
-ours to cut, the rest is Ray's.
+"""Ray Data's own floors, the plans of our shape with nothing of emonet-batch in them:
 
-Run as `python -m emonet_batch.devtools.ray_floor`; prints {"first_batch_s": ...}, seconds from this module's
-start (before Ray is imported) to the first batch, as the manifest's `startup_s` counts from the run's start.
+- start-up: the embedded runtime exactly as `score` starts it, then the smallest plan of the same shape (one read
+  task, one actor, one batch). scripts/bench.py runs it as a fresh process next to `score` so the two start-ups
+  compare within one run: what `score` takes beyond this is ours to cut, the rest is Ray's.
+  Run as `python -m emonet_batch.devtools.ray_floor`; prints {"first_batch_s": ...}, seconds from this module's
+  start (before Ray is imported) to the first batch, as the manifest's `startup_s` counts from the run's start.
+- a rescore's throughput (heads_floor_rate): blocks of row numbers read inside an actor pool (the read fused
+  into it, as a CPU rescore's is) whose actors score one fixed batch of embeddings per block with the heads: no
+  file read, checked or written.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ STARTED = time.perf_counter()
 
 import json  # noqa: E402  (after the clock starts: imports are part of the start-up measured)
 
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
+from ray.data.block import BlockMetadata  # noqa: E402
+from ray.data.datasource import Datasource, ReadTask  # noqa: E402
 
 from ..edge.runtime import ensure_ray, stop_ray  # noqa: E402
 
@@ -36,6 +43,62 @@ def first_batch_seconds() -> float:
     )
     next(iter(dataset.iter_batches(batch_size=None)))
     return time.perf_counter() - STARTED
+
+
+class RowNumbers(Datasource):
+    """`rows` row numbers in blocks of `block_rows`, one read task a block."""
+
+    def __init__(self, rows: int, block_rows: int):
+        self.rows, self.block_rows = rows, block_rows
+
+    def estimate_inmemory_data_size(self) -> int:
+        return 8 * self.rows
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None) -> list[ReadTask]:
+        return [self._task(first) for first in range(0, self.rows, self.block_rows)]
+
+    def _task(self, first: int) -> ReadTask:
+        count = min(self.block_rows, self.rows - first)
+        block = pa.table({"row": np.arange(first, first + count)})
+        metadata = BlockMetadata(num_rows=count, size_bytes=block.nbytes, input_files=None, exec_stats=None)
+        return ReadTask(lambda: [block], metadata, schema=block.schema)
+
+
+class FixedBatchHeads:
+    """The actor: scores the same embeddings, as many as its block has rows, with the heads on one thread."""
+
+    def __init__(self, model_dir: str, block_rows: int):
+        from ..job.infer import OnnxScorer, SessionOptions
+        from ..model.record import load_model_info
+
+        self.scorer = OnnxScorer(load_model_info(model_dir), SessionOptions(intra_op_threads=1))
+        embedding = np.random.default_rng(0).standard_normal((block_rows, self.scorer.info.embedding_dim))
+        self.embedding = (embedding / np.linalg.norm(embedding, axis=1, keepdims=True)).astype(np.float32)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        scores = self.scorer.run_heads(self.embedding[: block.num_rows])
+        return pa.table({"row": block["row"], "first_score": scores[:, 0]})
+
+
+def heads_floor_rate(model_dir: str, rows: int, block_rows: int) -> float:
+    """Rows a second, from the plan's start to its last block, of `rows` scored by the heads-only model at
+    `model_dir`, `block_rows` a block, in one one-thread actor per CPU of the cluster, as a CPU rescore has (see
+    the module's text)."""
+    ensure_ray()
+    actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    started = time.perf_counter()
+    dataset = ray.data.read_datasource(RowNumbers(rows, block_rows), num_cpus=0).map_batches(
+        FixedBatchHeads,
+        fn_constructor_kwargs={"model_dir": model_dir, "block_rows": block_rows},
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=0,
+    )
+    scored = sum(batch.num_rows for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+    if scored != rows:
+        raise RuntimeError(f"the floor's plan scored {scored} of {rows} rows")
+    return rows / (time.perf_counter() - started)
 
 
 def main() -> None:
