@@ -36,7 +36,7 @@ cores / (1/decode_per_core + 1/model_only), the job's rate after its first score
 the start-up seconds, each stage's CPU milliseconds per image (from the run's manifest) and Ray's share.
 
 The synthetic models are exported once into benchmarks/models/ (tiny: seconds; full: ~4 minutes each).
-Run time on 2 cores: tiny ~1 minute; full ~12 minutes (the fp32 paths run ~0.2 images/s).
+Run time on 2 cores: tiny ~1 minute; heads ~10 minutes; full ~12 minutes (the fp32 paths run ~0.2 images/s).
 """
 
 from __future__ import annotations
