@@ -66,6 +66,7 @@ from emonet_batch.devtools.benchmark import (
     ort_scorer,
     path_figures,
     synthetic_model,
+    unit_embeddings,
 )
 from emonet_batch.devtools.ray_floor import heads_floor_rate
 from emonet_batch.devtools.samples import demo_metadata, encode, face_image
@@ -444,11 +445,6 @@ class DriverBytes:
 
     def __exit__(self, *exc):
         self._module.result_batches = self._original
-
-
-def unit_embeddings(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
-    embedding = rng.standard_normal((count, dim)).astype(np.float32)
-    return embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
 
 
 def head_macs(info) -> int:

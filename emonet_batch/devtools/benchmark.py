@@ -116,3 +116,9 @@ def path_figures(name: str, measured: Measured, reference: Measured | None, info
             }
         )
     return figures
+
+
+def unit_embeddings(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    """`count` random float32 embeddings of length one, as a tower's normalised output is."""
+    embedding = rng.standard_normal((count, dim)).astype(np.float32)
+    return embedding / np.linalg.norm(embedding, axis=1, keepdims=True)

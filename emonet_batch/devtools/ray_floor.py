@@ -70,10 +70,10 @@ class FixedBatchHeads:
     def __init__(self, model_dir: str, block_rows: int):
         from ..job.infer import OnnxScorer, SessionOptions
         from ..model.record import load_model_info
+        from .benchmark import unit_embeddings
 
         self.scorer = OnnxScorer(load_model_info(model_dir), SessionOptions(intra_op_threads=1))
-        embedding = np.random.default_rng(0).standard_normal((block_rows, self.scorer.info.embedding_dim))
-        self.embedding = (embedding / np.linalg.norm(embedding, axis=1, keepdims=True)).astype(np.float32)
+        self.embedding = unit_embeddings(np.random.default_rng(0), block_rows, self.scorer.info.embedding_dim)
 
     def __call__(self, block: pa.Table) -> pa.Table:
         scores = self.scorer.run_heads(self.embedding[: block.num_rows])
@@ -84,8 +84,12 @@ def heads_floor_rate(model_dir: str, rows: int, block_rows: int) -> float:
     """Rows a second, from the plan's start to its last block, of `rows` scored by the heads-only model at
     `model_dir`, `block_rows` a block, in one one-thread actor per CPU of the cluster, as a CPU rescore has (see
     the module's text)."""
+    # imported here, not above: the start-up floor times this module's own imports
+    from ..edge.plan import inference_workers
+    from ..job.config import EngineOptions
+
     ensure_ray()
-    actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    actors = inference_workers(EngineOptions(), heads_only=True)
     started = time.perf_counter()
     dataset = ray.data.read_datasource(RowNumbers(rows, block_rows), num_cpus=0).map_batches(
         FixedBatchHeads,
