@@ -62,6 +62,7 @@ from PIL import Image
 from emonet_batch.devtools.benchmark import (
     best_rates,
     cpu_description,
+    embedding_output,
     measure,
     ort_scorer,
     path_figures,
@@ -377,7 +378,7 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
         sample = unit_embeddings(np.random.default_rng(0), min(embeddings, 50_000), info.embedding_dim)
         alone = [measure(scorer.run, sample, batch_size).images_per_s]
         with tempfile.TemporaryDirectory() as work:
-            source = write_embedding_output(Path(work) / "source", info, embeddings, per_shard)
+            source = embedding_output(Path(work) / "source", info, embeddings, per_shard)
             ensure_ray()
             config = rescore_config(
                 str(source), str(Path(work) / "out"), str(heads_dir), batch_size=batch_size, progress="off", stats=False
@@ -453,41 +454,6 @@ def head_macs(info) -> int:
 
     widths = (info.embedding_dim, *HEAD_SIZES[info.head_size], 1)
     return len(info.heads) * sum(a * b for a, b in zip(widths, widths[1:]))
-
-
-def write_embedding_output(output: Path, info, count: int, per_shard: int) -> Path:
-    """An output as `score --embedding --meta-fields gender,age` leaves it, committed by the job's own commit step,
-    with generated embeddings and scores (the heads of `info` read the embeddings; its record names their tower)."""
-    import fsspec
-
-    from emonet_batch.job.commit import commit_shard
-    from emonet_batch.job.config import LabelOptions
-    from emonet_batch.job.inputs import make_shard
-    from emonet_batch.job.layout import LABEL_OPTIONS
-    from emonet_batch.job.pieces import rows_table
-    from emonet_batch.job.rows import COMPLETE, EMBEDDING, SAMPLE, SCORES, ShardEnd
-    from emonet_batch.run.resume import label_options
-
-    fs = fsspec.filesystem("file")
-    labels = LabelOptions(embedding=True, meta_fields=("gender", "age"))
-    output.mkdir(parents=True)
-    (output / LABEL_OPTIONS).write_text(json.dumps(label_options(info, labels)))
-    rng = np.random.default_rng(1)
-    for first in range(0, count, per_shard):
-        rows = min(per_shard, count - first)
-        shard = make_shard(f"/generated/shard-{first // per_shard:05d}.tar")
-        columns = {
-            "kind": np.full(rows, SAMPLE, dtype=object),
-            "shard": np.full(rows, shard.shard_id, dtype=object),
-            "seq": np.arange(rows),
-            "key": np.array([f"img-{first + i:07d}" for i in range(rows)], dtype=object),
-            "meta": np.array([json.dumps(demo_metadata(first + i)) for i in range(rows)], dtype=object),
-            **{name: np.full(rows, None, dtype=object) for name in ("stage", "error_type", "message")},
-            SCORES: rng.standard_normal((rows, len(info.heads))).astype(np.float32),
-            EMBEDDING: unit_embeddings(rng, rows, info.embedding_dim),
-        }
-        commit_shard(fs, str(output), shard, rows_table(columns), ShardEnd(rows, COMPLETE), info, labels, "generated")
-    return output
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and scripts/gpu_bench.py (GPU). No torch here.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,3 +123,38 @@ def unit_embeddings(rng: np.random.Generator, count: int, dim: int) -> np.ndarra
     """`count` random float32 embeddings of length one, as a tower's normalised output is."""
     embedding = rng.standard_normal((count, dim)).astype(np.float32)
     return embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
+
+
+def embedding_output(output: Path, info: ModelInfo, count: int, per_shard: int) -> Path:
+    """An output as `score --embedding --meta-fields gender,age` leaves it, committed by the job's own commit step,
+    with generated embeddings and scores (the heads of `info` read the embeddings; its record names their tower)."""
+    from ..job.commit import commit_shard
+    from ..job.config import LabelOptions, StorageOptions
+    from ..job.inputs import make_shard
+    from ..job.layout import LABEL_OPTIONS
+    from ..job.pieces import rows_table
+    from ..job.rows import COMPLETE, EMBEDDING, SAMPLE, SCORES, ShardEnd
+    from ..job.storage import filesystem
+    from ..run.resume import label_options
+    from .samples import demo_metadata
+
+    fs, root = filesystem(str(output), StorageOptions())
+    labels = LabelOptions(embedding=True, meta_fields=("gender", "age"))
+    output.mkdir(parents=True)
+    (output / LABEL_OPTIONS).write_text(json.dumps(label_options(info, labels)))
+    rng = np.random.default_rng(1)
+    for first in range(0, count, per_shard):
+        rows = min(per_shard, count - first)
+        shard = make_shard(f"/generated/shard-{first // per_shard:05d}.tar")
+        columns = {
+            "kind": np.full(rows, SAMPLE, dtype=object),
+            "shard": np.full(rows, shard.shard_id, dtype=object),
+            "seq": np.arange(rows),
+            "key": np.array([f"img-{first + i:07d}" for i in range(rows)], dtype=object),
+            "meta": np.array([json.dumps(demo_metadata(first + i)) for i in range(rows)], dtype=object),
+            **{name: np.full(rows, None, dtype=object) for name in ("stage", "error_type", "message")},
+            SCORES: rng.standard_normal((rows, len(info.heads))).astype(np.float32),
+            EMBEDDING: unit_embeddings(rng, rows, info.embedding_dim),
+        }
+        commit_shard(fs, root, shard, rows_table(columns), ShardEnd(rows, COMPLETE), info, labels, "generated")
+    return output

@@ -15,7 +15,7 @@ from ..job.config import LabelOptions, StorageOptions
 from ..job.inputs import Shard
 from ..job.pieces import PieceRef
 from ..job.rows import FAILED, ShardEnd
-from ..job.storage import OutOfSpace, StorageError, filesystem
+from ..job.storage import filesystem
 from ..model.record import ModelInfo
 from .stream import root_cause
 
@@ -41,16 +41,8 @@ class AssemblyContext:
 def _assemble(context: AssemblyContext, shard: Shard, pieces: list[PieceRef], end: ShardEnd):
     started = time.thread_time()
     fs, output = filesystem(context.output, context.storage)
-    try:
-        staged = assemble_shard(fs, output, shard, pieces, end, context.info, context.labels, context.attempt)
-    except StorageError as exc:
-        staged = failed(shard, end, f"commit failed: {exc}")
-        staged.output_full = isinstance(exc, OutOfSpace)
+    staged = assemble_shard(fs, output, shard, pieces, end, context.info, context.labels, context.attempt)
     return staged, time.thread_time() - started
-
-
-def failed(shard: Shard, end: ShardEnd, reason: str) -> StagedShard:
-    return StagedShard(ShardOutcome(shard.shard_id, shard.display_url, FAILED, end.count, reason=reason))
 
 
 class ShardAssembly:
@@ -63,7 +55,6 @@ class ShardAssembly:
         self.waiting: deque[tuple[Shard, list[PieceRef], ShardEnd]] = deque()
         self.running: dict[ray.ObjectRef, tuple[Shard, ShardEnd]] = {}
         self.cpu_seconds = 0.0
-        self.output_full: str | None = None  # why, once an assembly found the output full
 
     def submit(self, shard: Shard, pieces: list[PieceRef], end: ShardEnd) -> None:
         self.waiting.append((shard, pieces, end))
@@ -88,10 +79,9 @@ class ShardAssembly:
         try:
             staged, seconds = ray.get(ref)
         except ray.exceptions.RayError as exc:
-            return shard, failed(shard, end, f"the assembly of its files failed: {first_line(root_cause(exc))}")
+            reason = f"the assembly of its files failed: {first_line(root_cause(exc))}"
+            return shard, StagedShard(ShardOutcome(shard.shard_id, shard.display_url, FAILED, end.count, reason=reason))
         self.cpu_seconds += seconds
-        if staged.output_full:
-            self.output_full = staged.outcome.reason
         return shard, staged
 
     def _start(self) -> None:

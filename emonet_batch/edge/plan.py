@@ -5,7 +5,8 @@ function it runs.
                    (job/sources.py: images decoded decode_batch_size at a time, or a rescore's stored embeddings);
                    on CPU a rescore's read runs inside the inference actors instead (reads_in_actors)
     infer          ArrowInferStage (InferStage)  actor pool: one actor per GPU, or CPU actors spread over the nodes;
-                   each writes the rows it scored as pieces (job/pieces.py) and passes on only their receipts
+                   each writes the rows it scored as pieces (job/pieces.py), or with a fused read stages the
+                   whole shards it scored (job/whole.py), and passes on only their receipts
 
 Blocks are kept near BLOCK_BYTES and typed by the row protocol (job/rows.typed_rows; the model's input a tensor column).
 """
@@ -29,6 +30,7 @@ from ..job.pieces import PieceWriter
 from ..job.rows import SAMPLE, check_stages, piece_columns
 from ..job.sources import Source
 from ..job.storage import filesystem
+from ..job.whole import WholeShardWriter
 from ..model.record import ModelInfo
 from .datasource import ShardDatasource
 from .waits import board_name
@@ -132,6 +134,8 @@ def build_dataset(
             "storage": storage,
             "model_id": info.model_id,
             "pieces": pieces,
+            # a fused read gives each actor whole shards: it stages their files itself (job/whole.py)
+            "whole_shards": labels if fused else None,
         },
         # a fused read's blocks are model batches already (EmbeddingSource.rows_per_block); a batch size would
         # keep Ray Data from fusing (it fuses a read only into a stage that takes blocks as they come)
@@ -154,13 +158,17 @@ class Pieces:
 
 class ArrowInferStage(InferStage):
     """The infer stage on Arrow blocks: only the model's input (pixels or embeddings) and the row kinds become
-    numpy (without a copy); the scored rows are written as pieces where they were scored, and only their receipts
-    go on to the driver."""
+    numpy (without a copy); the scored rows are written where they were scored, as pieces or, with `whole_shards`
+    (the label options), as the staged files of the whole shards this actor scores, and only their receipts go on
+    to the driver."""
 
-    def __init__(self, *, pieces: Pieces, **session):
+    def __init__(self, *, pieces: Pieces, whole_shards: LabelOptions | None, **session):
         super().__init__(**session)
         fs, output = filesystem(pieces.output, pieces.storage)
-        self.writer = PieceWriter(fs, output, pieces.attempt, self.worker)
+        if whole_shards is None:
+            self.writer = PieceWriter(fs, output, pieces.attempt, self.worker)
+        else:
+            self.writer = WholeShardWriter(fs, output, pieces.attempt, self.worker, self.scorer.info, whole_shards)
 
     def __call__(self, block: pa.Table) -> pa.Table:
         is_sample = pc.equal(block["kind"], SAMPLE).to_numpy(zero_copy_only=False)

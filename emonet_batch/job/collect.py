@@ -13,11 +13,12 @@ import bisect
 from collections import defaultdict
 from typing import Any
 
-from .pieces import WRITE_CPU, PieceRef, receipt_end
+from .pieces import ASSEMBLE_CPU, WRITE_CPU, PieceRef, receipt_end
 from .rows import CPU_COLUMNS, ShardEnd
 
-#: The stages whose CPU seconds the receipts carry (their rows' stages, and the writing of the pieces).
-RECEIPT_CPU = {**CPU_COLUMNS, "write": WRITE_CPU}
+#: The stages whose CPU seconds the receipts carry (their rows' stages, the writing of the pieces, and the staging
+#: of a whole shard where it was scored).
+RECEIPT_CPU = {**CPU_COLUMNS, "write": WRITE_CPU, "assemble": ASSEMBLE_CPU}
 
 
 class SeqCoverage:
@@ -45,6 +46,7 @@ class ShardCollector:
         self.pieces: dict[str, list[PieceRef]] = defaultdict(list)
         self.covered: dict[str, SeqCoverage] = defaultdict(SeqCoverage)
         self.ends: dict[str, ShardEnd] = {}
+        self.staged: dict[str, str] = {}  # shards staged by the worker that scored them (job/whole.py)
         self.done: set[str] = set()
         self.images_by_worker: dict[str, int] = defaultdict(int)
         self.samples_seen = 0  # distinct sample rows so far, over every shard
@@ -62,8 +64,10 @@ class ShardCollector:
             end = receipt_end(receipt)
             if end is not None:
                 self.ends[shard] = end
+            if receipt["staged"] is not None:
+                self.staged[shard] = receipt["staged"]
             new_samples = self._cover(shard, receipt["samples"])
-            if new_samples + self._cover(shard, receipt["errors"]):
+            if new_samples + self._cover(shard, receipt["errors"]) and receipt["piece"] is not None:
                 self.pieces[shard].append(PieceRef(receipt["piece"], receipt["sha256"]))
             self.images_by_worker[receipt["worker"]] += new_samples
             self.samples_seen += new_samples
@@ -75,8 +79,10 @@ class ShardCollector:
         coverage = self.covered[shard]
         return sum(coverage.add(ranges[i], ranges[i + 1]) for i in range(0, len(ranges), 2))
 
-    def pop(self, shard: str) -> tuple[list[PieceRef], ShardEnd]:
-        """A whole shard's pieces (in arrival order) and its end; later receipts of the shard are ignored."""
+    def pop(self, shard: str) -> tuple[list[PieceRef], ShardEnd, str | None]:
+        """A whole shard's pieces (in arrival order), its end, and the shard as the worker that scored all of it
+        staged it (commit.StagedShard.to_json; None when its pieces are to be assembled); later receipts of the
+        shard are ignored."""
         self.done.add(shard)
         self.covered.pop(shard, None)
-        return self.pieces.pop(shard, []), self.ends.pop(shard)
+        return self.pieces.pop(shard, []), self.ends.pop(shard), self.staged.pop(shard, None)

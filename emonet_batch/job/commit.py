@@ -49,7 +49,17 @@ from .layout import (
 )
 from .pieces import PieceRef, read_rows, remove_pieces, rows_table
 from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd, collected_columns
-from .storage import StorageError, create_only, is_local, join, move, parquet_bytes, remove_if_present, write_bytes
+from .storage import (
+    OutOfSpace,
+    StorageError,
+    create_only,
+    is_local,
+    join,
+    move,
+    parquet_bytes,
+    remove_if_present,
+    write_bytes,
+)
 
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -165,6 +175,23 @@ class StagedShard:
     model_id: str | None = None
     output_full: bool = False  # the files could not be written for want of space (storage.OutOfSpace)
 
+    def to_json(self) -> str:
+        """As a worker's receipt carries it to the driver (without the input's name, which the driver knows)."""
+        fields = asdict(self)
+        del fields["outcome"]["input"]
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, text: str, shard: Shard) -> StagedShard:
+        fields = json.loads(text)
+        return cls(**{**fields, "outcome": ShardOutcome(**fields["outcome"], input=shard.display_url)})
+
+
+def failed_staging(shard_id: str, input_name: str, end: ShardEnd, exc: StorageError) -> StagedShard:
+    """A shard whose files could not be staged: failed (a rerun redoes it), and whether the output is full."""
+    outcome = ShardOutcome(shard_id, input_name, FAILED, end.count, reason=f"commit failed: {exc}")
+    return StagedShard(outcome, output_full=isinstance(exc, OutOfSpace))
+
 
 def commit_shard(
     fs,
@@ -177,7 +204,8 @@ def commit_shard(
     attempt: str,
 ) -> ShardOutcome:
     """Commit a whole shard's rows in one process (a run stages on the workers and commits on the driver)."""
-    return commit_staged(fs, output, shard, stage_shard(fs, output, shard, rows, end, info, options, attempt), attempt)
+    staged = stage_shard(fs, output, shard.shard_id, shard.display_url, rows, end, info, options, attempt)
+    return commit_staged(fs, output, shard, staged, attempt)
 
 
 def assemble_shard(
@@ -191,8 +219,11 @@ def assemble_shard(
     attempt: str,
 ) -> StagedShard:
     """The worker-side step of a run: a whole shard's pieces read back and staged as its files; the pieces go."""
-    rows = read_rows(fs, output, pieces) or empty_rows(info, options.embedding)
-    staged = stage_shard(fs, output, shard, rows, end, info, options, attempt)
+    try:
+        rows = read_rows(fs, output, pieces) or empty_rows(info, options.embedding)
+        staged = stage_shard(fs, output, shard.shard_id, shard.display_url, rows, end, info, options, attempt)
+    except StorageError as exc:
+        return failed_staging(shard.shard_id, shard.display_url, end, exc)
     remove_pieces(fs, output, pieces)
     return staged
 
@@ -209,7 +240,8 @@ def empty_rows(info: ModelInfo, with_embedding: bool) -> pa.Table:
 def stage_shard(
     fs,
     output: str,
-    shard: Shard,
+    shard_id: str,
+    input_name: str,
     rows: pa.Table,
     end: ShardEnd,
     info: ModelInfo,
@@ -218,13 +250,13 @@ def stage_shard(
 ) -> StagedShard:
     """A whole shard's label and error files, written under this attempt's own staging name, with their sha256 for
     the record (commit_staged). A shard read only in part gets no record: its files go to _incomplete/ for
-    inspection. One another run has committed meanwhile is left alone."""
-    shard_id = shard.shard_id
+    inspection. One another run has committed meanwhile is left alone. `input_name` is the input as the outcome
+    shows it."""
     rows = rows.sort_by("seq")
     labels = rows.filter(pc.equal(rows["kind"], SAMPLE))
     errors = rows.filter(pc.equal(rows["kind"], ERROR))
     outcome = ShardOutcome(
-        shard_id, shard.display_url, end.status, end.count, labels.num_rows, errors.num_rows, end.reason, end.retryable
+        shard_id, input_name, end.status, end.count, labels.num_rows, errors.num_rows, end.reason, end.retryable
     )
     outcome.error_types = dict(sorted(Counter(map(str, errors["error_type"].to_pylist())).items()))
     if outcome.labels + outcome.errors != outcome.samples:

@@ -38,11 +38,15 @@ from .rows import (
 )
 from .storage import StorageError, join, write_bytes
 
-#: The CPU seconds of writing the pieces, in a receipt beside the stages' own (rows.CPU_COLUMNS).
+#: The CPU seconds of writing the pieces, and of staging a whole shard's files where it was scored (whole.py), in a
+#: receipt beside the stages' own (rows.CPU_COLUMNS).
 WRITE_CPU = "write_cpu_s"
+ASSEMBLE_CPU = "assemble_cpu_s"
 #: What the driver receives for each piece: `samples` and `errors` are the `seq` ranges [start, stop) of the
 #: piece's sample and error rows, flattened (start, stop, start, stop, ...); `piece` is null when the block held
-#: only the shard's end row; the end_* fields are null when it did not hold it.
+#: only the shard's end row, or when the worker holds the rows to stage the whole shard itself (whole.py); the end_*
+#: fields are null when it did not hold it; `staged` is that worker's staged shard (commit.StagedShard.to_json) on
+#: the receipt of the block with the end row.
 RECEIPT_SCHEMA = pa.schema(
     [
         ("shard", pa.string()),
@@ -55,7 +59,8 @@ RECEIPT_SCHEMA = pa.schema(
         ("end_reason", pa.string()),
         ("end_retryable", pa.bool_()),
         ("worker", pa.string()),
-        *[(column, pa.float64()) for column in (*CPU_COLUMNS.values(), WRITE_CPU)],
+        *[(column, pa.float64()) for column in (*CPU_COLUMNS.values(), WRITE_CPU, ASSEMBLE_CPU)],
+        ("staged", pa.string()),
     ]
 )
 #: The row columns a piece keeps as they came (the model's outputs are added as fixed-size lists).
@@ -82,32 +87,23 @@ class PieceWriter:
         started = time.thread_time()
         shards = block["shard"].to_numpy(zero_copy_only=False)
         kinds = block["kind"].to_numpy(zero_copy_only=False)
-        receipts = [
-            self._piece(block, outputs, shard, np.flatnonzero(shards == shard), kinds) for shard in np.unique(shards)
-        ]
-        spent = (time.thread_time() - started) / len(receipts)
+        receipts = []
+        for shard in np.unique(shards):
+            rows = np.flatnonzero(shards == shard)
+            receipt = block_receipt(block, outputs, shard, rows, kinds, self.worker)
+            self.keep(receipt, block, outputs, rows[kinds[rows] != END])
+            receipts.append(receipt)
+        spent = time.thread_time() - started - sum(receipt.get(ASSEMBLE_CPU) or 0.0 for receipt in receipts)
         for receipt in receipts:
-            receipt[WRITE_CPU] = spent
+            receipt[WRITE_CPU] = spent / len(receipts)
         return pa.Table.from_pylist(receipts, schema=RECEIPT_SCHEMA)
 
-    def _piece(
-        self, block: pa.Table, outputs: dict[str, np.ndarray], shard: str, rows: np.ndarray, kinds: np.ndarray
-    ) -> dict[str, Any]:
-        seqs = block["seq"].to_numpy()
-        receipt: dict[str, Any] = {"shard": shard, "worker": self.worker}
-        for column in CPU_COLUMNS.values():
-            values = block[column].to_numpy() if column in block.column_names else outputs.get(column)
-            receipt[column] = float(np.nansum(values[rows])) if values is not None else 0.0
-        ends = rows[kinds[rows] == END]
-        if ends.size:
-            end = block.slice(int(ends[0]), 1).to_pylist()[0]
-            receipt.update({f"end_{name}": end[name] for name in END_COLUMNS})
-        data = rows[kinds[rows] != END]
-        receipt["samples"] = seq_ranges(seqs[data[kinds[data] == SAMPLE]])
-        receipt["errors"] = seq_ranges(seqs[data[kinds[data] == ERROR]])
+    def keep(self, receipt: dict[str, Any], block: pa.Table, outputs: dict[str, np.ndarray], data: np.ndarray) -> None:
+        """Keep a shard's scored `data` rows of the block (not its end row) and say where in `receipt`: here, as a
+        piece."""
         if data.size:
-            receipt["piece"], receipt["sha256"] = self._write(shard, piece_table(block, outputs, data), seqs[data])
-        return receipt
+            seqs = block["seq"].to_numpy()[data]
+            receipt["piece"], receipt["sha256"] = self._write(receipt["shard"], piece_table(block, outputs, data), seqs)
 
     def _write(self, shard: str, table: pa.Table, seqs: np.ndarray) -> tuple[str, str]:
         data = ipc_bytes(table)
@@ -139,6 +135,26 @@ def ipc_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def block_receipt(
+    block: pa.Table, outputs: dict[str, np.ndarray], shard: str, rows: np.ndarray, kinds: np.ndarray, worker: str
+) -> dict[str, Any]:
+    """The receipt of a shard's `rows` of a scored block, but for where its rows are kept: the stages' CPU seconds,
+    the end row when the block holds it, and the `seq` ranges of its samples and errors."""
+    seqs = block["seq"].to_numpy()
+    receipt: dict[str, Any] = {"shard": shard, "worker": worker}
+    for column in CPU_COLUMNS.values():
+        values = block[column].to_numpy() if column in block.column_names else outputs.get(column)
+        receipt[column] = float(np.nansum(values[rows])) if values is not None else 0.0
+    ends = rows[kinds[rows] == END]
+    if ends.size:
+        end = block.slice(int(ends[0]), 1).to_pylist()[0]
+        receipt.update({f"end_{name}": end[name] for name in END_COLUMNS})
+    data = rows[kinds[rows] != END]
+    receipt["samples"] = seq_ranges(seqs[data[kinds[data] == SAMPLE]])
+    receipt["errors"] = seq_ranges(seqs[data[kinds[data] == ERROR]])
+    return receipt
+
+
 def seq_ranges(seqs: np.ndarray) -> list[int]:
     """Sorted distinct `seqs` as flattened [start, stop) ranges: a block's rows of a shard are one or few runs."""
     if seqs.size == 0:
@@ -151,7 +167,7 @@ def seq_ranges(seqs: np.ndarray) -> list[int]:
 
 
 def receipt_end(receipt: dict[str, Any]) -> ShardEnd | None:
-    if receipt["end_count"] is None:
+    if receipt.get("end_count") is None:
         return None
     return ShardEnd(
         int(receipt["end_count"]), receipt["end_status"], receipt["end_reason"], receipt["end_retryable"] is not False
@@ -162,7 +178,12 @@ def read_rows(fs, output: str, pieces: list[PieceRef]) -> pa.Table | None:
     """A shard's rows from its pieces, as the commit takes them (None when there are none): each `seq` once (from
     the first piece that has it: a retried batch wrote its rows again), in `seq` order. A piece whose bytes are not
     those its receipt hashed is an error, never used."""
-    tables = [_read_piece(fs, output, piece) for piece in pieces]
+    return distinct_rows([_read_piece(fs, output, piece) for piece in pieces])
+
+
+def distinct_rows(tables: list[pa.Table]) -> pa.Table | None:
+    """Scored rows of a shard, each `seq` once (from the first table that has it), in `seq` order; None when there
+    are none."""
     table = pa.concat_tables(tables) if tables else None
     if table is None or table.num_rows == 0:
         return None

@@ -39,10 +39,13 @@ class Committer:
         self.running: set[Future] = set()
         self.warnings: list[str] = []
         self.cpu_seconds = 0.0  # the driver's CPU in the commit threads
-        self.output_full: str | None = None  # why, once a commit found the output full
+        self.output_full: str | None = None  # why, once staging or a commit found the output full
 
-    def submit(self, assembled: list[tuple[Shard, StagedShard]]) -> None:
-        self.running.update(self.pool.submit(self._commit, shard, staged) for shard, staged in assembled)
+    def submit(self, staged_shards: list[tuple[Shard, StagedShard]]) -> None:
+        for shard, staged in staged_shards:
+            if staged.output_full:
+                self.output_full = staged.outcome.reason
+            self.running.add(self.pool.submit(self._commit, shard, staged))
 
     def collect(self, wait_for_one: bool = False) -> None:
         """Record the commits done so far (with `wait_for_one`, at least one when any runs); a failure other than

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
-from ..job.commit import ShardOutcome, discard_attempt
+from ..job.commit import ShardOutcome, StagedShard, discard_attempt
 from ..job.fetch import is_remote, local_model
 from ..job.inputs import Shard, without
 from ..job.layout import reserved_columns
@@ -244,9 +244,9 @@ def stream_and_commit(
     driver = {"collect": 0.0, "commit": 0.0}  # the driver's own CPU seconds per step
     driver_started = time.process_time()
 
-    def commit(assembled):
+    def commit(staged_shards):
         started = time.thread_time()
-        committer.submit(assembled)
+        committer.submit(staged_shards)
         committer.collect()
         driver["commit"] += time.thread_time() - started
 
@@ -256,19 +256,25 @@ def stream_and_commit(
                 counters.first_batch_s = counters.elapsed
                 progress.phase("scoring")
             started = time.thread_time()
+            staged_by_workers = []
             for shard_id in collector.add(receipts.to_pylist()):
-                assembly.submit(by_id[shard_id], *collector.pop(shard_id))
+                shard = by_id[shard_id]
+                pieces, end, staged = collector.pop(shard_id)
+                if staged is None:
+                    assembly.submit(shard, pieces, end)
+                else:
+                    staged_by_workers.append((shard, StagedShard.from_json(staged, shard)))
             driver["collect"] += time.thread_time() - started
-            commit(assembly.finished())
+            commit(staged_by_workers + assembly.finished())
             counters.scored = collector.samples_seen
-            if assembly.output_full or committer.output_full:  # leaving the stream stops the plan: no new shard
+            if committer.output_full:  # leaving the stream stops the plan: no new shard
                 break
         while assembly.pending():
             commit(assembly.finished(wait=True))
     finally:
         committer.close()
         watcher.close()
-    full = assembly.output_full or committer.output_full  # why the output cannot be written
+    full = committer.output_full  # why the output cannot be written
     if full:
         progress.phase("stopped: the output is full")
         warnings.append(f"the output ran out of space; no shard was started after that ({full})")
@@ -282,7 +288,8 @@ def stream_and_commit(
     # the commit threads' CPU is the driver's too; the rest of it is Ray Data's executor and batch iteration threads
     driver["commit"] += committer.cpu_seconds
     driver["ray_data_driver"] = time.process_time() - driver_started - driver["collect"] - driver["commit"]
-    counters.cpu_seconds = {**collector.cpu_seconds, "assemble": assembly.cpu_seconds, **driver}
+    counters.cpu_seconds = {**collector.cpu_seconds, **driver}
+    counters.cpu_seconds["assemble"] += assembly.cpu_seconds
     try:
         discard_attempt(fs, output, attempt)
     except OSError:  # only leftovers of this attempt: never worth failing a finished run over

@@ -42,7 +42,7 @@ def test_a_shard_is_whole_when_its_end_and_all_its_samples_arrived(scored):
     c = ShardCollector()
     assert c.add(scored([(SAMPLE, "a", 0), (SAMPLE, "b", 0)])) == []
     assert c.add(scored([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]
-    pieces, end = c.pop("a")
+    pieces, end, _ = c.pop("a")
     assert end == ShardEnd(2, COMPLETE) and list(scored.rows(pieces)["seq"]) == [0, 1]
     assert unfinished(c) == ["b"]  # b never got its end row
     assert c.images_by_worker == {"host:1:gpu=-": 3}
@@ -53,7 +53,7 @@ def test_the_end_row_may_arrive_before_the_samples(scored):
     assert c.add(scored([(END, "a", 2)])) == []
     assert c.add(scored([(SAMPLE, "a", 1)])) == []
     assert c.add(scored([(ERROR, "a", 0)])) == ["a"]
-    pieces, _ = c.pop("a")
+    pieces, _, _ = c.pop("a")
     assert list(scored.rows(pieces)["kind"]) == [ERROR, SAMPLE] and unfinished(c) == []
 
 
@@ -61,7 +61,7 @@ def test_a_row_delivered_twice_is_kept_once(scored):
     c = ShardCollector()
     c.add(scored([(SAMPLE, "a", 0), (SAMPLE, "a", 1)]))
     assert c.add(scored([(SAMPLE, "a", 1), (END, "a", 2)])) == ["a"]  # a re-run task sent seq 1 again
-    pieces, _ = c.pop("a")
+    pieces, _, _ = c.pop("a")
     assert list(scored.rows(pieces)["seq"]) == [0, 1] and c.images_by_worker["host:1:gpu=-"] == 2
     assert c.add(scored([(SAMPLE, "a", 0)])) == [] and unfinished(c) == []  # after the hand-over: ignored
 
@@ -76,7 +76,7 @@ def test_a_count_that_never_matches_never_commits(scored):
 def test_a_piece_whose_bytes_changed_is_never_read(scored, tmp_path):
     c = ShardCollector()
     c.add(scored([(SAMPLE, "a", 0), (END, "a", 1)]))
-    pieces, _ = c.pop("a")
+    pieces, _, _ = c.pop("a")
     with open(tmp_path / "out" / pieces[0].path, "r+b") as piece:
         piece.seek(-20, os.SEEK_END)
         piece.write(b"x")

@@ -23,6 +23,7 @@ from emonet_batch.job.inputs import shard_id
 from emonet_batch.run.config import score_config
 from emonet_batch.run.score import run_score
 
+from ..faultkit import kill_processes, wait_for_commits
 from ..shardkit import good_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -330,16 +331,6 @@ def test_ray_refusing_to_attach_is_one_line(monkeypatch):
         attach("auto", logging.ERROR, verbose=False)
 
 
-def kill_processes(title: str) -> int:
-    """SIGKILL every process whose command line names `title` (Ray titles actor processes by their class)."""
-    import psutil
-
-    found = [p for p in psutil.process_iter(["cmdline"]) if title in " ".join(p.info["cmdline"] or [])]
-    for process in found:
-        process.kill()
-    return len(found)
-
-
 def test_losing_an_inference_actor_and_a_worker_node_loses_no_rows(own_ray, tiny_models, tmp_path):
     import ray
     from ray.cluster_utils import Cluster
@@ -361,16 +352,9 @@ def test_losing_an_inference_actor_and_a_worker_node_loses_no_rows(own_ray, tiny
     thread = threading.Thread(target=lambda: outcome.update(result=run_score(config)))
     try:
         thread.start()
-        commits = tmp_path / "out" / "_commits"
-
-        def wait_for_commits(count):
-            deadline = time.time() + 120
-            while time.time() < deadline and (not commits.exists() or len(list(commits.iterdir())) < count):
-                time.sleep(0.05)
-
-        wait_for_commits(1)
+        wait_for_commits(tmp_path / "out", 1)
         killed = kill_processes("InferStage")  # the inference actor, mid-run: Ray restarts it
-        wait_for_commits(2)
+        wait_for_commits(tmp_path / "out", 2)
         cluster.remove_node(worker)  # then a whole node with whatever ran there
         thread.join(timeout=300)
     finally:

@@ -16,6 +16,7 @@ from emonet_batch.model.record import load_model_info
 from emonet_batch.run.config import rescore_config
 from emonet_batch.run.score import run_score
 
+from ..faultkit import kill_processes, wait_for_commits
 from ..shardkit import MAX_PIXELS, good_shards, manifest, odd_samples
 from .test_score import score
 
@@ -140,6 +141,29 @@ def test_rescore_refuses_in_one_line_what_it_cannot_rescore(scored, tiny_models,
     with pytest.raises(UsageError, match="heads-only"):
         score(tmp_path, tiny_heads["small"], [scored / "labels"])
     assert not (tmp_path / "x").exists()
+
+
+def test_losing_an_inference_actor_mid_rescore_loses_no_rows_and_commits_each_shard_once(tiny_heads, tmp_path):
+    """A rescore's actor reads and stages whole shards itself (its read is fused into it): killed mid-run, its shards
+    are read, scored and staged again by the actor Ray restarts, and each is committed once with every row."""
+    import threading
+
+    from emonet_batch.devtools.benchmark import embedding_output
+
+    source = embedding_output(tmp_path / "source", load_model_info(tiny_heads["small"]), count=2400, per_shard=8)
+    config = rescore_config(str(source), str(tmp_path / "out"), str(tiny_heads["small"]), **FAST)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=run_score(config)))
+    thread.start()
+    wait_for_commits(tmp_path / "out", 1)
+    killed = kill_processes("InferStage")
+    committed_before = len(list((tmp_path / "out" / "_commits").iterdir()))
+    thread.join(timeout=300)
+    result, labels = outcome["result"], pq.read_table(tmp_path / "out" / "labels")
+    assert killed >= 1 and committed_before < 300  # the actors were killed mid-run
+    assert result.exit_code == 0 and {o.status for o in result.outcomes.values()} == {"complete"}
+    assert labels.num_rows == 2400 and len(set(labels.column("key").to_pylist())) == 2400
+    assert verify_output(*_local(tmp_path / "out")) == {}
 
 
 def _local(path):
