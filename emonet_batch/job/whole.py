@@ -41,6 +41,7 @@ class WholeShardWriter(PieceWriter):
             return
         started = time.thread_time()
         rows = distinct_rows(self.held.pop(shard)) or empty_rows(self.info, self.labels.embedding)
+        # no input name: the actor never sees the shard's URL; the driver adds it (StagedShard.from_json)
         try:
             staged = stage_shard(self.fs, self.output, shard, "", rows, end, self.info, self.labels, self.attempt)
         except StorageError as exc:
