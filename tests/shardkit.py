@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from emonet_batch.devtools.benchmark import unit_embeddings
 from emonet_batch.devtools.samples import demo_samples, encode, face_image
 from emonet_batch.devtools.shards import write_shards
 
@@ -143,8 +144,7 @@ def commit_by_hand(output: Path, shard: str, table: pa.Table, **record) -> None:
 def model_inputs(info, rng: np.random.Generator, count: int) -> np.ndarray:
     """Random inputs of a model: pixels, or unit-length embeddings for a heads-only model."""
     if info.heads_only:
-        embedding = rng.standard_normal((count, info.embedding_dim)).astype(np.float32)
-        return embedding / np.linalg.norm(embedding, axis=1, keepdims=True)
+        return unit_embeddings(rng, count, info.embedding_dim)
     return rng.integers(0, 256, (count, info.image_size, info.image_size, 3), dtype=np.uint8)
 
 

@@ -206,6 +206,22 @@ def choose_decode(info: ModelInfo, config: ScoreConfig) -> tuple[ScoreConfig, li
     return replace(config, labels=replace(config.labels, exact_decode=True)), [note]
 
 
+def hand_over(
+    whole: list[str], collector: ShardCollector, by_id: dict[str, Shard], assembly
+) -> list[tuple[Shard, StagedShard]]:
+    """Shards made whole: those the worker that scored them staged itself (job/whole.py), to commit now; the
+    others' pieces to the assembly (edge/assemble.ShardAssembly)."""
+    staged_by_workers = []
+    for shard_id in whole:
+        shard = by_id[shard_id]
+        pieces, end, staged = collector.pop(shard_id)
+        if staged is None:
+            assembly.submit(shard, pieces, end)
+        else:
+            staged_by_workers.append((shard, StagedShard.from_json(staged, shard)))
+    return staged_by_workers
+
+
 def stream_and_commit(
     todo: list[Shard],
     source: Source,
@@ -256,14 +272,7 @@ def stream_and_commit(
                 counters.first_batch_s = counters.elapsed
                 progress.phase("scoring")
             started = time.thread_time()
-            staged_by_workers = []
-            for shard_id in collector.add(receipts.to_pylist()):
-                shard = by_id[shard_id]
-                pieces, end, staged = collector.pop(shard_id)
-                if staged is None:
-                    assembly.submit(shard, pieces, end)
-                else:
-                    staged_by_workers.append((shard, StagedShard.from_json(staged, shard)))
+            staged_by_workers = hand_over(collector.add(receipts.to_pylist()), collector, by_id, assembly)
             driver["collect"] += time.thread_time() - started
             commit(staged_by_workers + assembly.finished())
             counters.scored = collector.samples_seen
