@@ -26,7 +26,8 @@ embeddings stored as a scored output, end to end through the job, against the he
 the run (`whole_run_ratio`), with the driver's CPU per row (the job's own collect and commit, and Ray Data's
 iteration in the driver) and the bytes per row that reach the driver; then Ray Data's own floor for the same plan
 (devtools/ray_floor.py: the heads on a fixed batch in the same actors, nothing read or written) against the heads
-alone timed before and after it (`ray_data_floor_ratio`).
+alone timed before and after it (`ray_data_floor_ratio`), and the whole run against that floor
+(`whole_run_over_ray_data_floor`).
 
 `--model null` measures the job's own cost instead (see pipeline_figures): a model of the real input size
 (384 px) with next to no compute, so what remains is reading, decoding, moving 442 KB an image through Ray,
@@ -407,6 +408,9 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             # nothing read or written) over the heads alone timed before and after it
             "ray_data_floor_embeddings_per_s": round(floor),
             "ray_data_floor_ratio": round(floor / statistics.mean(alone[1:]), 3),
+            # the job's whole run against that floor: what the job costs beyond Ray Data's own plan, which the
+            # heads' speed does not change the way it changes the ratio to the heads alone
+            "whole_run_over_ray_data_floor": round(run["images_per_s"] / floor, 3),
             # the driver's CPU per row: the job's own steps, and Ray Data's iteration in the driver process
             "driver_cpu_us_per_row": {
                 "job": round((driver_ms.get("collect", 0) + driver_ms.get("commit", 0)) * 1000, 2),
