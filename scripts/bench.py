@@ -390,6 +390,7 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
         floor = heads_floor_rate(str(heads_dir), embeddings, batch_size)
         alone.append(measure(scorer.run, sample, batch_size).images_per_s)
         model_only = statistics.mean(alone[:2])
+        whole = run["images_per_s"]
         scoring = run["scoring_images_per_s"]
         driver_ms = run["cpu_ms_per_image"]
         figures[size] = {
@@ -398,19 +399,19 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             "embeddings": embeddings,
             "model_only_embeddings_per_s": round(model_only),
             "model_only_before_and_after_the_run": [round(rate) for rate in alone[:2]],
-            "e2e_embeddings_per_s": round(run["images_per_s"]),
+            "e2e_embeddings_per_s": round(whole),
             "scoring_embeddings_per_s": round(scoring),
             "pipeline_efficiency": round(scoring / model_only, 3),
             "startup_s": run["startup_s"],
             "minutes_for_400k": round(400_000 / scoring / 60, 1),
-            "whole_run_ratio": round(run["images_per_s"] / model_only, 3),
+            "whole_run_ratio": round(whole / model_only, 3),
             # Ray Data's own floor for this plan (devtools/ray_floor.heads_floor_rate: the heads on a fixed batch,
             # nothing read or written) over the heads alone timed before and after it
             "ray_data_floor_embeddings_per_s": round(floor),
             "ray_data_floor_ratio": round(floor / statistics.mean(alone[1:]), 3),
             # the job's whole run against that floor: what the job costs beyond Ray Data's own plan, which the
             # heads' speed does not change the way it changes the ratio to the heads alone
-            "whole_run_over_ray_data_floor": round(run["images_per_s"] / floor, 3),
+            "whole_run_over_ray_data_floor": round(whole / floor, 3),
             # the driver's CPU per row: the job's own steps, and Ray Data's iteration in the driver process
             "driver_cpu_us_per_row": {
                 "job": round((driver_ms.get("collect", 0) + driver_ms.get("commit", 0)) * 1000, 2),
