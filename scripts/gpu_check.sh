@@ -9,9 +9,12 @@
 #      transfer of ~44 MB) into a directory of their own, when WHEEL_DIR holds any;
 #   2. scripts/gpu_bench.py: PyTorch eager fp32 on the GPU (the reference), PyTorch bf16/fp16 replayed from a
 #      CUDA graph, the ONNX Runtime GPU paths when its build has them, decode on one core and on every core;
-#   3. when Ray imports, scripts/bench.py --model null on this host's cores: the job's own pipeline ceiling,
-#      what the CPUs of a GPU node can feed.
-# Results: benchmarks/results/<date>-gpu-bench.json and <date>-gpu-host-null.json, also copied to $OUT when set.
+#   3. when Ray imports and ONNX Runtime has the provider, the job itself on the GPU: `emonet-batch score` of
+#      generated faces on one GPU actor with each export gpu_bench.py made, then `verify` (scripts/gpu_score.sh);
+#   4. when Ray imports, scripts/bench.py --model null on this host's cores: the job's own pipeline ceiling,
+#      what the CPUs of a GPU node can feed (GPU_CHECK_NULL_IMAGES=0 leaves it out).
+# Results: benchmarks/results/<date>-gpu-bench.json, <date>-gpu-score.json and <date>-gpu-host-null.json, also
+# copied to $OUT when set.
 # GPU_CHECK_DRY_RUN=1 runs every step on the CPU with the tiny model (minutes, no GPU needed).
 #
 #   [ORT_GPU_PARTS=DIR] scripts/gpu_check.sh [WHEEL_DIR] [gpu_bench.py options...]      (default WHEEL_DIR: wheels)
@@ -52,14 +55,19 @@ else
     null_images=8192
 fi
 timeout "${GPU_CHECK_TIMEOUT:-330}" python3 scripts/gpu_bench.py --out "${written[0]}" "${bench[@]}" "$@"
+null_images=${GPU_CHECK_NULL_IMAGES:-$null_images}
 if python3 -c "import ray" 2>/dev/null; then
-    written+=("$results/$day-gpu-host-null.json")
-    timeout "${GPU_CHECK_NULL_TIMEOUT:-150}" python3 scripts/bench.py --model null --images "$null_images" \
-        --out "${written[1]}"
+    written+=("$results/$day-gpu-score.json")
+    timeout "${GPU_CHECK_SCORE_TIMEOUT:-240}" scripts/gpu_score.sh "${written[-1]}" || true
+    if [ "$null_images" -gt 0 ]; then
+        written+=("$results/$day-gpu-host-null.json")
+        timeout "${GPU_CHECK_NULL_TIMEOUT:-150}" python3 scripts/bench.py --model null --images "$null_images" \
+            --out "${written[-1]}"
+    fi
 else
     echo "gpu_check: Ray does not import here; the pipeline ceiling was not measured (carry scripts/gpu_wheels.sh's set)"
 fi
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
-    cp "${written[@]}" "$OUT"/
+    for file in "${written[@]}"; do [ ! -f "$file" ] || cp "$file" "$OUT"/; done
 fi
