@@ -184,7 +184,8 @@ def load_encoder(directory: str | os.PathLike, weights: bool = True) -> Encoder:
             f"{config_path}: model_type {model_type!r} is not a SigLIP FixRes tower "
             "(expected 'siglip' or 'siglip_vision_model'; NaFlex 'siglip2' checkpoints are not supported)"
         )
-    if not vision_config.vision_use_head:
+    # transformers releases before the attribute always built the head; the default says the same
+    if not getattr(vision_config, "vision_use_head", True):
         raise ModelError(f"{config_path}: the tower has no attention-pool head, so it has no pooled embedding")
     if not any(directory.glob("*.safetensors")):
         raise ModelError(

@@ -52,8 +52,10 @@ def check_credentials(urls: list[str]) -> None:
 def s3_credential_source() -> str | None:
     """Where botocore finds S3 credentials ("env", "shared-credentials-file", "iam-role", ...), None when nowhere;
     never the credentials themselves."""
-    import botocore.session
-
+    try:
+        import botocore.session
+    except ImportError:  # s3fs brings it: without it no s3:// URL can be read, so none are there to use
+        return None
     credentials = botocore.session.get_session().get_credentials()
     return credentials.method if credentials is not None else None
 
