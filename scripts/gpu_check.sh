@@ -13,8 +13,8 @@
 #      generated faces on one GPU actor with each export gpu_bench.py made, then `verify` (scripts/gpu_score.sh);
 #   4. when Ray imports, scripts/bench.py --model null on this host's cores: the job's own pipeline ceiling,
 #      what the CPUs of a GPU node can feed (GPU_CHECK_NULL_IMAGES=0 leaves it out).
-# Results: benchmarks/results/<date>-gpu-bench.json, <date>-gpu-score.json and <date>-gpu-host-null.json, also
-# copied to $OUT when set.
+# Results: benchmarks/results/<date>-gpu-<gpu name>-bench.json, -score.json and -host-null.json, also copied to
+# $OUT when set.
 # GPU_CHECK_DRY_RUN=1 runs every step on the CPU with the tiny model (minutes, no GPU needed).
 #
 #   [ORT_GPU_PARTS=DIR] scripts/gpu_check.sh [WHEEL_DIR] [gpu_bench.py options...]      (default WHEEL_DIR: wheels)
@@ -43,24 +43,26 @@ if [ -n "${ORT_GPU_PARTS:-}" ]; then
     fi
 fi
 python3 -m emonet_batch doctor --execution-provider cuda || true
-results=benchmarks/results
-day=$(date +%Y-%m-%d)
-written=("$results/$day-gpu-bench.json")
 if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
     bench=(--device cpu --synthetic tiny --images 64 --batch-size 16)
     null_images=512
+    gpu="cpu dry run"
 else
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     bench=()
     null_images=8192
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 || echo unknown)
 fi
+# the results are named after the GPU, so that each machine kind's figures stay apart
+prefix=benchmarks/results/$(date +%Y-%m-%d)-gpu-$(echo "$gpu" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-|-$//g')
+written=("$prefix-bench.json")
 timeout "${GPU_CHECK_TIMEOUT:-330}" python3 scripts/gpu_bench.py --out "${written[0]}" "${bench[@]}" "$@"
 null_images=${GPU_CHECK_NULL_IMAGES:-$null_images}
 if python3 -c "import ray" 2>/dev/null; then
-    written+=("$results/$day-gpu-score.json")
+    written+=("$prefix-score.json")
     timeout "${GPU_CHECK_SCORE_TIMEOUT:-240}" scripts/gpu_score.sh "${written[-1]}" || true
     if [ "$null_images" -gt 0 ]; then
-        written+=("$results/$day-gpu-host-null.json")
+        written+=("$prefix-host-null.json")
         timeout "${GPU_CHECK_NULL_TIMEOUT:-150}" python3 scripts/bench.py --model null --images "$null_images" \
             --out "${written[-1]}"
     fi
