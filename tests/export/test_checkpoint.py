@@ -129,6 +129,18 @@ def test_encoder_errors(tmp_path):
     assert read_resize_filter(tmp_path) == "bilinear"
 
 
+def test_a_tower_without_its_pooling_head_is_refused_and_an_absent_flag_means_the_head(tmp_path):
+    write_encoder(tmp_path, TOWERS["tiny"], full_model=False)
+    config_path = tmp_path / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "vision_use_head": False}))
+    with pytest.raises(ModelError, match="no attention-pool head"):
+        load_encoder(tmp_path, weights=False)
+    config.pop("vision_use_head", None)  # as transformers releases without the flag write it
+    config_path.write_text(json.dumps(config))
+    assert load_encoder(tmp_path, weights=False).width == 64
+
+
 class _Payload:
     """Unpickling this runs code: it writes a marker file."""
 

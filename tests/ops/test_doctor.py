@@ -115,6 +115,12 @@ def test_no_gpu_a_full_disk_and_absent_credentials_fail_only_the_runs_that_need_
     assert not failed(node_rows(gpu_node(credentials=None), DoctorOptions()))
 
 
+def test_a_node_without_botocore_has_no_s3_credentials_rather_than_a_traceback(monkeypatch):
+    monkeypatch.setitem(sys.modules, "botocore", None)  # an import of it then fails, as where it is not installed
+    monkeypatch.setitem(sys.modules, "botocore.session", None)
+    assert preflight.s3_credential_source() is None
+
+
 def test_cluster_rows_catch_version_skew_and_credentials_on_some_nodes_only():
     driver = gpu_node(host="head", gpus=Gpus(reason="no NVIDIA driver"))
     nodes = {
