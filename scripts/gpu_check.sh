@@ -9,8 +9,9 @@
 #      transfer of ~44 MB) into a directory of their own, when WHEEL_DIR holds any;
 #   2. scripts/gpu_bench.py: PyTorch eager fp32 on the GPU (the reference), PyTorch bf16/fp16 replayed from a
 #      CUDA graph, the ONNX Runtime GPU paths when its build has them, decode on one core and on every core;
-#   3. when Ray imports and ONNX Runtime has the provider, the job itself on the GPU: `emonet-batch score` of
-#      generated faces on one GPU actor with each export gpu_bench.py made, then `verify` (scripts/gpu_score.sh);
+#   3. when Ray imports and gpu_bench.py made its exports (ONNX Runtime has a GPU provider), the job itself on
+#      the GPU: `emonet-batch score` of generated faces on one GPU actor with each export, then `verify`
+#      (scripts/gpu_score.sh);
 #   4. when Ray imports, scripts/bench.py --model null on this host's cores: the job's own pipeline ceiling,
 #      what the CPUs of a GPU node can feed (GPU_CHECK_NULL_IMAGES=0 leaves it out).
 # Results: benchmarks/results/<date>-gpu-<gpu name>-bench.json, -score.json and -host-null.json, also copied to

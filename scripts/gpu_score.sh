@@ -9,6 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$1
 images=${2:-8192}
+batch=128
 models=benchmarks/models
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -31,17 +32,17 @@ for entry in "${runs[@]}"; do
     name=${entry%%:*} model=${entry#*:}
     [ -f "$model/model.json" ] || { echo "gpu_score: no export at $model (gpu_bench.py makes it)"; continue; }
     python3 -m emonet_batch score "$work/shards" --output "$work/labels-$name" --model "$model" "${device[@]}" \
-        --batch-size 128 --progress log --no-report
+        --batch-size "$batch" --progress log --no-report
     echo "$?" > "$work/labels-$name.score-exit"
     python3 -m emonet_batch verify "$work/labels-$name"
     echo "$?" > "$work/labels-$name.verify-exit"
 done
-python3 - "$work" "$out" "$images" <<'EOF'
+python3 - "$work" "$out" "$images" "$batch" <<'EOF'
 import json, sys
 from pathlib import Path
 
-work, out, images = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-result = {"images": images, "batch_size": 128, "runs": {}}
+work, out, images, batch = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+result = {"images": images, "batch_size": batch, "runs": {}}
 for exit_file in sorted(work.glob("labels-*.score-exit")):
     labels = exit_file.with_suffix("")
     manifest = labels / "manifest.json"
