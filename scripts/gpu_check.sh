@@ -46,19 +46,20 @@ fi
 python3 -m emonet_batch doctor --execution-provider cuda || true
 if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
     bench=(--device cpu --synthetic tiny --images 64 --batch-size 16)
-    null_images=512
+    null_images=${GPU_CHECK_NULL_IMAGES:-512}
     gpu="cpu dry run"
 else
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     bench=()
-    null_images=8192
-    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 || echo unknown)
+    null_images=${GPU_CHECK_NULL_IMAGES:-8192}
+    gpus=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo unknown)
+    echo "$gpus"
+    gpu=${gpus%%,*}
 fi
-# the results are named after the GPU, so that each machine kind's figures stay apart
-prefix=benchmarks/results/$(date +%Y-%m-%d)-gpu-$(echo "$gpu" | tr 'A-Z' 'a-z' | sed -E 's/[^a-z0-9]+/-/g; s/^-|-$//g')
+# the results are named after the GPU (as gpu_bench.py names its own), so that each kind's figures stay apart
+slug=$(python3 -c 'import sys; sys.path.insert(0, "scripts"); from gpu_bench import device_slug; print(device_slug(sys.argv[1]))' "$gpu")
+prefix=benchmarks/results/$(date +%Y-%m-%d)-gpu-$slug
 written=("$prefix-bench.json")
 timeout "${GPU_CHECK_TIMEOUT:-330}" python3 scripts/gpu_bench.py --out "${written[0]}" "${bench[@]}" "$@"
-null_images=${GPU_CHECK_NULL_IMAGES:-$null_images}
 if python3 -c "import ray" 2>/dev/null; then
     written+=("$prefix-score.json")
     timeout "${GPU_CHECK_SCORE_TIMEOUT:-240}" scripts/gpu_score.sh "${written[-1]}" || true
@@ -68,7 +69,7 @@ if python3 -c "import ray" 2>/dev/null; then
             --out "${written[-1]}"
     fi
 else
-    echo "gpu_check: Ray does not import here; the pipeline ceiling was not measured (carry scripts/gpu_wheels.sh's set)"
+    echo "gpu_check: Ray does not import here; the job on the GPU and the pipeline ceiling were not measured (carry scripts/gpu_wheels.sh's set)"
 fi
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT"
