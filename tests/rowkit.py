@@ -7,13 +7,17 @@ import pyarrow as pa
 
 from emonet_batch.job.collect import ShardCollector
 from emonet_batch.job.inputs import Shard
-from emonet_batch.job.pieces import rows_table
+from emonet_batch.job.pieces import PieceRef, PieceWriter, rows_table
 from emonet_batch.job.rows import (
     COLLECTED_COLUMNS,
     COMPLETE,
     END,
     END_COLUMNS,
     ERROR,
+    READ_SCHEMA,
+    SAMPLE,
+    SCORES,
+    ShardEnd,
 )
 
 HEADS = 3
@@ -34,6 +38,22 @@ def batch(rows: list[tuple], heads: int = HEADS) -> dict[str, np.ndarray]:
     columns["scores"] = np.arange(count * heads, dtype=np.float32).reshape(count, heads)
     columns["worker"] = np.full(count, "host:1:gpu=-", dtype=object)
     return columns
+
+
+def scored_pieces(writer: PieceWriter, rows: list[tuple], heads: int = HEADS) -> list[dict]:
+    """The receipts of a scored block of (kind, shard, seq) rows, its rows written as pieces by `writer`."""
+    columns = batch(rows, heads)
+    block = pa.table({f.name: pa.array(columns[f.name], f.type) for f in READ_SCHEMA if f.name in columns})
+    return writer.write(block, {SCORES: columns[SCORES]}).to_pylist()
+
+
+def whole_shard_pieces(fs, output: str, model, shard: str) -> tuple[list[PieceRef], ShardEnd]:
+    """The pieces of a shard of two samples scored in two blocks, as the collector hands them to its assembly."""
+    writer, collector = PieceWriter(fs, output, ATTEMPT, "host:1:gpu=-"), ShardCollector()
+    for rows in ([(SAMPLE, shard, 0)], [(SAMPLE, shard, 1), (END, shard, 2)]):
+        collector.add(scored_pieces(writer, rows, len(model.heads)))
+    pieces, end, _ = collector.pop(shard)
+    return pieces, end
 
 
 def unfinished(collector: ShardCollector) -> list[str]:

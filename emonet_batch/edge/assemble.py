@@ -1,5 +1,9 @@
 """The assembly of whole shards on the workers: one Ray task per shard reads the shard's pieces and stages its files
-(job/commit.assemble_shard); the driver submits it and gets back the outcome and the files' hashes, never rows."""
+(job/commit.assemble_shard); the driver submits it and gets back the outcome and the files' hashes, never rows.
+
+A task leaves its shard's pieces in place: when its node is lost before the result reaches the driver, Ray runs
+it again, and it must find them. The driver names the pieces of the assemblies whose results it holds to the next
+task it submits, which removes them; the run's end removes the last ones with its staging."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from ..errors import first_line
 from ..job.commit import ShardOutcome, StagedShard, assemble_shard
 from ..job.config import LabelOptions, StorageOptions
 from ..job.inputs import Shard
-from ..job.pieces import PieceRef
+from ..job.pieces import PieceRef, remove_pieces
 from ..job.rows import FAILED, ShardEnd
 from ..job.storage import filesystem
 from ..model.record import ModelInfo
@@ -38,9 +42,11 @@ class AssemblyContext:
     attempt: str
 
 
-def _assemble(context: AssemblyContext, shard: Shard, pieces: list[PieceRef], end: ShardEnd):
+def _assemble(context: AssemblyContext, shard: Shard, pieces: list[PieceRef], end: ShardEnd, spent: list[PieceRef]):
+    """Remove the `spent` pieces of shards assembled before, then assemble `shard`."""
     started = time.thread_time()
     fs, output = filesystem(context.output, context.storage)
+    remove_pieces(fs, output, spent)
     staged = assemble_shard(fs, output, shard, pieces, end, context.info, context.labels, context.attempt)
     return staged, time.thread_time() - started
 
@@ -53,7 +59,8 @@ class ShardAssembly:
         self.task = ray.remote(_assemble).options(num_cpus=ASSEMBLY_CPUS, scheduling_strategy="SPREAD")
         self.limit = max(1, int(ray.cluster_resources().get("CPU", 1) * IN_FLIGHT_PER_CPU))
         self.waiting: deque[tuple[Shard, list[PieceRef], ShardEnd]] = deque()
-        self.running: dict[ray.ObjectRef, tuple[Shard, ShardEnd]] = {}
+        self.running: dict[ray.ObjectRef, tuple[Shard, ShardEnd, list[PieceRef]]] = {}
+        self.spent: list[PieceRef] = []  # pieces of assemblies the driver has the results of
         self.cpu_seconds = 0.0
 
     def submit(self, shard: Shard, pieces: list[PieceRef], end: ShardEnd) -> None:
@@ -75,16 +82,18 @@ class ShardAssembly:
         return results
 
     def _result(self, ref) -> tuple[Shard, StagedShard]:
-        shard, end = self.running.pop(ref)
+        shard, end, pieces = self.running.pop(ref)
         try:
             staged, seconds = ray.get(ref)
         except ray.exceptions.RayError as exc:
             reason = f"the assembly of its files failed: {first_line(root_cause(exc))}"
             return shard, StagedShard(ShardOutcome(shard.shard_id, shard.display_url, FAILED, end.count, reason=reason))
         self.cpu_seconds += seconds
+        self.spent += pieces
         return shard, staged
 
     def _start(self) -> None:
         while self.waiting and len(self.running) < self.limit:
             shard, pieces, end = self.waiting.popleft()
-            self.running[self.task.remote(self.context, shard, pieces, end)] = shard, end
+            spent, self.spent = self.spent, []
+            self.running[self.task.remote(self.context, shard, pieces, end, spent)] = shard, end, pieces

@@ -47,7 +47,7 @@ from .layout import (
     softmax_column,
     staged_file,
 )
-from .pieces import PieceRef, read_rows, remove_pieces, rows_table
+from .pieces import PieceRef, read_rows, rows_table
 from .rows import COMPLETE, EMBEDDING, ERROR, FAILED, SAMPLE, SCORES, ShardEnd, collected_columns
 from .storage import (
     OutOfSpace,
@@ -221,14 +221,14 @@ def assemble_shard(
     options: LabelOptions,
     attempt: str,
 ) -> StagedShard:
-    """The worker-side step of a run: a whole shard's pieces read back and staged as its files; the pieces go."""
+    """The worker-side step of a run: a whole shard's pieces read back and staged as its files. The pieces stay:
+    run again (Ray retries a task whose node was lost before its result reached the driver), it stages the same
+    bytes; they go once the driver has the result (edge/assemble.py)."""
     try:
         rows = read_rows(fs, output, pieces) or empty_rows(info, options.embedding)
-        staged = stage_shard(fs, output, shard.shard_id, shard.display_url, rows, end, info, options, attempt)
+        return stage_shard(fs, output, shard.shard_id, shard.display_url, rows, end, info, options, attempt)
     except StorageError as exc:
         return failed_staging(shard.shard_id, shard.display_url, end, exc)
-    remove_pieces(fs, output, pieces)
-    return staged
 
 
 def empty_rows(info: ModelInfo, with_embedding: bool) -> pa.Table:

@@ -216,7 +216,7 @@ def _read_piece(fs, output: str, piece: PieceRef) -> pa.Table:
 
 
 def remove_pieces(fs, output: str, pieces: list[PieceRef]) -> None:
-    """Drop an assembled shard's pieces (what a failure here leaves, the run's end removes with its staging)."""
+    """Drop assembled shards' pieces (what a failure here leaves, the run's end removes with its staging)."""
     try:
         fs.rm([join(output, piece.path) for piece in pieces])
     except OSError:

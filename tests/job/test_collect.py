@@ -3,7 +3,6 @@
 import os
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from emonet_batch.job.collect import SeqCoverage, ShardCollector
@@ -13,14 +12,12 @@ from emonet_batch.job.rows import (
     COMPLETE,
     END,
     ERROR,
-    READ_SCHEMA,
     SAMPLE,
-    SCORES,
     ShardEnd,
 )
 from emonet_batch.job.storage import StorageError, filesystem
 
-from ..rowkit import ATTEMPT, batch, unfinished
+from ..rowkit import ATTEMPT, scored_pieces, unfinished
 
 
 @pytest.fixture
@@ -30,9 +27,7 @@ def scored(tmp_path):
     writer = PieceWriter(fs, output, ATTEMPT, "host:1:gpu=-")
 
     def receipts(rows: list[tuple]) -> list[dict]:
-        columns = batch(rows)
-        block = pa.table({f.name: pa.array(columns[f.name], f.type) for f in READ_SCHEMA if f.name in columns})
-        return writer.write(block, {SCORES: columns[SCORES]}).to_pylist()
+        return scored_pieces(writer, rows)
 
     receipts.rows = lambda pieces: read_rows(fs, output, pieces).to_pydict()
     return receipts

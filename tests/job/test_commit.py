@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from emonet_batch.job.commit import commit_shard
+from emonet_batch.job.commit import assemble_shard, commit_shard
 from emonet_batch.job.config import LabelOptions, StorageOptions
 from emonet_batch.job.layout import (
     ERROR_COLUMNS,
@@ -14,6 +14,7 @@ from emonet_batch.job.layout import (
     error_file,
     incomplete_file,
     label_file,
+    staged_file,
 )
 from emonet_batch.job.rows import (
     COMPLETE,
@@ -24,7 +25,7 @@ from emonet_batch.job.rows import (
 )
 from emonet_batch.job.storage import filesystem
 
-from ..rowkit import ATTEMPT, SHARD, shard_rows
+from ..rowkit import ATTEMPT, SHARD, shard_rows, whole_shard_pieces
 
 
 def test_commit_writes_labels_errors_then_the_create_only_record(model, tmp_path):
@@ -90,3 +91,14 @@ def test_two_attempts_racing_on_one_shard_leave_one_commit_whose_hashes_hold(mod
         assert verify_output(*filesystem(str(directory), StorageOptions())) == {}
         winner = json.loads((directory / commit_file("s")).read_text())["attempt"]
         assert outcomes[winner].reason is None
+
+
+def test_an_assembly_run_again_finds_its_pieces_and_stages_the_same_bytes(model, tmp_path):
+    # Ray runs an assembly task again when its node is lost before the driver has its result
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    pieces, end = whole_shard_pieces(fs, output, model, "s")
+    first = assemble_shard(fs, output, SHARD, pieces, end, model, LabelOptions(), ATTEMPT)
+    staged = (tmp_path / staged_file(ATTEMPT, label_file("s"))).read_bytes()
+    again = assemble_shard(fs, output, SHARD, pieces, end, model, LabelOptions(), ATTEMPT)
+    assert again == first and (first.outcome.status, first.outcome.labels) == (COMPLETE, 2)
+    assert (tmp_path / staged_file(ATTEMPT, label_file("s"))).read_bytes() == staged
