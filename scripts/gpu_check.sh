@@ -9,12 +9,14 @@
 #      transfer of ~44 MB) into a directory of their own, when WHEEL_DIR holds any;
 #   2. scripts/gpu_bench.py: PyTorch eager fp32 on the GPU (the reference), PyTorch bf16/fp16 replayed from a
 #      CUDA graph, the ONNX Runtime GPU paths when its build has them, decode on one core and on every core;
+#   2b. scripts/gpu_sync.py on the fp16 export, when gpu_bench.py made it: ONNX Runtime CUDA's images/s and host
+#      CPU per image with CUDA's default wait (a spin) against blocking synchronisation, in turns;
 #   3. when Ray imports and gpu_bench.py made its exports (ONNX Runtime has a GPU provider), the job itself on
 #      the GPU: `emonet-batch score` of generated faces on one GPU actor with each export, then `verify`
 #      (scripts/gpu_score.sh);
 #   4. when Ray imports, scripts/bench.py --model null on this host's cores: the job's own pipeline ceiling,
 #      what the CPUs of a GPU node can feed (GPU_CHECK_NULL_IMAGES=0 leaves it out).
-# Results: benchmarks/results/<date>-gpu-<gpu name>-bench.json, -score.json and -host-null.json, also copied to
+# Results: benchmarks/results/<date>-gpu-<gpu name>-bench.json, -sync.json, -score.json and -host-null.json, also copied to
 # $OUT when set.
 # GPU_CHECK_DRY_RUN=1 runs every step on the CPU with the tiny model (minutes, no GPU needed).
 #
@@ -60,6 +62,11 @@ slug=$(python3 -c 'import sys; sys.path.insert(0, "scripts"); from gpu_bench imp
 prefix=benchmarks/results/$(date +%Y-%m-%d)-gpu-$slug
 written=("$prefix-bench.json")
 timeout "${GPU_CHECK_TIMEOUT:-330}" python3 scripts/gpu_bench.py --out "${written[0]}" "${bench[@]}" "$@"
+fp16_export=benchmarks/models/full-large-fp16
+if [ "${GPU_CHECK_DRY_RUN:-0}" != 1 ] && [ -f "$fp16_export/model.json" ]; then
+    written+=("$prefix-sync.json")
+    timeout "${GPU_CHECK_SYNC_TIMEOUT:-120}" python3 scripts/gpu_sync.py "$fp16_export" --out "${written[-1]}" || true
+fi
 if python3 -c "import ray" 2>/dev/null; then
     written+=("$prefix-score.json")
     timeout "${GPU_CHECK_SCORE_TIMEOUT:-240}" scripts/gpu_score.sh "${written[-1]}" || true
