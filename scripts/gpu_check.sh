@@ -16,8 +16,8 @@
 #      (scripts/gpu_score.sh);
 #   4. when Ray imports, scripts/bench.py --model null on this host's cores: the job's own pipeline ceiling,
 #      what the CPUs of a GPU node can feed (GPU_CHECK_NULL_IMAGES=0 leaves it out).
-# Results: benchmarks/results/<date>-gpu-<gpu name>-bench.json, -sync.json, -score.json and -host-null.json, also copied to
-# $OUT when set.
+# Results: benchmarks/results/<date>-gpu-<gpu name>-bench.json, -sync.json, -score.json and -host-null.json, also
+# copied to $OUT when set.
 # GPU_CHECK_DRY_RUN=1 runs every step on the CPU with the tiny model (minutes, no GPU needed).
 #
 #   [ORT_GPU_PARTS=DIR] scripts/gpu_check.sh [WHEEL_DIR] [gpu_bench.py options...]      (default WHEEL_DIR: wheels)
