@@ -25,9 +25,9 @@ Measured in one run, on the same weights, images and cores:
 embeddings stored as a scored output, end to end through the job, against the heads alone timed before and after
 the run (`whole_run_ratio`), with the driver's CPU per row (the job's own collect and commit, and Ray Data's
 iteration in the driver) and the bytes per row that reach the driver; then Ray Data's own floor for the same plan
-(devtools/ray_floor.py: the heads on a fixed batch in the same actors, nothing read or written) against the heads
-alone timed before and after it (`ray_data_floor_ratio`), and the whole run against that floor
-(`whole_run_over_ray_data_floor`).
+(devtools/ray_floor.py: a shard's rows a read task in the model's batches, the heads on a fixed batch in the same
+actors, nothing read or written) against the heads alone timed before and after it (`ray_data_floor_ratio`), and
+the whole run against that floor (`whole_run_over_ray_data_floor`).
 
 `--model null` measures the job's own cost instead (see pipeline_figures): a model of the real input size
 (384 px) with next to no compute, so what remains is reading, decoding, moving 442 KB an image through Ray,
@@ -387,7 +387,7 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             with DriverBytes() as to_driver:
                 run = run_score(config).figures
         alone.append(measure(scorer.run, sample, batch_size).images_per_s)
-        floor = heads_floor_rate(str(heads_dir), embeddings, batch_size)
+        floor = heads_floor_rate(str(heads_dir), embeddings, per_shard, batch_size)
         alone.append(measure(scorer.run, sample, batch_size).images_per_s)
         model_only = statistics.mean(alone[:2])
         whole = run["images_per_s"]
