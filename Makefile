@@ -23,9 +23,9 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 demo: $(STAMP)
 	$(BIN)/emonet-batch demo
 
-# The linter and formatter check first: they take a second, the tests a few minutes.
+# The linter and formatter check first: they take a second, the tests a few minutes (the slowest are listed).
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=12
 
 # Everything that needs neither Ray nor torch nor the S3 server (markers in setup.cfg; tests/conftest.py sets them
 # from the fixtures a test uses): under 30 s.
