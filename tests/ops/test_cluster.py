@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -100,7 +102,8 @@ def ray_head(tmp_path_factory):
         "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_ID,
         "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_ID,
     }
-    subprocess.run(
+    url = f"http://127.0.0.1:{dashboard}"
+    head = started_head(
         [
             str(BIN / "ray"),
             "start",
@@ -113,16 +116,36 @@ def ray_head(tmp_path_factory):
             "--disable-usage-stats",
             f"--autoscaling-config={config}",
         ],
-        env={**env, **fake_cluster},
-        check=True,
-        capture_output=True,
-        timeout=120,
+        {**env, **fake_cluster},
+        url,
+        tmp_path_factory.mktemp("head-log") / "ray-start.log",
     )
-    yield f"http://127.0.0.1:{dashboard}", env, gcs
+    yield url, env, gcs
     # `ray stop` stops every Ray process on the machine: the shared in-process runtime goes first, or its
     # driver (this pytest process) would exit when its GCS is killed under it
     stop_ray()
     subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    head.wait(timeout=60)
+
+
+def started_head(command: list[str], env: dict, dashboard: str, log: Path) -> subprocess.Popen:
+    """`command` (a `ray start --head`) with --block, in the background, once its dashboard answers. Blocking, it
+    stays the parent of the head's processes and reaps them as `ray stop` kills them; started without it, they
+    were orphans the system reaped late, and `ray stop` waited 2 s on each of its three groups of processes."""
+    head = subprocess.Popen([*command, "--block"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"{dashboard}/api/version", timeout=2).close()
+            return head
+        except urllib.error.HTTPError:  # it answers (a token may be asked for)
+            return head
+        except OSError:  # not listening yet
+            time.sleep(0.2)
+    head.kill()
+    raise RuntimeError(f"the head's dashboard did not answer in 120 s: {log.read_text()[-2000:]}")
 
 
 def cli(*args, env, timeout=300):
