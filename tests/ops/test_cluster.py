@@ -132,7 +132,8 @@ def started_head(command: list[str], env: dict, dashboard: str, log: Path) -> su
     """`command` (a `ray start --head`) with --block, in the background, once its dashboard answers. Blocking, it
     stays the parent of the head's processes and reaps them as `ray stop` kills them; started without it, they
     were orphans the system reaped late, and `ray stop` waited 2 s on each of its three groups of processes."""
-    head = subprocess.Popen([*command, "--block"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    with log.open("w") as output:  # the child keeps its own copy of the file
+        head = subprocess.Popen([*command, "--block"], env=env, stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if head.poll() is not None:
