@@ -405,8 +405,8 @@ def rescore_figures(count: int, batch_size: int, per_shard: int = 2000) -> dict:
             "startup_s": run["startup_s"],
             "minutes_for_400k": round(400_000 / scoring / 60, 1),
             "whole_run_ratio": round(whole / model_only, 3),
-            # Ray Data's own floor for this plan (devtools/ray_floor.heads_floor_rate: the heads on a fixed batch,
-            # nothing read or written) over the heads alone timed before and after it
+            # Ray Data's own floor for this plan (devtools/ray_floor.heads_floor_rate: a shard a read task, the heads
+            # on a fixed batch, nothing read or written) over the heads alone timed before and after it
             "ray_data_floor_embeddings_per_s": round(floor),
             "ray_data_floor_ratio": round(floor / statistics.mean(alone[1:]), 3),
             # the job's whole run against that floor: what the job costs beyond Ray Data's own plan, which the

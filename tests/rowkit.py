@@ -40,11 +40,15 @@ def batch(rows: list[tuple], heads: int = HEADS) -> dict[str, np.ndarray]:
     return columns
 
 
+def read_block(columns: dict[str, np.ndarray]) -> pa.Table:
+    """A batch's row protocol columns as the block the infer stage gets (READ_SCHEMA's types, those it has)."""
+    return pa.table({f.name: pa.array(columns[f.name], f.type) for f in READ_SCHEMA if f.name in columns})
+
+
 def scored_pieces(writer: PieceWriter, rows: list[tuple], heads: int = HEADS) -> list[dict]:
     """The receipts of a scored block of (kind, shard, seq) rows, its rows written as pieces by `writer`."""
     columns = batch(rows, heads)
-    block = pa.table({f.name: pa.array(columns[f.name], f.type) for f in READ_SCHEMA if f.name in columns})
-    return writer.write(block, {SCORES: columns[SCORES]}).to_pylist()
+    return writer.write(read_block(columns), {SCORES: columns[SCORES]}).to_pylist()
 
 
 def whole_shard_pieces(fs, output: str, model, shard: str) -> tuple[list[PieceRef], ShardEnd]:

@@ -11,11 +11,11 @@ from emonet_batch.job.collect import ShardCollector
 from emonet_batch.job.commit import StagedShard, commit_shard, commit_staged
 from emonet_batch.job.config import LabelOptions, StorageOptions
 from emonet_batch.job.pieces import rows_table
-from emonet_batch.job.rows import COLLECTED_COLUMNS, COMPLETE, END, ERROR, FAILED, READ_SCHEMA, SAMPLE, SCORES, ShardEnd
+from emonet_batch.job.rows import COLLECTED_COLUMNS, COMPLETE, END, ERROR, FAILED, SAMPLE, SCORES, ShardEnd
 from emonet_batch.job.storage import OutOfSpace, filesystem
 from emonet_batch.job.whole import WholeShardWriter
 
-from ..rowkit import ATTEMPT, SHARD, batch
+from ..rowkit import ATTEMPT, SHARD, batch, read_block
 
 OPTIONS = LabelOptions(meta_fields=("age",))
 
@@ -28,8 +28,7 @@ def scored_block(model, rows: list[tuple]) -> tuple[pa.Table, dict[str, np.ndarr
         columns[name] = np.array(["decode" if kind == ERROR else None for kind, _, _ in rows], dtype=object)
     heads = np.arange(len(model.heads), dtype=np.float32)
     scores = np.stack([heads + seq for _, _, seq in rows])  # a row's scores by its seq, whichever block holds it
-    block = pa.table({f.name: pa.array(columns[f.name], f.type) for f in READ_SCHEMA if f.name in columns})
-    return block, {SCORES: scores}
+    return read_block(columns), {SCORES: scores}
 
 
 def test_a_worker_that_scored_a_whole_shard_stages_the_files_a_commit_of_its_rows_writes(model, tmp_path):
