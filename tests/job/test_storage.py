@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
@@ -92,23 +93,30 @@ class FaultyProxy:
         self.server.shutdown()
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A moto S3 server on a random loopback port, with credentials only in the environment."""
-    import boto3
+@pytest.fixture(scope="module")
+def s3_server():
+    """A moto S3 server on a random loopback port, shared by the module's tests (stopping one takes half a second)."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server emptied (moto's reset call), with credentials only in the environment and two buckets."""
+    import boto3
+
+    urllib.request.urlopen(urllib.request.Request(f"{s3_server}/moto-api/reset", method="POST"), timeout=10).close()
     for name, value in S3_CREDENTIALS.items():  # as conftest set them, whatever a test before changed
         monkeypatch.setenv(name, value)
-    client = boto3.client("s3", endpoint_url=endpoint)
+    client = boto3.client("s3", endpoint_url=s3_server)
     client.create_bucket(Bucket="corpus")
     client.create_bucket(Bucket="results")
-    yield endpoint, client
-    server.stop()
+    return s3_server, client
 
 
 def cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:

@@ -185,7 +185,7 @@ def test_stalled_reads_fail_their_shard_in_bounded_time_and_are_shown_while_they
     names = ("shard-00000.tar", "shard-00001.tar", "silent.tar", "trickle.tar")
     started = time.perf_counter()
     try:
-        result = score(tmp_path, tiny_models["small"], [f"{base}/{n}" for n in names], io_timeout=4, progress="log")
+        result = score(tmp_path, tiny_models["small"], [f"{base}/{n}" for n in names], io_timeout=2, progress="log")
     finally:
         server.shutdown()
     took = time.perf_counter() - started
@@ -194,11 +194,11 @@ def test_stalled_reads_fail_their_shard_in_bounded_time_and_are_shown_while_they
     by_name = {o.input.rsplit("/", 1)[1]: o for o in outcomes.values()}
     assert [by_name[n].status for n in names] == ["complete", "complete", "failed", "failed"]
     for name in ("silent.tar", "trickle.tar"):
-        assert "stalled for 4 s" in by_name[name].reason and by_name[name].retryable
-    assert took < 60  # 3 reads of at most 4 s each, 3 s of pauses, the run around them
+        assert "stalled for 2 s" in by_name[name].reason and by_name[name].retryable
+    assert took < 60  # 3 reads of at most 2 s each, 3 s of pauses, the run around them
     waiting = [line for line in shown.splitlines() if "waiting on storage:" in line]
     assert any(by_name["silent.tar"].shard in line for line in waiting), shown[-2000:]
-    print(f"stalled shards failed and the run ended in {took:.1f} s (--io-timeout 4); first shown: {waiting[0]}")
+    print(f"stalled shards failed and the run ended in {took:.1f} s (--io-timeout 2); first shown: {waiting[0]}")
 
 
 @contextlib.contextmanager
