@@ -195,7 +195,7 @@ def load_encoder(directory: str | os.PathLike, weights: bool = True) -> Encoder:
     model = None
     if weights:
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 model = SiglipVisionModel.from_pretrained(directory, config=vision_config, use_safetensors=True).eval()
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelError(f"{directory}: cannot load the encoder weights: {first_line(exc)}") from None
@@ -213,12 +213,18 @@ def read_resize_filter(directory: Path) -> str:
 
 
 @contextmanager
-def _quiet_transformers():
-    """transformers prints a load report for every unused text-tower weight; keep the log readable."""
+def quiet_transformers():
+    """transformers prints a load report for every unused text-tower weight, and progress bars over the tensors it
+    loads or saves; keep the log readable (our own lines say what export is doing)."""
+    from transformers.utils import logging as transformers_logging
+
     logger = logging.getLogger("transformers")
-    level = logger.level
+    level, bar = logger.level, transformers_logging.is_progress_bar_enabled()
     logger.setLevel(logging.ERROR)
+    transformers_logging.disable_progress_bar()
     try:
         yield
     finally:
         logger.setLevel(level)
+        if bar:
+            transformers_logging.enable_progress_bar()

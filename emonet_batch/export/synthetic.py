@@ -14,7 +14,7 @@ import torch
 
 from ..model.postprocess import packaged_neutral_means
 from ..model.taxonomy import DIMENSIONS, EMOTIONS, column_name, head_file_name
-from .checkpoint import HEAD_SIZES, EmotionHead
+from .checkpoint import HEAD_SIZES, EmotionHead, quiet_transformers
 
 TOWERS: dict[str, dict[str, int]] = {
     "tiny": dict(
@@ -73,7 +73,8 @@ def write_encoder(directory: Path, shape: dict[str, int], full_model: bool) -> N
         model = SiglipModel(SiglipConfig(vision_config=shape, text_config=text))
     else:
         model = SiglipVisionModel(SiglipVisionConfig(**shape))
-    model.save_pretrained(directory)
+    with quiet_transformers():
+        model.save_pretrained(directory)
     size = shape["image_size"]
     # the released SigLIP2 processor config says resample=2 (bilinear); write the same
     processor = SiglipImageProcessorPil(size={"height": size, "width": size}, resample=2)
