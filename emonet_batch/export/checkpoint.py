@@ -215,7 +215,7 @@ def read_resize_filter(directory: Path) -> str:
 @contextmanager
 def quiet_transformers():
     """transformers prints a load report for every unused text-tower weight, and progress bars over the tensors it
-    loads or saves; keep the log readable (our own lines say what export is doing)."""
+    loads or saves; keep the log readable."""
     from transformers.utils import logging as transformers_logging
 
     logger = logging.getLogger("transformers")
