@@ -254,7 +254,8 @@ def stats(output: str, endpoint_url: str | None) -> None:
 @click.argument("output")
 @endpoint_url_option
 def verify(output: str, endpoint_url: str | None) -> int:
-    """Check every commit record of OUTPUT against the bytes of its files; exit 1 naming the shards that differ."""
+    """Check every commit record of OUTPUT against the bytes of its files; exit 1 naming the shards that differ,
+    2 when OUTPUT holds no commit record."""
     from .job.config import StorageOptions
     from .job.storage import filesystem, redact_url
     from .job.verify import verify_output

@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DownloadError, UsageError
+from ..errors import DownloadError, UsageError, first_line
 from ..job.config import StorageOptions
 from ..job.layout import KEY, stats_file
-from ..job.storage import filesystem, join, write_bytes
+from ..job.storage import NOT_FOUND, filesystem, join, redact_url, write_bytes
 from ..job.verify import committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, canonical_label, column_name
 from .stats import json_ready, label_batches
@@ -59,8 +59,10 @@ def load_annotations(source: str, storage: StorageOptions):
     try:
         with fs.open(path, "rb") as handle:
             return pd.read_csv(handle, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise UsageError(f"annotations not found: {source}") from None
+    except NOT_FOUND:
+        raise UsageError(f"annotations not found: {redact_url(source)}") from None
+    except ValueError as exc:  # pandas' parser and empty-file errors, bytes that are not UTF-8 text
+        raise UsageError(f"annotations {redact_url(source)} are not a CSV table: {first_line(exc)}") from None
 
 
 #: Seconds the one probe of the hub may take before a hub dataset counts as unreachable.

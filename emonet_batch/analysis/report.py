@@ -26,7 +26,7 @@ from ..job.inputs import Shard, shard_format
 from ..job.layout import KEY, LABEL_OPTIONS, REPORT_HTML, SHARD, STATS_JSON, error_file, stats_file
 from ..job.read import shard_rows
 from ..job.rows import SAMPLE
-from ..job.storage import filesystem, join, redact_url, write_bytes
+from ..job.storage import NOT_FOUND, filesystem, join, redact_url, write_bytes
 from ..job.verify import committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, FAMILIES, family_of, label_of
 from .stats import MAX_GROUPS, compute_stats, label_batches
@@ -373,7 +373,7 @@ def build_report(
     if stats is None:
         try:
             stats = json.loads(fs.cat_file(join(output, stats_file(STATS_JSON))))
-        except FileNotFoundError:
+        except NOT_FOUND:
             stats = compute_stats(output_url, storage)
     charts = {
         "top": top_emotion_chart(stats),

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ..job.config import StorageOptions
 from ..job.layout import MANIFEST, MANIFEST_SHARDS, STATS_JSON, TOP_EMOTION, metadata_columns, stats_file
 from ..job.rows import COMPLETE, FAILED, INCOMPLETE
-from ..job.storage import filesystem, join, parquet_bytes, write_bytes
+from ..job.storage import NOT_FOUND, filesystem, join, parquet_bytes, write_bytes
 from ..job.verify import checked_label_files, committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, HEAD_COLUMNS, family_of
 
@@ -251,7 +251,7 @@ def not_complete_shards(fs, output: str, first: int) -> list[dict[str, Any]]:
 def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata, fs, output) -> dict[str, Any]:
     try:
         manifest = json.loads(fs.cat_file(join(output, MANIFEST)))
-    except FileNotFoundError:
+    except NOT_FOUND:
         manifest = {}
     group_means, group_shares = groups.tables()
     families: dict[str, int] = {}

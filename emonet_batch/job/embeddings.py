@@ -39,7 +39,7 @@ from .layout import (
     label_file,
 )
 from .rows import COMPLETE, EMBEDDING, END, ERROR, FAILED, READ_CPU, READ_SCHEMA, SAMPLE, cpu_share
-from .storage import filesystem, join, redact_url
+from .storage import NOT_FOUND, filesystem, join, redact_url
 from .verify import recorded_bytes
 
 
@@ -105,7 +105,7 @@ def open_embeddings(
         raise UsageError(f"--output is the source {display}: write the new labels to another output")
     try:
         options = json.loads(fs.cat_file(join(root, LABEL_OPTIONS)))
-    except FileNotFoundError:
+    except NOT_FOUND:
         raise UsageError(f"{display} is not an emonet-batch output (it has no {LABEL_OPTIONS})") from None
     except ValueError:
         raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read") from None

@@ -18,7 +18,7 @@ from braceexpand import braceexpand
 
 from ..errors import UsageError
 from .config import StorageOptions
-from .storage import filesystem, redact_url, split_query, without_credentials
+from .storage import NOT_FOUND, filesystem, redact_url, split_query, without_credentials
 
 #: Shard formats by file name ending.
 FORMATS = {".tar": "tar", ".tar.gz": "tar", ".tgz": "tar", ".parquet": "parquet"}
@@ -110,7 +110,7 @@ def _read_list(list_url: str, storage: StorageOptions) -> list[tuple[str, bool]]
     fs, path = filesystem(list_url, storage)
     try:
         text = fs.cat_file(path).decode("utf-8")
-    except FileNotFoundError:
+    except NOT_FOUND:
         raise UsageError(f"input list not found: {redact_url(list_url)}") from None
     urls = []
     for line in text.splitlines():

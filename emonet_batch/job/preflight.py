@@ -20,7 +20,7 @@ from .accelerator import installed_runtimes, runtime_problem
 from .config import StorageOptions
 from .inputs import Shard
 from .read import image_column_of
-from .storage import StorageError, filesystem, is_local, join, redact_url, write_bytes
+from .storage import NOT_FOUND, StorageError, filesystem, is_local, join, redact_url, write_bytes
 
 #: Bytes read from the start of a tar input, and from the end of a Parquet one, to recognise its format.
 HEAD_BYTES = 512
@@ -157,7 +157,7 @@ def input_problem(shard: Shard, storage: StorageOptions, key_column: str | None 
         if shard.format == "parquet":
             return parquet_problem(shard, parquet_schema(fs, path), key_column)
         head = fs.cat_file(path, start=0, end=HEAD_BYTES)
-    except FileNotFoundError:
+    except NOT_FOUND:
         return f"input not found: {shard.display_url}"
     except NotParquet:
         return f"not a Parquet file: {shard.display_url}"

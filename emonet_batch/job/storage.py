@@ -63,6 +63,9 @@ class OutOfSpace(StorageError):
     until space is freed, so a run stops starting shards (run/score.py)."""
 
 
+#: What reading a path that is not there raises: a local path under a file (`a-file/labels`) is not there either.
+NOT_FOUND = (FileNotFoundError, NotADirectoryError)
+
 #: The errors of a write that no retry fixes until space is freed.
 OUT_OF_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
@@ -203,7 +206,7 @@ def remove_if_present(fs: fsspec.AbstractFileSystem, path: str) -> None:
     then a listing in case the name is a folder)."""
     try:
         fs.rm_file(path)
-    except FileNotFoundError:
+    except NOT_FOUND:
         pass
     except OSError as exc:
         raise write_error(fs, path, exc) from None
@@ -213,7 +216,7 @@ def listing(fs: fsspec.AbstractFileSystem, directory: str) -> dict[str, dict[str
     """Path -> the backend's details of every file directly in `directory` (empty when it does not exist)."""
     try:
         return {info["name"]: info for info in fs.ls(directory, detail=True) if info.get("type") != "directory"}
-    except FileNotFoundError:
+    except NOT_FOUND:
         return {}
 
 
@@ -225,7 +228,7 @@ def subfolders(fs: fsspec.AbstractFileSystem, directory: str) -> list[str]:
             for info in fs.ls(directory, detail=True)
             if info.get("type") == "directory"
         ]
-    except FileNotFoundError:
+    except NOT_FOUND:
         return []
 
 

@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
-from .commitlog import read_records
+from .commitlog import Records, read_records
 from .layout import MODEL_ID_METADATA, label_file
-from .storage import join, redact_url
+from .storage import NOT_FOUND, join, redact_url
 
 
 def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
@@ -26,8 +26,12 @@ def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
     nothing was committed yet."""
     commits = read_records(fs, output).records
     if not commits:
-        raise UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
+        raise nothing_committed(output)
     return commits
+
+
+def nothing_committed(output: str) -> UsageError:
+    return UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
 
 
 class CommittedFileError(ValueError):
@@ -38,7 +42,7 @@ def recorded_bytes(fs, output: str, name: str, digest: str | None) -> bytes:
     """The bytes of the committed file `name`, checked against the sha256 its record names."""
     try:
         data = fs.cat_file(join(output, name))
-    except FileNotFoundError:
+    except NOT_FOUND:
         raise CommittedFileError(f"{name} is missing") from None
     if hashlib.sha256(data).hexdigest() != digest:
         raise CommittedFileError(f"{name} differs from its recorded sha256")
@@ -55,19 +59,29 @@ def file_problem(fs, output: str, name: str, digest: str) -> str | None:
 
 
 def verify_output(fs, output: str) -> dict[str, str]:
+    """damaged_shards of an output that holds commit records; a usage error when it holds none (a mistyped output,
+    or one no run has committed to: there is nothing to verify)."""
+    found = read_records(fs, output, full=True)
+    if not found.records and not found.unreadable:
+        raise nothing_committed(output)
+    return damaged_shards(fs, output, found)
+
+
+def damaged_shards(fs, output: str, found: Records | None = None) -> dict[str, str]:
     """Shard id -> what is wrong with it, for every shard whose record cannot be read or whose files do not
-    hold the recorded bytes; empty when the output is sound."""
-    found = read_records(fs, output, full=True)  # the records decide, whatever a checkpoint says
-    records, unreadable = found.records, found.unreadable
-    problems = {shard_id: "its commit record cannot be read" for shard_id in unreadable}
-    for shard_id, record in sorted(records.items()):
+    hold the recorded bytes; empty when the output is sound. The records are `found`, or read from their own files
+    (full: they decide, whatever a checkpoint says)."""
+    if found is None:
+        found = read_records(fs, output, full=True)
+    problems = {shard_id: "its commit record cannot be read" for shard_id in found.unreadable}
+    for shard_id, record in sorted(found.records.items()):
         files = record.get("files")
         if not isinstance(files, dict) or label_file(shard_id) not in files:
             problems[shard_id] = "its commit record names no label file"
             continue
-        found = [p for name, digest in files.items() if (p := file_problem(fs, output, name, digest))]
-        if found:
-            problems[shard_id] = "; ".join(found)
+        differ = [p for name, digest in files.items() if (p := file_problem(fs, output, name, digest))]
+        if differ:
+            problems[shard_id] = "; ".join(differ)
     return problems
 
 

@@ -27,7 +27,7 @@ from ..job.commitlog import read_records
 from ..job.config import StorageOptions
 from ..job.inputs import Shard, expand_inputs, without
 from ..job.preflight import check_inputs, left_out_warning
-from ..job.storage import filesystem, join
+from ..job.storage import NOT_FOUND, filesystem, join
 from ..run.config import OPTION_GROUPS, command_options, from_flags, score_config
 
 _PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
@@ -60,7 +60,7 @@ class NightlyConfig:
 
         try:
             raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
+        except NOT_FOUND:
             raise UsageError(f"nightly config not found: {path}") from None
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: not valid YAML: {exc}") from None
@@ -80,7 +80,7 @@ def committed_everywhere(fs, root: str) -> set[str]:
     """Shard ids with a commit record in any dt= partition under root."""
     try:
         partitions = [p for p in fs.ls(root, detail=False) if _PARTITION.search(p.rstrip("/"))]
-    except FileNotFoundError:
+    except NOT_FOUND:
         return set()
     done = set()
     for partition in partitions:  # through each one's checkpoint and commit log: a few requests a partition

@@ -24,8 +24,8 @@ from ..job.layout import (
     shard_id_of,
     staged_file,
 )
-from ..job.storage import create_only, join, redact_url
-from ..job.verify import verify_output
+from ..job.storage import NOT_FOUND, create_only, join, redact_url
+from ..job.verify import damaged_shards
 from ..model.record import ModelInfo
 from .config import label_flags, option_value
 
@@ -160,7 +160,7 @@ def staged_intact(fs, output: str, record: dict[str, Any]) -> bool:
     for name, digest in record.get("files", {}).items():
         try:
             data = fs.cat_file(join(output, staged_file(str(record.get("attempt")), name)))
-        except FileNotFoundError:
+        except NOT_FOUND:
             return False
         if hashlib.sha256(data).hexdigest() != digest:
             return False
@@ -170,7 +170,7 @@ def staged_intact(fs, output: str, record: dict[str, Any]) -> bool:
 def _listing(fs, directory: str) -> list[str]:
     try:
         return fs.ls(directory, detail=False)
-    except FileNotFoundError:
+    except NOT_FOUND:
         return []
 
 
@@ -178,7 +178,7 @@ def repair(fs, output: str) -> list[str]:
     """--repair: every shard whose record cannot be read or whose files differ from it loses its record and
     files, so this run scores it again (when it is among the inputs); one warning per shard."""
     warnings = []
-    for shard_id, problem in verify_output(fs, output).items():
+    for shard_id, problem in damaged_shards(fs, output).items():
         if fs.exists(join(output, commit_file(shard_id))):
             remove_record(fs, output, shard_id)
         for name in (label_file(shard_id), error_file(shard_id)):

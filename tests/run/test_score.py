@@ -340,6 +340,29 @@ def test_unreadable_and_tampered_records_are_found_and_redone(ray_runtime, tiny_
     assert main(["verify", str(out)]) == 0 and "every commit record matches" in capsys.readouterr().out
 
 
+def test_reading_what_is_no_output_fails_in_one_line(tmp_path, capsys):
+    """verify, stats and report of a folder no run committed to, or of a file; evaluate's annotations under a file or
+    not a CSV table: one line each and exit 2, no traceback (verify had said every record matched)."""
+    from emonet_batch.cli import main
+
+    empty, a_file, not_csv = tmp_path / "empty", tmp_path / "a-file", tmp_path / "bytes.csv"
+    empty.mkdir()
+    a_file.write_text("in the way\n")
+    not_csv.write_bytes(bytes(range(128, 256)))
+    cases = [
+        (["verify", str(empty)], f"no committed shards under {empty}"),
+        (["verify", str(a_file)], f"no committed shards under {a_file}"),
+        (["stats", str(a_file)], f"no committed shards under {a_file}"),
+        (["report", str(a_file)], f"no committed shards under {a_file}"),
+        (["evaluate", "--labels", str(empty), "--annotations", str(a_file / "hq.csv")], "annotations not found"),
+        (["evaluate", "--labels", str(empty), "--annotations", str(not_csv)], f"annotations {not_csv} are not a CSV"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith(f"emonet-batch: error: {message}") and err.count("\n") == 1, (args, err)
+
+
 def test_a_presigned_url_is_read_and_its_query_written_nowhere(ray_runtime, tiny_models, tmp_path, capsys):
     """The query reaches the server (it carries the signature) and nothing else: names, records, manifest,
     stats, report and the terminal."""
