@@ -30,18 +30,9 @@ def registry_option(name: str, command: str = "score", **overrides):
     if option.kind == "flag":
         settings.update(is_flag=True)
     else:
-        settings.update(type=CLICK_TYPES[option.kind](option), default="" if option.kind == "list" else default)
+        settings.update(type=option.click_type(), default="" if option.kind == "list" else default)
         settings["show_default"] = default not in (None, "", ()) and option.kind != "list"
     return click.option(option.flag, **{**settings, **overrides})
-
-
-CLICK_TYPES = {
-    "int": lambda o: click.IntRange(min=o.low, max=o.high),
-    "float": lambda o: click.FloatRange(min=o.low, max=o.high),
-    "choice": lambda o: click.Choice(list(o.choices)),
-    "text": lambda o: str,
-    "list": lambda o: str,
-}
 
 
 def run_options(command: str):

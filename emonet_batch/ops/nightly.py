@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+import click
+
+from ..errors import UsageError, first_line
 from ..job.commitlog import read_records
 from ..job.config import StorageOptions
 from ..job.inputs import Shard, expand_inputs, without
 from ..job.preflight import check_inputs, left_out_warning
 from ..job.storage import NOT_FOUND, filesystem, join
-from ..run.config import OPTION_GROUPS, command_options, from_flags, score_config
+from ..run.config import BY_FLAG, OPTION_GROUPS, command_options, config_value, from_flags, score_config
 
 _PARTITION = re.compile(r"dt=(\d{4}-\d{2}-\d{2})$")
 #: The options a nightly config takes: score's flags by their long names (with `_` or `-`), but the output and the
@@ -43,7 +45,13 @@ def score_options(raw: dict[str, Any], source: str) -> dict[str, Any]:
     unknown = sorted(set(options) - FLAG_NAMES)
     if unknown:
         raise UsageError(f"{source}: unknown options {', '.join(unknown)}; known: {', '.join(sorted(FLAG_NAMES))}")
-    return from_flags(options)
+    checked = {}
+    for name, value in options.items():
+        try:
+            checked[name] = config_value(BY_FLAG[name], value)
+        except click.BadParameter as exc:
+            raise UsageError(f"{source}: option {name}: {exc.message}") from None
+    return from_flags(checked)
 
 
 @dataclass(frozen=True)
@@ -56,24 +64,44 @@ class NightlyConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> NightlyConfig:
-        import yaml
-
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except NOT_FOUND:
-            raise UsageError(f"nightly config not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise UsageError(f"{path}: not valid YAML: {exc}") from None
-        missing = [k for k in ("inputs", "output_root", "model") if not raw.get(k)]
-        if missing:
-            raise UsageError(f"{path}: missing {', '.join(missing)}")
+        raw = read_config(path)
         options = score_options(dict(raw.get("options") or {}), str(path))
         # the storage options reach storage here, before the run: the partitions are listed with them
         storage = StorageOptions(
             **{name: options.pop(name) for name in list(options) if OPTION_GROUPS[name] == "storage"}
         )
         inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]
-        return cls(tuple(inputs), raw["output_root"], str(raw["model"]), options, storage)
+        return cls(tuple(inputs), raw["output_root"], raw["model"], options, storage)
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The config file's mapping, its entries of the right kinds; a usage error in one line otherwise."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except NOT_FOUND:
+        raise UsageError(f"nightly config not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: not a mapping of inputs, output_root, model and options")
+    missing = [k for k in ("inputs", "output_root", "model") if not raw.get(k)]
+    if missing:
+        raise UsageError(f"{path}: missing {', '.join(missing)}")
+    inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]
+    if not all(isinstance(text, str) for text in [*inputs, raw["output_root"], raw["model"]]):
+        raise UsageError(f"{path}: inputs (one or a list), output_root and model must be paths or URLs")
+    if not isinstance(raw.get("options") or {}, dict):
+        raise UsageError(f"{path}: options must be a mapping of option names to values")
+    return raw
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(exc, 'problem', None) or first_line(exc)}{where}"
 
 
 def committed_everywhere(fs, root: str) -> set[str]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+import click
+
 from ..errors import UsageError
 from ..job.config import (
     EMBEDDINGS,
@@ -92,6 +94,17 @@ class Option:
     def flag_name(self) -> str:
         """The flag's name as click and the nightly config give it (no_stats for --no-stats)."""
         return self.flag[2:].replace("-", "_")
+
+    def click_type(self) -> click.ParamType:
+        """The type that converts and checks this option's value, on the command line and in a config file; a list
+        is comma-separated text there."""
+        if self.kind == "int":
+            return click.IntRange(min=self.low, max=self.high)
+        if self.kind == "float":
+            return click.FloatRange(min=self.low, max=self.high)
+        if self.kind == "choice":
+            return click.Choice(list(self.choices))
+        return click.BOOL if self.kind == "flag" else click.STRING
 
     def default(self, command: str = "score") -> Any:
         if command in self.command_defaults:
@@ -207,6 +220,21 @@ def from_flags(values: dict[str, Any]) -> dict[str, Any]:
         else:
             options[option.name] = value
     return options
+
+
+def config_value(option: Option, value: Any) -> Any:
+    """A value of `option` as a config file gives it (YAML's types), checked and converted as its flag is on the
+    command line; click.BadParameter says what is wrong."""
+    if option.kind == "list":
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, (str, int, float)) for item in items):
+            raise click.BadParameter("expected a list of names, or names separated by commas")
+        return [str(item) for item in items] if isinstance(value, list) else str(value)
+    if isinstance(value, (dict, list)):
+        raise click.BadParameter(f"expected one value, got {type(value).__name__}")
+    if value is False and "off" in option.choices:  # YAML reads an unquoted off as false
+        value = "off"
+    return option.click_type().convert(value, None, None)
 
 
 #: Option name -> its group, for the options score_config takes by name (all but --output and --model).

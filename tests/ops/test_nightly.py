@@ -39,3 +39,32 @@ def test_nightly_leaves_out_listed_files_without_images_and_takes_accept_truncat
     config = NightlyConfig.from_yaml(tmp_path / "nightly.yaml")
     assert config.options["accept_truncated"] is True and config.storage.io_timeout == 20
     assert run_nightly(config) is None  # nothing to score, and no run started
+
+
+def test_a_config_is_checked_as_the_command_line_is_and_each_fault_is_one_line(tmp_path):
+    import pytest
+
+    from emonet_batch.errors import UsageError
+    from emonet_batch.ops.nightly import NightlyConfig
+
+    required = f"inputs: in\noutput_root: {tmp_path / 'out'}\nmodel: m\n"
+    path = tmp_path / "nightly.yaml"
+    options = "options:\n  progress: off\n  meta_fields: [gender, 30]\n  no_stats: yes\n  batch_size: '8'\n"
+    path.write_text(required + options)
+    config = NightlyConfig.from_yaml(path)  # YAML's off, yes and numbers as the flags would take them
+    assert config.options == {"progress": "off", "meta_fields": ["gender", "30"], "stats": False, "batch_size": 8}
+    faults = {
+        "inputs: [\n": "not valid YAML: expected the node content, but found '<stream end>' at line 2, column 1",
+        "- in\n": "not a mapping of inputs, output_root, model and options",
+        "inputs: {a: 1}\noutput_root: o\nmodel: m\n": "inputs (one or a list), output_root and model must be paths",
+        required + "options: [batch_size]\n": "options must be a mapping of option names to values",
+        required + "options: {batch_size: many}\n": "option batch_size: 'many' is not a valid integer range",
+        required + "options: {batch_size: 0}\n": "option batch_size: 0 is not in the range x>=1",
+        required + "options: {meta_fields: {a: 1}}\n": "option meta_fields: expected a list of names",
+        required + "options: {execution_provider: [cuda]}\n": "option execution_provider: expected one value, got list",
+    }
+    for text, message in faults.items():
+        path.write_text(text)
+        with pytest.raises(UsageError) as raised:
+            NightlyConfig.from_yaml(path)
+        assert str(raised.value).startswith(f"{path}: {message}") and "\n" not in str(raised.value), text
