@@ -505,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
     except EmonetError as exc:
         click.echo(f"emonet-batch: error: {exc}", err=True)
         return exc.exit_code
+    except Exception as exc:
+        from .job.storage import fault_line, storage_faults
+
+        if not isinstance(exc, storage_faults()):
+            raise
+        click.echo(f"emonet-batch: error: {fault_line(exc)}", err=True)
+        return 1
     return result if isinstance(result, int) else 0
 
 

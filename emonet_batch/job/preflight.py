@@ -20,7 +20,16 @@ from .accelerator import installed_runtimes, runtime_problem
 from .config import StorageOptions
 from .inputs import Shard
 from .read import image_column_of
-from .storage import NOT_FOUND, StorageError, filesystem, is_local, join, redact_url, write_bytes
+from .storage import (
+    NOT_FOUND,
+    StorageError,
+    filesystem,
+    is_local,
+    join,
+    redact_url,
+    storage_faults,
+    write_bytes,
+)
 
 #: Bytes read from the start of a tar input, and from the end of a Parquet one, to recognise its format.
 HEAD_BYTES = 512
@@ -98,12 +107,15 @@ def check_output(fs, output: str, display: str) -> None:
         if not os.path.isdir(probe_in):
             raise UsageError(f"cannot write to the output {display}: {probe_in} is a file, not a folder")
     else:
+        # info, not exists: exists says False for an endpoint it cannot reach too, after retrying two requests
         try:
-            found = fs.exists(output.split("/", 1)[0])
-        except OSError as exc:
+            fs.info(output.split("/", 1)[0])
+        except FileNotFoundError:
+            raise UsageError(f"output bucket not found: {display}") from None
+        except PermissionError:
+            pass  # a bucket this identity may write under but not look at: the probe below decides
+        except storage_faults() as exc:
             raise StorageError(f"cannot reach the output {display}: {type(exc).__name__}") from None
-        if not found:
-            raise UsageError(f"output bucket not found: {display}")
     probe = join(probe_in, f"._probe-{secrets.token_hex(6)}")
     try:
         write_bytes(fs, probe, b"")

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from ..errors import EmonetError, first_line
+from ..errors import EmonetError, UsageError, first_line
 from .config import StorageOptions
 
 
@@ -71,6 +71,8 @@ OUT_OF_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 _USERINFO = re.compile(r"^([a-zA-Z][\w+.-]*://)[^/@]*@")
+#: A URL's user:password@ and query (a presigned signature, a token) inside any text.
+_URL_SECRETS = re.compile(r"([a-zA-Z][\w+.-]*://)[^/@\s]*@|\?[^\s\"']*")
 
 
 def split_query(url: str) -> tuple[str, str]:
@@ -100,10 +102,37 @@ def redact_url(url: str) -> str:
 
 
 def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path inside it) for a URL or local path."""
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
-    fs, path = fsspec.core.url_to_fs(url, **storage.fsspec_options(protocol))
-    return fs, path
+    """(filesystem, path inside it) for a URL or local path; a URL no backend can take is a usage error, and a
+    backend that connects when made (ftp://) and cannot is a storage error."""
+    protocol, _, rest = url.partition("://") if "://" in url else ("file", "", url)
+    if "://" in url and not rest.split("/", 1)[0]:
+        raise UsageError(f"{redact_url(url)} names no bucket or host after {protocol}://")
+    try:
+        return fsspec.core.url_to_fs(url, **storage.fsspec_options(protocol))
+    except ImportError as exc:  # a protocol whose package is not installed (gs:// without gcsfs)
+        raise UsageError(f"{redact_url(url)}: {first_line(exc)}") from None
+    except ValueError as exc:  # fsspec's "Protocol not known", or a URL its backend refuses
+        known = "Protocol not known" not in str(exc)
+        problem = first_line(exc) if known else f"no storage backend reads {protocol}:// URLs"
+        raise UsageError(f"{redact_url(url)}: {problem}") from None
+    except OSError as exc:
+        raise StorageError(f"cannot reach {redact_url(url)}: {type(exc).__name__}: {first_line(exc)}") from None
+
+
+def storage_faults() -> tuple[type[BaseException], ...]:
+    """What a storage backend raises for a request that failed: OSError (s3fs, gcsfs and fsspec's HTTP mostly
+    raise those) and botocore's own errors, which s3fs passes on for an endpoint it cannot reach."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return (OSError,)
+    return (OSError, BotoCoreError, ClientError)
+
+
+def fault_line(exc: BaseException) -> str:
+    """A failed storage request in one line, without the secrets a URL in its message may carry."""
+    text = _URL_SECRETS.sub(r"\1", first_line(exc))
+    return f"a storage request failed: {type(exc).__name__}: {text}"
 
 
 def join(base: str, *parts: str) -> str:

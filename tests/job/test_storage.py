@@ -3,6 +3,7 @@ everything written, and a driver killed mid-run then resumed."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -357,3 +358,38 @@ def test_a_model_from_object_storage_is_fetched_once_per_node_and_refetched_when
         assert second.exit_code == 0 and downloads() == 2 and load_model_info(entry).model_id == entry.name
     finally:
         proxy.close()
+
+
+def test_a_url_no_backend_takes_or_a_storage_fault_is_one_line_without_secrets(monkeypatch, capsys):
+    import importlib.util
+
+    from botocore.exceptions import EndpointConnectionError
+
+    from emonet_batch.errors import UsageError
+    from emonet_batch.job import verify
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.storage import StorageError, filesystem
+
+    refused = [
+        ("s3://", "s3:// names no bucket or host after s3://"),
+        ("s3:///x.tar", "s3:///x.tar names no bucket or host"),
+        ("nope://h/x", "nope://h/x: no storage backend reads nope:// URLs"),
+    ]
+    if importlib.util.find_spec("gcsfs") is None:
+        refused.append(("gs://b/x.tar", "gs://b/x.tar: Please install gcsfs"))
+    for url, message in refused:
+        with pytest.raises(UsageError, match="^" + re.escape(message)):
+            filesystem(url, StorageOptions())
+    with pytest.raises(StorageError, match=r"^cannot reach ftp://127\.0\.0\.1:\d+/x: ConnectionRefusedError"):
+        filesystem(f"ftp://127.0.0.1:{free_port()}/x", StorageOptions())  # an FTP backend connects when made
+
+    def unreachable(fs, output):
+        raise EndpointConnectionError(endpoint_url=f"http://key:{CANARY}@127.0.0.1:1/b?X-Amz-Signature={CANARY}")
+
+    monkeypatch.setattr(verify, "verify_output", unreachable)
+    assert main(["verify", "s3://b/out"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "emonet-batch: error: a storage request failed: EndpointConnectionError: Could not connect to the endpoint "
+        'URL: "http://127.0.0.1:1/b"\n'
+    )
