@@ -121,6 +121,18 @@ def load_predictions(labels_url: str, storage: StorageOptions):
     return pd.concat(frames, ignore_index=True)
 
 
+def check_key_pattern(pattern: str | None) -> None:
+    """--key-pattern must be a regex whose first group is the annotation id."""
+    if pattern is None:
+        return
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as exc:
+        raise UsageError(f"--key-pattern {pattern!r} is not a regular expression: {exc}") from None
+    if not groups:
+        raise UsageError(f"--key-pattern {pattern!r} has no group: put ( ) around the annotation id, e.g. '(\\d+)'")
+
+
 def annotation_ids(keys, known_ids: set[str], pattern: str | None) -> list[str | None]:
     """Map sample keys to annotation image ids (see the module docstring for the rule)."""
     by_number = {int(i): i for i in known_ids if i.isdigit()}
@@ -297,6 +309,7 @@ def _nanmean(values) -> float:
 
 def run_evaluate(config: EvaluateConfig) -> tuple[dict[str, Any], str]:
     """Evaluate, write <labels>/stats/evaluate-<format>.json; returns (result, markdown table)."""
+    check_key_pattern(config.key_pattern)
     annotations = load_annotations(config.annotations, config.storage)
     kind = config.format or detect_format(annotations.columns)
     missing = [c for c in FORMAT_COLUMNS.get(kind, ()) if c not in annotations.columns]

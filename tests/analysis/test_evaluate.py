@@ -109,6 +109,11 @@ def test_cli_evaluate_and_offline_hub(tmp_path, capsys, monkeypatch):
     assert (
         err.startswith("emonet-batch: error: --format hq needs the columns image, annotations") and err.count("\n") == 1
     )
+    for pattern, message in (("(", "is not a regular expression: missing )"), ("x", "has no group: put ( )")):
+        args = ["evaluate", "--labels", str(tmp_path), "--annotations", str(BINARY), "--key-pattern", pattern]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"emonet-batch: error: --key-pattern {pattern!r} {message}") and err.count("\n") == 1
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert main(["evaluate", "--labels", str(tmp_path), "--annotations", "laion/emonet-face-binary"]) == 1
     err = capsys.readouterr().err
