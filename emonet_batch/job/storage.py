@@ -112,8 +112,8 @@ def filesystem(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSy
     except ImportError as exc:  # a protocol whose package is not installed (gs:// without gcsfs)
         raise UsageError(f"{redact_url(url)}: {first_line(exc)}") from None
     except ValueError as exc:  # fsspec's "Protocol not known", or a URL its backend refuses
-        known = "Protocol not known" not in str(exc)
-        problem = first_line(exc) if known else f"no storage backend reads {protocol}:// URLs"
+        unknown = "Protocol not known" in str(exc)
+        problem = f"no storage backend reads {protocol}:// URLs" if unknown else first_line(exc)
         raise UsageError(f"{redact_url(url)}: {problem}") from None
     except OSError as exc:
         raise StorageError(f"cannot reach {redact_url(url)}: {type(exc).__name__}: {first_line(exc)}") from None
