@@ -70,12 +70,12 @@ class NightlyConfig:
         storage = StorageOptions(
             **{name: options.pop(name) for name in list(options) if OPTION_GROUPS[name] == "storage"}
         )
-        inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]
-        return cls(tuple(inputs), raw["output_root"], raw["model"], options, storage)
+        return cls(tuple(raw["inputs"]), raw["output_root"], raw["model"], options, storage)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The config file's mapping, its entries of the right kinds; a usage error in one line otherwise."""
+    """The config file's mapping, its entries of the right kinds (inputs as a list); a usage error in one line
+    otherwise."""
     import yaml
 
     try:
@@ -94,7 +94,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"{path}: inputs (one or a list), output_root and model must be paths or URLs")
     if not isinstance(raw.get("options") or {}, dict):
         raise UsageError(f"{path}: options must be a mapping of option names to values")
-    return raw
+    return {**raw, "inputs": inputs}
 
 
 def yaml_problem(exc: Exception) -> str:
