@@ -373,7 +373,7 @@ def build_report(
     if stats is None:
         try:
             stats = json.loads(fs.cat_file(join(output, stats_file(STATS_JSON))))
-        except NOT_FOUND:
+        except (*NOT_FOUND, ValueError):  # none yet, or a damaged file: stats are derived, so computed again
             stats = compute_stats(output_url, storage)
     charts = {
         "top": top_emotion_chart(stats),

@@ -21,10 +21,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import UsageError, first_line
 from ..job.config import StorageOptions
 from ..job.layout import MANIFEST, MANIFEST_SHARDS, STATS_JSON, TOP_EMOTION, metadata_columns, stats_file
 from ..job.rows import COMPLETE, FAILED, INCOMPLETE
-from ..job.storage import NOT_FOUND, filesystem, join, parquet_bytes, write_bytes
+from ..job.storage import NOT_FOUND, filesystem, join, parquet_bytes, redact_url, write_bytes
 from ..job.verify import checked_label_files, committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, HEAD_COLUMNS, family_of
 
@@ -253,6 +254,11 @@ def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata,
         manifest = json.loads(fs.cat_file(join(output, MANIFEST)))
     except NOT_FOUND:
         manifest = {}
+    except ValueError as exc:
+        raise UsageError(
+            f"{redact_url(output)}/{MANIFEST} cannot be read ({first_line(exc)}); the score command, run again, "
+            "writes it anew"
+        ) from None
     group_means, group_shares = groups.tables()
     families: dict[str, int] = {}
     for emotion, count in top_counts.items():

@@ -84,6 +84,21 @@ def test_stats_need_committed_shards(tmp_path):
         compute_stats(str(tmp_path))
 
 
+def test_a_damaged_manifest_is_one_line_and_a_damaged_stats_file_is_computed_again(tmp_path):
+    from emonet_batch.analysis.report import build_report
+    from emonet_batch.job.config import StorageOptions
+
+    write_labels(tmp_path, shards=1, rows=10)
+    (tmp_path / "manifest.json").write_text("{half a manifest")
+    with pytest.raises(UsageError, match=r"manifest\.json cannot be read \(Expecting property name.*\); the score"):
+        compute_stats(str(tmp_path))
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "stats").mkdir()
+    (tmp_path / "stats" / "stats.json").write_text("{half a stats file")
+    build_report(str(tmp_path), StorageOptions(), gallery=0)
+    assert json.loads((tmp_path / "stats" / "stats.json").read_text())["run"]["label_rows"] == 10
+
+
 def test_label_files_that_disagree_are_refused(tmp_path):
     frame = write_labels(tmp_path, shards=1, rows=10)
     commit_by_hand(tmp_path, "shard-00001", pa.Table.from_pandas(frame.drop(columns=["age"]), preserve_index=False))
