@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
+from ..errors import first_line
 from ..job.commit import ShardOutcome
 from ..job.inputs import Shard
 from ..job.layout import MANIFEST, MANIFEST_RUNS, MANIFEST_SHARDS
 from ..job.read import TRUNCATED
-from ..job.storage import join, parquet_bytes, write_bytes
+from ..job.storage import NOT_FOUND, join, parquet_bytes, write_bytes
 from ..model.record import ModelInfo
 from .config import ScoreConfig, manifest_options
 from .progress import Counters
@@ -169,10 +170,13 @@ def write_manifest(fs, output: str, manifest: dict[str, Any], shards: pa.Table, 
     write_bytes(fs, join(output, MANIFEST), json.dumps(manifest, indent=1).encode())
 
 
-def earlier_runs(fs, output: str) -> list[dict[str, Any]]:
-    """The run history a run adds to (nothing when there is none or it cannot be read)."""
+def earlier_runs(fs, output: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The run history a run adds to (none yet: empty), and a warning when it cannot be read (the history then
+    starts again with this run)."""
     try:
         with fs.open(join(output, MANIFEST_RUNS), "rb") as file:
-            return pq.read_table(file).to_pylist()
-    except (FileNotFoundError, pa.ArrowInvalid):
-        return []
+            return pq.read_table(file).to_pylist(), []
+    except NOT_FOUND:
+        return [], []
+    except pa.ArrowInvalid as exc:
+        return [], [f"{MANIFEST_RUNS} cannot be read ({first_line(exc)}); the run history starts again with this run"]

@@ -124,14 +124,15 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     warnings += [f"{o.shard}: {o.reason}" for o in outcomes.values() if o.status == "complete" and o.reason]
     absent = absent_meta_warnings(config.labels.meta_fields, [o for o in outcomes.values() if not o.skipped])
     warnings += absent
+    history, unreadable = earlier_runs(fs, output)
+    warnings += unreadable
     figures = run_figures(outcomes, counters, counters.elapsed, stage_stats)
     exit = exit_status(outcomes, config.max_error_rate)
     if config.strict_meta and absent and exit[0] == EXIT_CLEAN:
         exit = EXIT_FAILED, f"--strict-meta: {'; '.join(absent)}"
     # what the source adds (a rescore: the output it read)
     manifest = build_manifest(config, info, shards, outcomes, figures, warnings, exit) | source.manifest_fields()
-    runs = [*earlier_runs(fs, output), run_entry(figures, exit[0])]
-    write_manifest(fs, output, manifest, shard_table(shards, outcomes), runs)
+    write_manifest(fs, output, manifest, shard_table(shards, outcomes), [*history, run_entry(figures, exit[0])])
     result = RunResult(outcomes, figures, manifest, exit[0], exit[1], warnings)
     if config.presentation.stats and any(o.status == "complete" for o in outcomes.values()):
         progress.phase("writing stats and the report")

@@ -34,7 +34,11 @@ def test_the_manifest_stays_small_and_its_tables_name_every_shard(model, tmp_pat
     assert sizes[1] - sizes[0] < 10, sizes  # the counts' digits alone
     assert summary["shard_counts"] == {"complete": 1500, "failed": 1500}
     assert pq.read_table(tmp_path / "3000" / "manifest.shards.parquet").num_rows == 3000
-    assert earlier_runs(fs, output) == [{"exit_code": 1}] * 2
+    assert earlier_runs(fs, output) == ([{"exit_code": 1}] * 2, [])
+    (tmp_path / "30" / "manifest.runs.parquet").write_bytes(b"half a table")  # a history that cannot be read
+    runs, warnings = earlier_runs(fs, str(tmp_path / "30"))
+    assert runs == [] and warnings[0].startswith("manifest.runs.parquet cannot be read (")
+    assert warnings[0].endswith("); the run history starts again with this run")
     named = not_complete_shards(fs, output, 20)
     assert [row["shard"] for row in named] == [s.shard_id for s in shards[1:40:2]]
     result = SimpleNamespace(
