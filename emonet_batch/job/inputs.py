@@ -14,7 +14,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-from braceexpand import braceexpand
+from braceexpand import UnbalancedBracesError, braceexpand
 
 from ..errors import UsageError
 from .config import StorageOptions
@@ -98,7 +98,11 @@ def _expand_one(spec: str, storage: StorageOptions) -> list[tuple[str, bool]]:
     if spec.startswith("@"):
         return _read_list(spec[1:], storage)
     urls = []
-    for item in braceexpand(spec):
+    try:
+        items = list(braceexpand(spec))
+    except UnbalancedBracesError:
+        raise UsageError(f"unbalanced braces in the input {redact_url(spec)}") from None
+    for item in items:
         if _GLOB_CHARS & set(split_query(item)[0].split("://", 1)[-1]):
             urls.extend(_glob(item, storage))
         else:

@@ -12,3 +12,19 @@ def test_shard_ids_depend_on_the_one_input_location_only(tmp_path):
     signed = "https://host/bucket/s.tar?X-Amz-Signature=CANARY&X-Amz-Expires=60"
     assert shard_id(signed) == shard_id("https://host/bucket/s.tar") and "CANARY" not in normalised_location(signed)
     assert shard_id("s3://KEY:SECRET@bucket/s.tar") == shard_id("s3://bucket/s.tar")
+
+
+def test_inputs_that_name_nothing_are_one_line(tmp_path):
+    import pytest
+
+    from emonet_batch.errors import UsageError
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.inputs import expand_inputs
+
+    for spec, message in (
+        (f"{tmp_path}/shard-{{", f"unbalanced braces in the input {tmp_path}/shard-{{"),
+        (f"{tmp_path}/none-*.tar", f"no shards (.tar, .parquet) match {tmp_path}/none-*.tar"),
+    ):
+        with pytest.raises(UsageError) as raised:
+            expand_inputs([spec], StorageOptions())
+        assert str(raised.value) == message
