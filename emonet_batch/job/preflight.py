@@ -100,6 +100,8 @@ def check_output(fs, output: str, display: str) -> None:
     instead, so a run that then fails a check leaves no folder behind (and no other run starting on the same
     new output at that moment sees its folder vanish)."""
     probe_in = output
+    if display.startswith(("http://", "https://")):
+        raise UsageError(f"an HTTP URL is read-only and cannot be an output: {display} (give a path or a bucket URL)")
     if is_local(fs):
         if os.path.exists(output) and not os.path.isdir(output):
             raise UsageError(f"output is a file, not a directory: {display}")
