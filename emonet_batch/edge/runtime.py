@@ -8,6 +8,7 @@ import os
 import ray
 
 from ..errors import UsageError, first_line
+from ..job.preflight import RAY_ADDRESS_FORMS
 
 #: The embedded runtime's object store: enough for a few hundred decoded 384px images in flight.
 EMBEDDED_OBJECT_STORE_BYTES = 1 << 30
@@ -70,6 +71,10 @@ def attach(address: str, level: int, verbose: bool) -> None:
         raise UsageError(
             f"RAY_ADDRESS={address}: {first_line(exc)} (start a cluster with `ray start --head`, or unset "
             "RAY_ADDRESS to run on a Ray of this run's own)"
+        ) from None
+    except ValueError as exc:  # an address Ray cannot parse that preflight.check_ray_address let through
+        raise UsageError(
+            f"RAY_ADDRESS={address} is no Ray cluster address ({first_line(exc)}); {RAY_ADDRESS_FORMS}"
         ) from None
 
 

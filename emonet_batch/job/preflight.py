@@ -69,12 +69,19 @@ def s3_credential_source() -> str | None:
     return credentials.method if credentials is not None else None
 
 
+#: The forms of RAY_ADDRESS a run attaches to, for the line that refuses another.
+RAY_ADDRESS_FORMS = "give the head's host:port (port 6379), ray://host:10001 or auto"
+
+
 def check_ray_address(address: str | None) -> None:
-    """A cluster to attach to (RAY_ADDRESS as `host:port` or `ray://host:port`) answers on its port. The names Ray
-    resolves itself (`auto`) are Ray's to judge when it starts (edge.runtime.attach)."""
-    endpoint = ray_endpoint(address) if address else None
-    if endpoint is None:
+    """A cluster to attach to (RAY_ADDRESS as `host:port` or `ray://host:port`) answers on its port, before anything
+    is written. The names Ray resolves itself (`auto`, `local`) are Ray's to judge when it starts
+    (edge.runtime.attach); anything else (a dashboard's http:// address) is refused here."""
+    if not address or address in ("auto", "local"):
         return
+    endpoint = ray_endpoint(address)
+    if endpoint is None:
+        raise UsageError(f"RAY_ADDRESS={address} is no Ray cluster address; {RAY_ADDRESS_FORMS}")
     try:
         socket.create_connection(endpoint, timeout=RAY_ADDRESS_TIMEOUT_S).close()
     except OSError as exc:

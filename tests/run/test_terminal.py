@@ -105,6 +105,11 @@ def test_what_cannot_work_fails_at_once_in_one_line(tiny_models, tmp_path):
         (("score", str(tmp_path / "nope.tar"), "--output", str(tmp_path / "o"), *model), None, "input not found"),
         (("score", str(tmp_path / "in"), "--output", str(tmp_path / "a-file" / "o"), *model), None, "cannot write"),
         (("score", str(tmp_path / "in"), "--output", "http://127.0.0.1:1/o", *model), None, "an HTTP URL is read-only"),
+        (
+            ("score", str(tmp_path / "in"), "--output", str(tmp_path / "o"), *model),
+            {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:8265"},  # the dashboard's address, not the cluster's
+            "RAY_ADDRESS=http://127.0.0.1:8265 is no Ray cluster address",
+        ),
         (("score", "s3://corpus/x.tar", "--output", str(tmp_path / "o"), *model), no_credentials, "no credentials"),
     ]
     for args, env, message in cases:
