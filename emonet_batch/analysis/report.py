@@ -194,7 +194,7 @@ def recorded_key_column(fs, output: str) -> str | None:
     """The --key-column the output was scored with (its label options record), so keys read back match."""
     try:
         return json.loads(fs.cat_file(join(output, LABEL_OPTIONS))).get("key_column")
-    except (FileNotFoundError, ValueError, AttributeError):
+    except (*NOT_FOUND, ValueError, AttributeError):  # none, or not a record: keys are read back as they are
         return None
 
 

@@ -108,7 +108,9 @@ def open_embeddings(
     except NOT_FOUND:
         raise UsageError(f"{display} is not an emonet-batch output (it has no {LABEL_OPTIONS})") from None
     except ValueError:
-        raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read") from None
+        options = None
+    if not isinstance(options, dict):
+        raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read")
     if not options.get("embedding"):
         raise UsageError(
             f"{display} holds no embeddings (it was scored without --embedding); rescoring reads them, so score "

@@ -122,12 +122,16 @@ def test_rescore_refuses_in_one_line_what_it_cannot_rescore(scored, tiny_models,
     shutil.copytree(scored, plain)
     options = json.loads((plain / "_label_options.json").read_text())
     (plain / "_label_options.json").write_text(json.dumps({**options, "embedding": False}))
+    listed = tmp_path / "listed"
+    shutil.copytree(scored, listed)
+    (listed / "_label_options.json").write_text(json.dumps([options]))  # JSON, but not a record
     other = export_model(
         ExportConfig(out=tmp_path / "other", synthetic="tiny", head_size="small", seed=8, heads_only=True)
     )
     capsys.readouterr()
     cases = {
         "holds no embeddings": (plain, tiny_heads["small"]),
+        "_label_options.json cannot be read": (listed, tiny_heads["small"]),
         "holds embeddings of tower": (scored, other.directory),
         "has the tower (images in)": (scored, tiny_models["small"]),
         "is not an emonet-batch output": (scored.parent / "moved", tiny_heads["small"]),
