@@ -373,8 +373,10 @@ def build_report(
     if stats is None:
         try:
             stats = json.loads(fs.cat_file(join(output, stats_file(STATS_JSON))))
-        except (*NOT_FOUND, ValueError):  # none yet, or a damaged file: stats are derived, so computed again
-            stats = compute_stats(output_url, storage)
+        except (*NOT_FOUND, ValueError):
+            stats = None
+    if not isinstance(stats, dict):  # none yet, or a damaged file: stats are derived, so computed again
+        stats = compute_stats(output_url, storage)
     charts = {
         "top": top_emotion_chart(stats),
         "distributions": distributions_chart(stats),

@@ -249,16 +249,24 @@ def not_complete_shards(fs, output: str, first: int) -> list[dict[str, Any]]:
     return table.to_pylist() if table is not None else []
 
 
-def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata, fs, output) -> dict[str, Any]:
+def read_manifest(fs, output: str) -> dict[str, Any]:
+    """The output's manifest.json ({} before its first run ends); a usage error when it cannot be read."""
     try:
         manifest = json.loads(fs.cat_file(join(output, MANIFEST)))
+        problem = None if isinstance(manifest, dict) else "not a JSON object"
     except NOT_FOUND:
-        manifest = {}
+        return {}
     except ValueError as exc:
+        problem = first_line(exc)
+    if problem:
         raise UsageError(
-            f"{redact_url(output)}/{MANIFEST} cannot be read ({first_line(exc)}); the score command, run again, "
-            "writes it anew"
-        ) from None
+            f"{redact_url(output)}/{MANIFEST} cannot be read ({problem}); the score command, run again, writes it anew"
+        )
+    return manifest
+
+
+def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata, fs, output) -> dict[str, Any]:
+    manifest = read_manifest(fs, output)
     group_means, group_shares = groups.tables()
     families: dict[str, int] = {}
     for emotion, count in top_counts.items():

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -174,7 +175,7 @@ def load_encoder(directory: str | os.PathLike, weights: bool = True) -> Encoder:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise ModelError(f"encoder checkpoint has no config.json: {directory}")
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    model_type = json_object(config_path).get("model_type")
     if model_type == "siglip":
         vision_config = SiglipConfig.from_pretrained(directory).vision_config
     elif model_type == "siglip_vision_model":
@@ -208,8 +209,19 @@ def read_resize_filter(directory: Path) -> str:
     path = directory / "preprocessor_config.json"
     if not path.is_file():
         return "bilinear"
-    resample = json.loads(path.read_text()).get("resample")
+    resample = json_object(path).get("resample")
     return "bilinear" if resample is None else resize_filter_name(resample)
+
+
+def json_object(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file, which must hold an object."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelError(f"{path}: not JSON ({first_line(exc)})") from None
+    if not isinstance(loaded, dict):
+        raise ModelError(f"{path}: not a JSON object")
+    return loaded
 
 
 @contextmanager

@@ -89,14 +89,16 @@ def test_a_damaged_manifest_is_one_line_and_a_damaged_stats_file_is_computed_aga
     from emonet_batch.job.config import StorageOptions
 
     write_labels(tmp_path, shards=1, rows=10)
-    (tmp_path / "manifest.json").write_text("{half a manifest")
-    with pytest.raises(UsageError, match=r"manifest\.json cannot be read \(Expecting property name.*\); the score"):
-        compute_stats(str(tmp_path))
+    for damaged, problem in (("{half a manifest", "Expecting property name"), ("[1]", "not a JSON object")):
+        (tmp_path / "manifest.json").write_text(damaged)
+        with pytest.raises(UsageError, match=rf"manifest\.json cannot be read \({problem}.*\); the score command"):
+            compute_stats(str(tmp_path))
     (tmp_path / "manifest.json").unlink()
     (tmp_path / "stats").mkdir()
-    (tmp_path / "stats" / "stats.json").write_text("{half a stats file")
-    build_report(str(tmp_path), StorageOptions(), gallery=0)
-    assert json.loads((tmp_path / "stats" / "stats.json").read_text())["run"]["label_rows"] == 10
+    for damaged in ("{half a stats file", "[1]"):
+        (tmp_path / "stats" / "stats.json").write_text(damaged)
+        build_report(str(tmp_path), StorageOptions(), gallery=0)
+        assert json.loads((tmp_path / "stats" / "stats.json").read_text())["run"]["label_rows"] == 10
 
 
 def test_label_files_that_disagree_are_refused(tmp_path):

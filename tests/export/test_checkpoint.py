@@ -123,6 +123,10 @@ def test_encoder_loads_from_full_or_vision_checkpoints(tmp_path, full_model):
 def test_encoder_errors(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
         load_encoder(tmp_path)
+    for damaged, message in (("[1]", "config.json: not a JSON object"), ("{half", "config.json: not JSON \\(")):
+        (tmp_path / "config.json").write_text(damaged)
+        with pytest.raises(ModelError, match=message):
+            load_encoder(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "siglip2"}))
     with pytest.raises(ModelError, match="NaFlex"):
         load_encoder(tmp_path)
