@@ -362,6 +362,15 @@ def render_html(
 """
 
 
+def saved_stats(fs, output: str) -> dict[str, Any] | None:
+    """The output's stats.json; None when there is none or it is damaged (stats are derived: computed again)."""
+    try:
+        stats = json.loads(fs.cat_file(join(output, stats_file(STATS_JSON))))
+    except (*NOT_FOUND, ValueError):
+        return None
+    return stats if isinstance(stats, dict) else None
+
+
 def build_report(
     output_url: str, storage: StorageOptions = StorageOptions(), gallery: int = 6, stats: dict[str, Any] | None = None
 ) -> str:
@@ -370,13 +379,7 @@ def build_report(
 
     matplotlib.use("Agg")  # no display on batch machines
     fs, output = filesystem(output_url, storage)
-    if stats is None:
-        try:
-            stats = json.loads(fs.cat_file(join(output, stats_file(STATS_JSON))))
-        except (*NOT_FOUND, ValueError):
-            stats = None
-    if not isinstance(stats, dict):  # none yet, or a damaged file: stats are derived, so computed again
-        stats = compute_stats(output_url, storage)
+    stats = stats or saved_stats(fs, output) or compute_stats(output_url, storage)
     charts = {
         "top": top_emotion_chart(stats),
         "distributions": distributions_chart(stats),

@@ -85,8 +85,9 @@ def test_stats_need_committed_shards(tmp_path):
 
 
 def test_a_damaged_manifest_is_one_line_and_a_damaged_stats_file_is_computed_again(tmp_path):
-    from emonet_batch.analysis.report import build_report
+    from emonet_batch.analysis.report import saved_stats
     from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.storage import filesystem
 
     write_labels(tmp_path, shards=1, rows=10)
     for damaged, problem in (("{half a manifest", "Expecting property name"), ("[1]", "not a JSON object")):
@@ -94,11 +95,13 @@ def test_a_damaged_manifest_is_one_line_and_a_damaged_stats_file_is_computed_aga
         with pytest.raises(UsageError, match=rf"manifest\.json cannot be read \({problem}.*\); the score command"):
             compute_stats(str(tmp_path))
     (tmp_path / "manifest.json").unlink()
-    (tmp_path / "stats").mkdir()
+    fs, output = filesystem(str(tmp_path), StorageOptions())
+    assert saved_stats(fs, output) is None  # none yet: the report computes them
+    compute_stats(str(tmp_path))
+    assert saved_stats(fs, output)["run"]["label_rows"] == 10
     for damaged in ("{half a stats file", "[1]"):
         (tmp_path / "stats" / "stats.json").write_text(damaged)
-        build_report(str(tmp_path), StorageOptions(), gallery=0)
-        assert json.loads((tmp_path / "stats" / "stats.json").read_text())["run"]["label_rows"] == 10
+        assert saved_stats(fs, output) is None  # damaged: computed again, as when there is none
 
 
 def test_label_files_that_disagree_are_refused(tmp_path):
