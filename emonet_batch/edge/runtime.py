@@ -8,7 +8,7 @@ import os
 import ray
 
 from ..errors import UsageError, first_line
-from ..job.preflight import RAY_ADDRESS_FORMS
+from ..job.config import RAY_ADDRESS_FORMS
 
 #: The embedded runtime's object store: enough for a few hundred decoded 384px images in flight.
 EMBEDDED_OBJECT_STORE_BYTES = 1 << 30

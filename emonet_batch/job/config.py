@@ -12,6 +12,9 @@ from dataclasses import dataclass
 #: What a run reads: image shards, or the committed shards of an output scored with --embedding (a rescore, whose
 #: shards have the format EMBEDDINGS; see job/embeddings.py).
 IMAGES, EMBEDDINGS = "images", "embeddings"
+#: The forms of RAY_ADDRESS a run attaches to, for the line that refuses another; here, so that edge/runtime.py
+#: says it without importing preflight's modules (a quarter second).
+RAY_ADDRESS_FORMS = "give the head's host:port (port 6379), ray://host:10001 or auto"
 #: Default ceiling on decoded pixels (width x height), against decompression bombs: 8K x 8K.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 #: Connections an S3 client keeps open (botocore's default is 10): enough for the driver's commit threads.

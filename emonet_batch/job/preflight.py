@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UsageError, first_line
 from .accelerator import installed_runtimes, runtime_problem
-from .config import StorageOptions
+from .config import RAY_ADDRESS_FORMS, StorageOptions
 from .inputs import Shard
 from .read import image_column_of
 from .storage import (
@@ -67,10 +67,6 @@ def s3_credential_source() -> str | None:
         return None
     credentials = botocore.session.get_session().get_credentials()
     return credentials.method if credentials is not None else None
-
-
-#: The forms of RAY_ADDRESS a run attaches to, for the line that refuses another.
-RAY_ADDRESS_FORMS = "give the head's host:port (port 6379), ray://host:10001 or auto"
 
 
 def check_ray_address(address: str | None) -> None:
