@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import textwrap
 import time
 from typing import Any
@@ -26,7 +25,7 @@ from ..job.inputs import Shard, shard_format
 from ..job.layout import KEY, LABEL_OPTIONS, REPORT_HTML, SHARD, STATS_JSON, error_file, stats_file
 from ..job.read import shard_rows
 from ..job.rows import SAMPLE
-from ..job.storage import NOT_FOUND, filesystem, join, redact_url, write_bytes
+from ..job.storage import NOT_FOUND, filesystem, join, json_object, redact_url, write_bytes
 from ..job.verify import committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, FAMILIES, family_of, label_of
 from .stats import MAX_GROUPS, compute_stats, label_batches
@@ -193,8 +192,8 @@ def thumbnails(
 def recorded_key_column(fs, output: str) -> str | None:
     """The --key-column the output was scored with (its label options record), so keys read back match."""
     try:
-        return json.loads(fs.cat_file(join(output, LABEL_OPTIONS))).get("key_column")
-    except (*NOT_FOUND, ValueError, AttributeError):  # none, or not a record: keys are read back as they are
+        return json_object(fs, join(output, LABEL_OPTIONS)).get("key_column")
+    except (*NOT_FOUND, ValueError):  # none, or not a record: keys are read back as they are
         return None
 
 
@@ -365,10 +364,9 @@ def render_html(
 def saved_stats(fs, output: str) -> dict[str, Any] | None:
     """The output's stats.json; None when there is none or it is damaged (stats are derived: computed again)."""
     try:
-        stats = json.loads(fs.cat_file(join(output, stats_file(STATS_JSON))))
+        return json_object(fs, join(output, stats_file(STATS_JSON)))
     except (*NOT_FOUND, ValueError):
         return None
-    return stats if isinstance(stats, dict) else None
 
 
 def build_report(

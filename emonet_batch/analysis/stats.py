@@ -25,7 +25,7 @@ from ..errors import UsageError, first_line
 from ..job.config import StorageOptions
 from ..job.layout import MANIFEST, MANIFEST_SHARDS, STATS_JSON, TOP_EMOTION, metadata_columns, stats_file
 from ..job.rows import COMPLETE, FAILED, INCOMPLETE
-from ..job.storage import NOT_FOUND, filesystem, join, parquet_bytes, redact_url, write_bytes
+from ..job.storage import NOT_FOUND, filesystem, join, json_object, parquet_bytes, redact_url, write_bytes
 from ..job.verify import checked_label_files, committed_shards
 from ..model.taxonomy import EMOTION_COLUMNS, HEAD_COLUMNS, family_of
 
@@ -252,17 +252,14 @@ def not_complete_shards(fs, output: str, first: int) -> list[dict[str, Any]]:
 def read_manifest(fs, output: str) -> dict[str, Any]:
     """The output's manifest.json ({} before its first run ends); a usage error when it cannot be read."""
     try:
-        manifest = json.loads(fs.cat_file(join(output, MANIFEST)))
-        problem = None if isinstance(manifest, dict) else "not a JSON object"
+        return json_object(fs, join(output, MANIFEST))
     except NOT_FOUND:
         return {}
     except ValueError as exc:
-        problem = first_line(exc)
-    if problem:
         raise UsageError(
-            f"{redact_url(output)}/{MANIFEST} cannot be read ({problem}); the score command, run again, writes it anew"
-        )
-    return manifest
+            f"{redact_url(output)}/{MANIFEST} cannot be read ({first_line(exc)}); the score command, run again, "
+            "writes it anew"
+        ) from None
 
 
 def assemble(head_stats, correlation, groups, top_counts, rows, files, metadata, fs, output) -> dict[str, Any]:

@@ -175,7 +175,7 @@ def load_encoder(directory: str | os.PathLike, weights: bool = True) -> Encoder:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise ModelError(f"encoder checkpoint has no config.json: {directory}")
-    model_type = json_object(config_path).get("model_type")
+    model_type = config_object(config_path).get("model_type")
     if model_type == "siglip":
         vision_config = SiglipConfig.from_pretrained(directory).vision_config
     elif model_type == "siglip_vision_model":
@@ -209,12 +209,12 @@ def read_resize_filter(directory: Path) -> str:
     path = directory / "preprocessor_config.json"
     if not path.is_file():
         return "bilinear"
-    resample = json_object(path).get("resample")
+    resample = config_object(path).get("resample")
     return "bilinear" if resample is None else resize_filter_name(resample)
 
 
-def json_object(path: Path) -> dict[str, Any]:
-    """A checkpoint's JSON file, which must hold an object."""
+def config_object(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file (config, preprocessor config), which must hold an object."""
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:

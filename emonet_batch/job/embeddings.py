@@ -39,7 +39,7 @@ from .layout import (
     label_file,
 )
 from .rows import COMPLETE, EMBEDDING, END, ERROR, FAILED, READ_CPU, READ_SCHEMA, SAMPLE, cpu_share
-from .storage import NOT_FOUND, filesystem, join, redact_url
+from .storage import NOT_FOUND, filesystem, join, json_object, redact_url
 from .verify import recorded_bytes
 
 
@@ -104,13 +104,11 @@ def open_embeddings(
     if normalised_location(url).rstrip("/") == normalised_location(output).rstrip("/"):
         raise UsageError(f"--output is the source {display}: write the new labels to another output")
     try:
-        options = json.loads(fs.cat_file(join(root, LABEL_OPTIONS)))
+        options = json_object(fs, join(root, LABEL_OPTIONS))
     except NOT_FOUND:
         raise UsageError(f"{display} is not an emonet-batch output (it has no {LABEL_OPTIONS})") from None
     except ValueError:
-        options = None
-    if not isinstance(options, dict):
-        raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read")
+        raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read") from None
     if not options.get("embedding"):
         raise UsageError(
             f"{display} holds no embeddings (it was scored without --embedding); rescoring reads them, so score "

@@ -268,6 +268,15 @@ def version_tag(info: dict[str, Any]) -> str:
     return f"{info.get('size')}:{tag}"
 
 
+def json_object(fs: fsspec.AbstractFileSystem, path: str) -> dict[str, Any]:
+    """The JSON object a file of an output holds (its label options, manifest, stats); NOT_FOUND when there is
+    none, ValueError when its bytes are no JSON object."""
+    loaded = json.loads(fs.cat_file(path))
+    if not isinstance(loaded, dict):
+        raise ValueError("not a JSON object")
+    return loaded
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     """A table as the Parquet files of an output are written (zstd, row groups of 64k rows). Float columns
     (scores, embeddings) are not dictionary-encoded: their values rarely repeat, so a dictionary page would fill

@@ -24,7 +24,7 @@ from ..job.layout import (
     shard_id_of,
     staged_file,
 )
-from ..job.storage import NOT_FOUND, create_only, join, redact_url
+from ..job.storage import NOT_FOUND, create_only, join, json_object, redact_url
 from ..job.verify import damaged_shards
 from ..model.record import ModelInfo
 from .config import label_flags, option_value
@@ -95,11 +95,9 @@ def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict
             )
         return
     try:
-        recorded = json.loads(fs.cat_file(path))
-    except (ValueError, UnicodeDecodeError):
-        recorded = None
-    if not isinstance(recorded, dict):
-        raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read; pass --overwrite to start afresh")
+        recorded = json_object(fs, path)
+    except ValueError:
+        raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read; pass --overwrite to start afresh") from None
     if recorded.get("model_id") != wanted["model_id"]:
         raise UsageError(
             f"{display} holds labels from another model ({_shown(recorded.get('model_id'))}), this model is "
