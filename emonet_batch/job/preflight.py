@@ -155,6 +155,15 @@ def check_inputs(shards: list[Shard], storage: StorageOptions, key_column: str |
     return left_out
 
 
+def check_key_column(shards: list[Shard], key_column: str | None) -> None:
+    """A key column is read from Parquet shards only: given for inputs that hold none, it would go unused."""
+    if key_column and shards and not any(shard.format == "parquet" for shard in shards):
+        raise UsageError(
+            f"--key-column {key_column!r} names a column of Parquet shards, but no input is one (a WebDataset tar's "
+            "keys are its file names)"
+        )
+
+
 class NoImages(str):
     """The problem of a Parquet file that holds no image column: another kind of file, such as img2dataset's
     per-shard metadata beside its tars."""

@@ -19,7 +19,7 @@ from .config import EMBEDDINGS, IMAGES, EngineOptions, LabelOptions, StorageOpti
 from .decode import DECODE_COLUMNS, decode_batch
 from .embeddings import EmbeddingSource, open_embeddings
 from .inputs import Shard, expand_inputs
-from .preflight import check_inputs
+from .preflight import check_inputs, check_key_column
 from .read import row_blocks
 from .rows import DECODE_CPU, PIXELS, READ_SCHEMA, typed_rows
 
@@ -115,7 +115,9 @@ def open_images(
         fast=not labels.exact_decode,
         accept_truncated=labels.accept_truncated,
     )
-    return source, expand_inputs(inputs, storage)
+    shards = expand_inputs(inputs, storage)
+    check_key_column(shards, labels.key_column)
+    return source, shards
 
 
 def open_stored_embeddings(

@@ -12,7 +12,7 @@ from emonet_batch.errors import UsageError
 from emonet_batch.job import storage
 from emonet_batch.job.config import StorageOptions
 from emonet_batch.job.inputs import expand_inputs, without
-from emonet_batch.job.preflight import check_inputs, left_out_warning, parquet_schema
+from emonet_batch.job.preflight import check_inputs, check_key_column, left_out_warning, parquet_schema
 from emonet_batch.job.storage import Deadline, StorageStall, filesystem
 
 from ..shardkit import good_shards, parquet_shard
@@ -48,6 +48,16 @@ def test_listed_files_without_images_are_left_out_and_named_ones_refused(tmp_pat
     (tmp_path / "in" / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(UsageError, match="not a Parquet file: .*broken.parquet"):
         check_inputs(expand_inputs([str(tmp_path / "in" / "broken.parquet")], StorageOptions()), StorageOptions())
+
+
+def test_a_key_column_needs_a_parquet_input(tmp_path):
+    (tar,) = good_shards(tmp_path / "in", shards=1, per_shard=2)
+    tars = expand_inputs([str(tar)], StorageOptions())
+    with pytest.raises(UsageError, match="--key-column 'id' names a column of Parquet shards, but no input is one"):
+        check_key_column(tars, "id")
+    check_key_column(tars, None)
+    parquet_shard(tmp_path / "in" / "faces.parquet", 3)
+    check_key_column(expand_inputs([str(tmp_path / "in")], StorageOptions()), "id")  # one Parquet input is enough
 
 
 def test_a_footer_longer_than_the_first_read_is_read_whole(tmp_path):

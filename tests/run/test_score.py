@@ -229,6 +229,8 @@ def test_usage_errors(ray_runtime, tiny_models, tmp_path):
         score(tmp_path, tiny_models["small"], [tmp_path / "in" / "*.parquet"])
     with pytest.raises(UsageError, match="would overwrite output columns: amusement"):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], meta_fields=("amusement",))
+    with pytest.raises(UsageError, match="no input is one"):  # tars only: the key column would go unused
+        score(tmp_path, tiny_models["small"], [tmp_path / "in"], key_column="id")
     with pytest.raises(UsageError, match="lacks 1 GPU for this run and this machine's own Ray runtime cannot grow"):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], gpus_per_worker=1.0)
 
