@@ -85,17 +85,25 @@ def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
 def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict[str, Any]) -> None:
     """Record what shapes this output's labels (create-only, so of two runs starting at once on an empty
     output one claims it and the other compares), or refuse a run that would change it."""
-    path, display = join(output, LABEL_OPTIONS), redact_url(output)
-    if create_only(fs, path, json.dumps(wanted, indent=1).encode()):
+    if create_only(fs, join(output, LABEL_OPTIONS), json.dumps(wanted, indent=1).encode()):
         if committed:
-            fs.rm(path)
+            fs.rm(join(output, LABEL_OPTIONS))
             raise UsageError(
-                f"{display} holds committed labels without a record of their options ({LABEL_OPTIONS} is missing); "
-                "pass --overwrite to start afresh"
+                f"{redact_url(output)} holds committed labels without a record of their options ({LABEL_OPTIONS} is "
+                "missing); pass --overwrite to start afresh"
             )
         return
+    check_label_options(fs, output, wanted)
+
+
+def check_label_options(fs, output: str, wanted: dict[str, Any]) -> None:
+    """Refuse a run that would change the label options the output records; reads only (none recorded: nothing to
+    refuse), so a run checks them before it starts Ray and claims them after."""
+    display = redact_url(output)
     try:
-        recorded = json_object(fs, path)
+        recorded = json_object(fs, join(output, LABEL_OPTIONS))
+    except NOT_FOUND:
+        return
     except ValueError:
         raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read; pass --overwrite to start afresh") from None
     if recorded.get("model_id") != wanted["model_id"]:

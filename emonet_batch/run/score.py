@@ -39,7 +39,15 @@ from .manifest import (
     write_manifest,
 )
 from .progress import Counters, Progress
-from .resume import claim_label_options, clear_output, label_options, load_commits, repair, split_committed
+from .resume import (
+    check_label_options,
+    claim_label_options,
+    clear_output,
+    label_options,
+    load_commits,
+    repair,
+    split_committed,
+)
 
 
 @dataclass
@@ -104,7 +112,11 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         left_out = source.check(todo)
     shards, todo = without(shards, left_out), without(todo, left_out)
     warnings += left_out_warning(left_out)
-    claim_label_options(fs, output, label_options(info, config.labels), committed)
+    wanted = label_options(info, config.labels)
+    check_label_options(fs, output, wanted)  # a run refused for its options starts nothing
+    if todo:  # claimed once Ray is up: a run that cannot attach leaves no record of options it never scored with
+        start_ray(config, progress)
+    claim_label_options(fs, output, wanted, committed)
 
     counters.total_shards, counters.skipped = len(shards), len(outcomes)
     stage_stats = ""
@@ -138,6 +150,16 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         progress.phase("writing stats and the report")
         analyse(config, result)
     return result
+
+
+def start_ray(config: ScoreConfig, progress: Progress) -> None:
+    """Ray started or attached to, holding what the actors need (waiting for a cluster's autoscaler to grow it)."""
+    from ..edge.capacity import ensure_capacity, needed_bundles
+    from ..edge.runtime import ensure_ray
+
+    progress.phase("starting Ray")
+    attached = ensure_ray(config.presentation.verbose)
+    ensure_capacity(needed_bundles(config.engine), config.engine.wait_for_resources, attached, progress.phase)
 
 
 def checkpoint_commits(fs, output: str, committed: dict[str, Any], outcomes: dict[str, ShardOutcome]) -> list[str]:
@@ -236,17 +258,13 @@ def stream_and_commit(
     warnings: list[str],
     require_provider: bool,
 ) -> str:
-    """Run the plan over `todo`, committing each shard as it becomes whole; Ray Data's stage figures."""
+    """Run the plan over `todo` (Ray started: start_ray), committing each shard as it becomes whole; Ray Data's stage
+    figures."""
     from ..edge.assemble import AssemblyContext, ShardAssembly
-    from ..edge.capacity import ensure_capacity, needed_bundles
     from ..edge.plan import Pieces, build_dataset
-    from ..edge.runtime import ensure_ray
     from ..edge.stream import result_batches, stage_stats
     from ..edge.waits import WaitWatcher, board_name
 
-    progress.phase("starting Ray")
-    attached = ensure_ray(config.presentation.verbose)
-    ensure_capacity(needed_bundles(config.engine), config.engine.wait_for_resources, attached, progress.phase)
     attempt = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"  # this run's staging
     pieces = Pieces(config.output, config.storage, attempt)
     dataset = build_dataset(

@@ -9,9 +9,12 @@ import pytest
 
 from emonet_batch.devtools.samples import demo_samples
 from emonet_batch.errors import UsageError
+from emonet_batch.job.config import LabelOptions, StorageOptions
 from emonet_batch.job.inputs import shard_id
+from emonet_batch.job.storage import filesystem
 from emonet_batch.model.record import load_model_info
 from emonet_batch.run.config import score_config
+from emonet_batch.run.resume import claim_label_options, label_options
 from emonet_batch.run.score import run_score
 from emonet_batch.taxonomy import EMOTIONS, HEAD_COLUMNS
 
@@ -233,6 +236,22 @@ def test_usage_errors(ray_runtime, tiny_models, tmp_path):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], key_column="id")
     with pytest.raises(UsageError, match="lacks 1 GPU for this run and this machine's own Ray runtime cannot grow"):
         score(tmp_path, tiny_models["small"], [tmp_path / "in"], gpus_per_worker=1.0)
+
+
+def test_a_run_claims_its_label_options_only_once_ray_is_up(tiny_models, tmp_path, monkeypatch):
+    good_shards(tmp_path / "in", shards=1, per_shard=2)
+
+    def unreachable(verbose=False):
+        raise UsageError("cannot attach to the Ray cluster (RAY_ADDRESS=auto)")
+
+    monkeypatch.setattr("emonet_batch.edge.runtime.ensure_ray", unreachable)
+    with pytest.raises(UsageError, match="cannot attach"):
+        score(tmp_path, tiny_models["small"], [tmp_path / "in"], softmax=True)
+    assert not (tmp_path / "out" / "_label_options.json").exists()  # so the next run may choose other options
+    fs, output = filesystem(str(tmp_path / "out"), StorageOptions())
+    claim_label_options(fs, output, label_options(load_model_info(tiny_models["small"]), LabelOptions()), {})
+    with pytest.raises(UsageError, match="--softmax off, this run would give on"):  # refused before Ray starts
+        score(tmp_path, tiny_models["small"], [tmp_path / "in"], softmax=True)
 
 
 def test_cli_score_summary_and_one_line_errors(ray_runtime, tiny_models, tmp_path, capsys):
