@@ -313,6 +313,10 @@ def run_doctor(options: DoctorOptions, cluster: bool = False) -> tuple[list[Row]
         raise UsageError(f"unknown execution provider {options.device!r}; choose from {', '.join(GPU_DEVICES)}")
     if not cluster:
         rows = node_rows(node_facts(options), options)
+        if os.environ.get("RAY_ADDRESS"):  # a run goes to that cluster, whose nodes this table does not show
+            rows.append(
+                Row("Ray cluster", NOTE, "RAY_ADDRESS is set: a run scores on that cluster; --cluster checks its nodes")
+            )
     else:
         from ..edge.nodes import on_every_node
         from ..edge.runtime import ensure_ray

@@ -53,6 +53,17 @@ def test_this_machine_without_a_gpu_says_so_plainly(capsys):
         assert "GPUs                         FAIL    no GPU (no NVIDIA driver)" in out
 
 
+def test_with_ray_address_set_this_machines_table_points_to_the_cluster_check(capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "RAY_ADDRESS is set: a run scores on that cluster; --cluster checks its nodes" in out
+    assert "head:10001" not in out
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert main(["doctor"]) == 0
+    assert "Ray cluster" not in capsys.readouterr().out
+
+
 def test_a_machine_with_everything_passes_for_cpu_cuda_and_tensorrt():
     node = gpu_node(sessions={"cpu": None, "cuda": None, "tensorrt": None})
     for device in ("cpu", "cuda", "tensorrt"):
