@@ -85,9 +85,10 @@ def label_options(info: ModelInfo, labels: LabelOptions) -> dict[str, Any]:
 def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict[str, Any]) -> None:
     """Record what shapes this output's labels (create-only, so of two runs starting at once on an empty
     output one claims it and the other compares), or refuse a run that would change it."""
-    if create_only(fs, join(output, LABEL_OPTIONS), json.dumps(wanted, indent=1).encode()):
+    path = join(output, LABEL_OPTIONS)
+    if create_only(fs, path, json.dumps(wanted, indent=1).encode()):
         if committed:
-            fs.rm(join(output, LABEL_OPTIONS))
+            fs.rm(path)
             raise UsageError(
                 f"{redact_url(output)} holds committed labels without a record of their options ({LABEL_OPTIONS} is "
                 "missing); pass --overwrite to start afresh"
