@@ -97,14 +97,14 @@ def claim_label_options(fs, output: str, wanted: dict[str, Any], committed: dict
     check_label_options(fs, output, wanted)
 
 
-def check_label_options(fs, output: str, wanted: dict[str, Any]) -> None:
-    """Refuse a run that would change the label options the output records; reads only (none recorded: nothing to
-    refuse), so a run checks them before it starts Ray and claims them after."""
+def check_label_options(fs, output: str, wanted: dict[str, Any]) -> bool:
+    """Whether the output records these label options (False: it records none); a run that would change them is
+    refused. Reads only, so a run checks them before it starts Ray and claims them after when none were recorded."""
     display = redact_url(output)
     try:
         recorded = json_object(fs, join(output, LABEL_OPTIONS))
     except NOT_FOUND:
-        return
+        return False
     except ValueError:
         raise UsageError(f"{display}: {LABEL_OPTIONS} cannot be read; pass --overwrite to start afresh") from None
     if recorded.get("model_id") != wanted["model_id"]:
@@ -119,6 +119,7 @@ def check_label_options(fs, output: str, wanted: dict[str, Any]) -> None:
                 f"{display} was scored with {flags[name]} {_shown(recorded.get(name))}, this run would give "
                 f"{_shown(value)}; keep the option, pass --overwrite to start afresh, or use another --output"
             )
+    return True
 
 
 def _shown(value: Any) -> str:

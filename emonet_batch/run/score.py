@@ -113,10 +113,11 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     shards, todo = without(shards, left_out), without(todo, left_out)
     warnings += left_out_warning(left_out)
     wanted = label_options(info, config.labels)
-    check_label_options(fs, output, wanted)  # a run refused for its options starts nothing
-    if todo:  # claimed once Ray is up: a run that cannot attach leaves no record of options it never scored with
+    recorded = check_label_options(fs, output, wanted)  # a run refused for its options starts nothing
+    if todo:
         start_ray(config, progress)
-    claim_label_options(fs, output, wanted, committed)
+    if not recorded:  # claimed once Ray is up: a run that cannot attach leaves no record of options it never used
+        claim_label_options(fs, output, wanted, committed)
 
     counters.total_shards, counters.skipped = len(shards), len(outcomes)
     stage_stats = ""
