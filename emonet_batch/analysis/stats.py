@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,11 +182,14 @@ class GroupStats:
 
 
 def group_labels(values: list[Any]) -> list[str]:
-    """Group names: numbers binned NUMERIC_GROUP_WIDTH wide (`30-39`), everything else by value."""
+    """Group names: numbers binned NUMERIC_GROUP_WIDTH wide (`30-39`), everything else by value. A NaN (what
+    `json.dumps` writes for a pandas gap) is missing; an infinity is its own group."""
     out = []
     for value in values:
-        if value is None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             out.append("(missing)")
+        elif isinstance(value, float) and math.isinf(value):
+            out.append(str(value))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             low = int(np.floor(value / NUMERIC_GROUP_WIDTH) * NUMERIC_GROUP_WIDTH)
             out.append(f"{low}-{low + NUMERIC_GROUP_WIDTH - 1}")

@@ -119,8 +119,10 @@ def stats_summary(stats: dict, output: str, top: int = 5) -> str:
         (emotion, value["count"], f"{value['share']:.1%}")
         for emotion, value in list(stats["top_emotion"].items())[:top]
     ]
+    files = run["label_files"]
     lines = [
-        f"stats of {run['label_rows']} label rows in {run['label_files']} shards ({run['stats_wall_s']:.2f} s)",
+        f"stats of {run['label_rows']} label rows in {files} shard{'' if files == 1 else 's'} "
+        f"({run['stats_wall_s']:.2f} s)",
         format_table(("top emotion", "images", "share"), rows),
     ]
     skipped = stats.get("metadata_skipped") or {}

@@ -50,30 +50,43 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), extension.lower()
 
 
-def tar_members(stream: BinaryIO, size: int | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {extension: bytes}) per run of contiguous members sharing a key, streaming.
+def tar_members(stream: BinaryIO, size: int | None = None) -> Iterator[tuple[str, dict[str, bytes], list[str]]]:
+    """(key, {extension: bytes}, [why a member holds no file]) per run of contiguous members sharing a key,
+    streaming. Folders are no members; a link or special file is named in the list (a streamed tar cannot go back
+    to a link's target, and webdataset's readers skip links without a word).
 
     tarfile's stream mode ends quietly where a truncated file ends, so truncation is checked here:
     every member must be as long as its header says, and an uncompressed archive of `size` bytes must
     still hold the two zero blocks that end a tar after its last member."""
     with tarfile.open(fileobj=stream, mode="r|*") as archive:
-        key, members = None, {}
+        key, members, not_files = None, {}, []
         for member in archive:
-            if not member.isfile():
+            if member.isdir():
                 continue
             member_key, extension = split_member_name(member.name)
+            if member_key != key:
+                if key is not None:
+                    yield key, members, not_files
+                key, members, not_files = member_key, {}, []
+            if not member.isfile():
+                not_files.append(not_a_file(member))
+                continue
             data = archive.extractfile(member).read()
             if len(data) != member.size:
                 raise tarfile.ReadError(f"member {member.name} ends after {len(data)} of {member.size} bytes")
-            if member_key != key:
-                if key is not None:
-                    yield key, members
-                key, members = member_key, {}
             members[extension] = data
         if size is not None and archive.offset + 2 * tarfile.BLOCKSIZE > size:
             raise tarfile.ReadError("the end-of-archive marker is missing")
         if key is not None:
-            yield key, members
+            yield key, members, not_files
+
+
+def not_a_file(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return f"{member.name} is a symbolic link to {member.linkname}"
+    if member.islnk():
+        return f"{member.name} is a hard link to {member.linkname}"
+    return f"{member.name} is a special file"
 
 
 class EndsEarly(Exception):
@@ -95,8 +108,8 @@ def tar_samples(stream: BinaryIO, shard: str, size: int | None = None) -> Iterat
     seen: set[str] = set()
     seq = 0
     try:
-        for key, members in tar_members(stream, size):
-            yield sample_from_members(shard, seq, key, members, seen)
+        for key, members, not_files in tar_members(stream, size):
+            yield sample_from_members(shard, seq, key, members, seen, not_files)
             seen.add(key)
             seq += 1
     except (tarfile.TarError, EOFError) as exc:
@@ -114,11 +127,15 @@ def tar_rows(stream: BinaryIO, shard: str, size: int | None = None) -> Iterator[
     yield end_row(shard, count, COMPLETE)
 
 
-def sample_from_members(shard: str, seq: int, key: str, members: dict[str, bytes], seen: set[str]) -> dict[str, Any]:
+def sample_from_members(
+    shard: str, seq: int, key: str, members: dict[str, bytes], seen: set[str], not_files: list[str]
+) -> dict[str, Any]:
     if key in seen:
         return error_row(
             shard, seq, key, "read", "duplicate_key", f"members of {key!r} are not contiguous in the shard"
         )
+    if not_files:
+        return error_row(shard, seq, key, "read", "not_a_file", f"{'; '.join(not_files)}: {PACK_FILES}")
     image_fields = member_fields(members, IMAGE_EXTENSIONS)
     if len(image_fields) != 1:
         return error_row(shard, seq, key, "read", *image_problem(image_fields, members))
@@ -137,6 +154,9 @@ def sample_from_members(shard: str, seq: int, key: str, members: dict[str, bytes
         meta_text = None
     return sample_row(shard, seq, key, members[image_fields[0]], meta_text)
 
+
+#: What to do about a link in a tar: store the files it points to.
+PACK_FILES = "a tar's links are not followed: pack the files themselves (tar --dereference --hard-dereference)"
 
 #: Why a sample can hold several images or json members: the WebDataset key ends at the first dot of the
 #: file name, so `img.001.jpg` and `img.002.jpg` are the fields `001.jpg` and `002.jpg` of one sample `img`.

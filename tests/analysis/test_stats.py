@@ -121,6 +121,17 @@ def test_a_field_with_too_many_values_is_not_grouped(tmp_path):
     assert {g["field"] for g in stats["groups"]} == {"gender", "age"}
 
 
+def test_a_numeric_field_with_nan_and_infinity_is_grouped(tmp_path):
+    # json.dumps writes NaN for a pandas gap, and json.loads reads it back: such metadata reaches the label files
+    frame = write_labels(tmp_path, shards=1, rows=40)
+    frame["age"] = frame["age"].astype(np.float64)
+    frame.loc[:9, "age"], frame.loc[10:11, "age"], frame.loc[12, "age"] = np.nan, np.inf, -np.inf
+    commit_by_hand(tmp_path, "shard-00000", pa.Table.from_pandas(frame, preserve_index=False))
+    groups = {g["group"]: g["count"] for g in compute_stats(str(tmp_path))["groups"] if g["field"] == "age"}
+    assert (groups["(missing)"], groups["inf"], groups["-inf"]) == (10, 2, 1)
+    assert sum(groups.values()) == 40
+
+
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     from emonet_batch.analysis import stats
     from emonet_batch.cli import main

@@ -52,6 +52,39 @@ def test_shards_written_by_webdataset_clients_read_as_webdataset_groups_them(tmp
     assert rows[-1]["status"] == "complete" and rows[-1]["count"] == 4
 
 
+def test_links_in_a_tar_are_error_rows_and_folders_are_no_samples(tmp_path):
+    # what `tar -c` of a folder writes: folder entries, and links where the folder has them
+    path = tmp_path / "linked.tar"
+    jpeg = encode(face_image(1, size=48), "JPEG")
+    with tarfile.open(path, "w") as archive:
+        folder = tarfile.TarInfo("faces")
+        folder.type = tarfile.DIRTYPE
+        archive.addfile(folder)
+        for name, data in (("faces/a.jpg", jpeg), ("faces/b.jpg", jpeg), ("faces/b.json", b"{}")):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+        for name, kind, target in (
+            ("faces/c.jpg", tarfile.SYMTYPE, "a.jpg"),
+            ("faces/d.jpg", tarfile.LNKTYPE, "faces/a.jpg"),
+        ):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = kind, target
+            archive.addfile(link)
+    rows = list(tar_rows(io.BytesIO(path.read_bytes()), "linked", path.stat().st_size))
+    got = {r["key"]: (r["kind"], r.get("error_type")) for r in rows if r["kind"] != "end"}
+    assert got == {
+        "faces/a": ("sample", None),
+        "faces/b": ("sample", None),
+        "faces/c": ("error", "not_a_file"),
+        "faces/d": ("error", "not_a_file"),
+    }
+    messages = [r["message"] for r in rows if r["kind"] == "error"]
+    assert messages[0].startswith("faces/c.jpg is a symbolic link to a.jpg: a tar's links are not followed")
+    assert messages[1].startswith("faces/d.jpg is a hard link to faces/a.jpg")
+    assert rows[-1]["status"] == "complete" and rows[-1]["count"] == 4
+
+
 def test_shards_are_deterministic(folder, tmp_path):
     first = folder_to_shards(folder, tmp_path / "one", 10)
     second = folder_to_shards(folder, tmp_path / "two", 10)
