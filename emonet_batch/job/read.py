@@ -195,10 +195,12 @@ def parquet_rows(
     shard: str,
     key_column: str | None = None,
     beside: Callable[[str], bytes] | None = None,
+    meta_fields: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     """A Parquet shard's rows. The key comes from `key_column` (else `__key__` or `key`, else the image path's
     stem, else the row number); an image stored as a path only is read with `beside(path)` (relative to the
-    shard's folder) when given."""
+    shard's folder) when given. The metadata is every scalar column, and the list, struct and map columns named
+    in `meta_fields` (each row's whole metadata travels with it: a wide nested column nobody asked for would too)."""
     import pyarrow.parquet as pq
 
     seq = 0
@@ -212,7 +214,10 @@ def parquet_rows(
             raise NotAShard(f"no key column {key_column!r} (columns: {', '.join(names)})")
         key_column = key_column or next((c for c in ("__key__", "key") if c in names), None)
         meta_columns = [
-            f.name for f in parquet.schema_arrow if f.name not in (column, key_column) and _is_scalar(f.type)
+            f.name
+            for f in parquet.schema_arrow
+            if f.name not in (column, key_column)
+            and (_is_scalar(f.type) or (pa.types.is_nested(f.type) and f.name in meta_fields))
         ]
         for batch in parquet.iter_batches(batch_size=256):
             for record in batch.to_pylist():
@@ -290,15 +295,16 @@ log = logging.getLogger(__name__)
 
 
 def shard_rows(
-    shard: Shard, storage: StorageOptions, key_column: str | None = None, accept_truncated: bool = False
-) -> Iterator[dict[str, Any]]:
+    shard: Shard, storage: StorageOptions, key_column: str | None = None, accept_truncated: bool = False,
+    meta_fields: tuple[str, ...] = (),
+) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Every row of one shard, `end` last; never an exception. A storage fault or stall while reading starts the
     read over (up to READ_ATTEMPTS times), skipping the rows already given, so each row is given once. A tar that
     ends early is incomplete, or with `accept_truncated` complete with its readable samples (accepted_end)."""
     given, faults = 0, []
     for attempt in range(1, READ_ATTEMPTS + 1):
         try:
-            for index, row in enumerate(_read_once(shard, storage, key_column)):
+            for index, row in enumerate(_read_once(shard, storage, key_column, meta_fields)):
                 if index >= given:
                     given += 1
                     if row["kind"] == END and faults and row["status"] == COMPLETE:
@@ -363,7 +369,9 @@ class _CannotOpen(Exception):
     """Opening a shard failed for good (missing, forbidden, no credentials): no retry."""
 
 
-def _read_once(shard: Shard, storage: StorageOptions, key_column: str | None) -> Iterator[dict[str, Any]]:
+def _read_once(
+    shard: Shard, storage: StorageOptions, key_column: str | None, meta_fields: tuple[str, ...]
+) -> Iterator[dict[str, Any]]:
     deadline = Deadline(shard.shard_id, storage.io_timeout)
     try:
         fs, path = filesystem(shard.url, storage)
@@ -380,7 +388,7 @@ def _read_once(shard: Shard, storage: StorageOptions, key_column: str | None) ->
         if shard.format == "parquet":
             folder = path.rsplit("/", 1)[0] if "/" in path else ""
             beside = lambda relative: deadline.call(fs.cat_file, join(folder, relative) if folder else relative)  # noqa: E731
-            yield from parquet_rows(reader, shard.shard_id, key_column, beside)
+            yield from parquet_rows(reader, shard.shard_id, key_column, beside, meta_fields)
         else:
             count = yield from tar_samples(reader, shard.shard_id, size)
             yield end_row(shard.shard_id, count, COMPLETE)
@@ -388,12 +396,12 @@ def _read_once(shard: Shard, storage: StorageOptions, key_column: str | None) ->
 
 def row_blocks(
     shard: Shard, storage: StorageOptions, rows_per_block: int, key_column: str | None = None,
-    accept_truncated: bool = False,
+    accept_truncated: bool = False, meta_fields: tuple[str, ...] = (),
 ) -> Iterator[pa.Table]:  # fmt: skip
     """The rows of a shard as Arrow blocks of at most `rows_per_block` rows, with the CPU time each took."""
     block: list[dict[str, Any]] = []
     started = time.thread_time()
-    for row in shard_rows(shard, storage, key_column, accept_truncated):
+    for row in shard_rows(shard, storage, key_column, accept_truncated, meta_fields):
         block.append(row)
         if len(block) >= rows_per_block:
             yield _block(block, started)

@@ -67,6 +67,7 @@ class ImageSource:
     max_pixels: int
     fast: bool
     accept_truncated: bool = False
+    meta_fields: tuple[str, ...] = ()  # Parquet's nested columns are metadata only when named
     input_column: str = PIXELS
 
     @staticmethod
@@ -94,7 +95,10 @@ class ImageSource:
         return np.zeros((self.size, self.size, 3), np.uint8)
 
     def read(self, shard: Shard) -> Iterator[tuple[pa.Table, np.ndarray]]:
-        for block in row_blocks(shard, self.storage, self.rows_per_block, self.key_column, self.accept_truncated):
+        blocks = row_blocks(
+            shard, self.storage, self.rows_per_block, self.key_column, self.accept_truncated, self.meta_fields
+        )
+        for block in blocks:
             columns = {name: block.column(name).to_numpy(zero_copy_only=False) for name in block.column_names}
             decoded = decode_batch(columns, self.size, self.resize_filter, self.max_pixels, self.fast)
             pixels = decoded.pop(PIXELS)
@@ -114,6 +118,7 @@ def open_images(
         labels.max_pixels,
         fast=not labels.exact_decode,
         accept_truncated=labels.accept_truncated,
+        meta_fields=labels.meta_fields,
     )
     shards = expand_inputs(inputs, storage)
     check_key_column(shards, labels.key_column)

@@ -7,7 +7,7 @@ import pytest
 from emonet_batch.cli import main
 from emonet_batch.devtools.samples import encode, face_image
 from emonet_batch.devtools.shards import folder_to_shards
-from emonet_batch.job.read import tar_rows
+from emonet_batch.job.read import parquet_rows, tar_rows
 
 
 @pytest.fixture
@@ -83,6 +83,30 @@ def test_links_in_a_tar_are_error_rows_and_folders_are_no_samples(tmp_path):
     assert messages[0].startswith("faces/c.jpg is a symbolic link to a.jpg: a tar's links are not followed")
     assert messages[1].startswith("faces/d.jpg is a hard link to faces/a.jpg")
     assert rows[-1]["status"] == "complete" and rows[-1]["count"] == 4
+
+
+def test_nested_parquet_columns_are_metadata_when_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = {"bytes": encode(face_image(1, size=48), "JPEG"), "path": "a.jpg"}
+    table = pa.table(
+        {
+            "image": pa.array([image], pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            "age": [31],
+            "tags": [["smile", "outdoor"]],
+            "box": [{"x": 1, "y": 2}],
+            "clip": [[0.5] * 768],  # a wide column nobody names stays out of each row's metadata
+        }
+    )
+    pq.write_table(table, tmp_path / "a.parquet")
+
+    def metadata(meta_fields):
+        with open(tmp_path / "a.parquet", "rb") as stream:
+            return json.loads(next(parquet_rows(stream, "a", meta_fields=meta_fields))["meta"])
+
+    assert metadata(()) == {"age": 31}
+    assert metadata(("tags", "box")) == {"age": 31, "tags": ["smile", "outdoor"], "box": {"x": 1, "y": 2}}
 
 
 def test_shards_are_deterministic(folder, tmp_path):
