@@ -358,7 +358,7 @@ def accepted_end(shard: Shard, storage: StorageOptions, early: EndsEarly) -> Ite
 def _ends_early(shard: Shard, storage: StorageOptions) -> EndsEarly | None:
     """Read a shard through, keeping nothing: where it ends early, or None when it does not."""
     try:
-        for _ in _read_once(shard, storage, None):
+        for _ in _read_once(shard, storage, None, ()):
             pass
     except EndsEarly as early:
         return early
