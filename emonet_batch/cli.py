@@ -424,10 +424,22 @@ def evaluate(labels, annotations, kind, key_pattern, bootstrap, endpoint_url) ->
 @click.option("--prefix", default="shard", show_default=True, help="Shard file name prefix.")
 def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefix: str) -> None:
     """Pack an image folder (plus optional metadata) into WebDataset shards."""
+    from .analysis.summary import counted
     from .devtools.shards import folder_to_shards
 
-    paths = folder_to_shards(source, out, shard_size, metadata, prefix)
-    click.echo(f"wrote {len(paths)} shards to {out}: {paths[0].name} .. {paths[-1].name}")
+    packed = folder_to_shards(source, out, shard_size, metadata, prefix)
+    names = packed.paths[0].name + (f" .. {packed.paths[-1].name}" if len(packed.paths) > 1 else "")
+    with_metadata = f", {counted(len(packed.matched), 'metadata record')} used" if metadata else ""
+    click.echo(
+        f"wrote {counted(packed.images, 'image')} in {counted(len(packed.paths), 'shard')}{with_metadata} to {out}: "
+        f"{names}"
+    )
+    if packed.unmatched:
+        click.echo(
+            f"warning: {counted(len(packed.unmatched), 'metadata record')} named no image under {source} "
+            f"({', '.join(packed.unmatched[:3])}{', ...' if len(packed.unmatched) > 3 else ''})",
+            err=True,
+        )
 
 
 @cli.command()

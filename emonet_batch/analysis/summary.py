@@ -28,6 +28,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], wrap:
     return "\n".join(lines)
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 shard`, `2 shards`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
@@ -119,9 +124,8 @@ def stats_summary(stats: dict, output: str, top: int = 5) -> str:
         (emotion, value["count"], f"{value['share']:.1%}")
         for emotion, value in list(stats["top_emotion"].items())[:top]
     ]
-    files = run["label_files"]
     lines = [
-        f"stats of {run['label_rows']} label rows in {files} shard{'' if files == 1 else 's'} "
+        f"stats of {counted(run['label_rows'], 'label row')} in {counted(run['label_files'], 'shard')} "
         f"({run['stats_wall_s']:.2f} s)",
         format_table(("top emotion", "images", "share"), rows),
     ]

@@ -11,10 +11,12 @@ import itertools
 import json
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..analysis.summary import counted
+from ..errors import UsageError, first_line
 
 IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
 
@@ -72,14 +74,11 @@ def load_metadata(path: Path | None) -> dict[str, dict[str, Any]]:
         return {}
     if not path.is_file():
         raise UsageError(f"metadata file not found: {path}")
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8") as handle:
-            records = list(csv.DictReader(handle))
-    else:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-        records = [{"file": k, **v} for k, v in loaded.items()] if isinstance(loaded, dict) else loaded
+    records = metadata_records(path)
     out = {}
     for record in records:
+        if not isinstance(record, dict):
+            raise UsageError(f"{path}: every metadata record must be an object, not {json.dumps(record)[:40]}")
         name = next((record.get(c) for c in ("file", "image", "path") if record.get(c)), None)
         if name is None:
             raise UsageError(f"{path}: every metadata record needs a `file`, `image` or `path` field")
@@ -87,24 +86,72 @@ def load_metadata(path: Path | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def folder_samples(source: Path, metadata: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples for every image under `source`, in sorted path order."""
+def metadata_records(path: Path) -> list[Any]:
+    """The records of a metadata file, or one line saying why it cannot be read."""
+    kind = "CSV" if path.suffix.lower() == ".csv" else "JSON"
+    try:
+        if kind == "CSV":
+            with open(path, newline="", encoding="utf-8") as handle:
+                return list(csv.DictReader(handle))
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, csv.Error) as exc:  # JSON and UTF-8 decode errors are ValueErrors
+        raise UsageError(f"{path} cannot be read as UTF-8 {kind}: {first_line(exc)}") from None
+    if isinstance(loaded, dict):
+        return [{"file": name, **value} if isinstance(value, dict) else value for name, value in loaded.items()]
+    if isinstance(loaded, list):
+        return loaded
+    raise UsageError(f"{path}: metadata is a JSON object keyed by file name or a list of objects")
+
+
+@dataclass
+class Packed:
+    """What `shard` packed: the shards written, the images in them, and the metadata records that named an image
+    and those that named none (a misspelt file column leaves every image without its metadata)."""
+
+    paths: list[Path] = field(default_factory=list)
+    images: int = 0
+    matched: set[str] = field(default_factory=set)
+    unmatched: list[str] = field(default_factory=list)
+
+
+def folder_samples(
+    source: Path, metadata: dict[str, dict[str, Any]], packed: Packed
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples for every image under `source`, in sorted path order, counted in `packed`."""
     used: set[str] = set()
-    for path in sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+    for path in image_files(source):
         relative = path.relative_to(source)
         members = {IMAGE_SUFFIXES[path.suffix.lower()]: path.read_bytes()}
-        meta = metadata.get(str(relative), metadata.get(path.name))
-        if meta is not None:
-            members["json"] = json.dumps(meta, sort_keys=True).encode()
+        name = next((n for n in (str(relative), path.name) if n in metadata), None)
+        if name is not None:
+            members["json"] = json.dumps(metadata[name], sort_keys=True).encode()
+            packed.matched.add(name)
+        packed.images += 1
         yield sample_key(relative, used), members
+
+
+def image_files(source: Path) -> list[Path]:
+    """The images under `source`, sorted; a link to an image that is not there (a dataset whose files were never
+    fetched) is refused rather than left out."""
+    images = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+    broken = [str(p.relative_to(source)) for p in images if not p.is_file()]
+    if broken:
+        raise UsageError(
+            f"{counted(len(broken), 'image')} under {source} {'is a link' if len(broken) == 1 else 'are links'} to "
+            f"nothing ({', '.join(broken[:3])}"
+            f"{', ...' if len(broken) > 3 else ''}): fetch their files or remove the links"
+        )
+    return images
 
 
 def folder_to_shards(
     source: Path, out_dir: Path, samples_per_shard: int, metadata_file: Path | None = None, prefix: str = "shard"
-) -> list[Path]:
+) -> Packed:
     if not source.is_dir():
         raise UsageError(f"not a directory: {source}")
-    paths = write_shards(folder_samples(source, load_metadata(metadata_file)), out_dir, samples_per_shard, prefix)
-    if not paths:
+    metadata, packed = load_metadata(metadata_file), Packed()
+    packed.paths = write_shards(folder_samples(source, metadata, packed), out_dir, samples_per_shard, prefix)
+    if not packed.paths:
         raise UsageError(f"no images (.jpg, .jpeg, .png, .webp) under {source}")
-    return paths
+    packed.unmatched = sorted(set(metadata) - packed.matched)
+    return packed

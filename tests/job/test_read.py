@@ -23,7 +23,7 @@ def folder(tmp_path):
 
 
 def test_folder_to_shards_with_metadata(folder, tmp_path):
-    paths = folder_to_shards(folder, tmp_path / "shards", 3, tmp_path / "meta.csv")
+    paths = folder_to_shards(folder, tmp_path / "shards", 3, tmp_path / "meta.csv").paths
     assert [p.name for p in paths] == ["shard-00000.tar", "shard-00001.tar"]
     rows = [row for path in paths for row in tar_rows(io.BytesIO(path.read_bytes()), path.stem, path.stat().st_size)]
     samples = [r for r in rows if r["kind"] == "sample"]
@@ -110,8 +110,8 @@ def test_nested_parquet_columns_are_metadata_when_named(tmp_path):
 
 
 def test_shards_are_deterministic(folder, tmp_path):
-    first = folder_to_shards(folder, tmp_path / "one", 10)
-    second = folder_to_shards(folder, tmp_path / "two", 10)
+    first = folder_to_shards(folder, tmp_path / "one", 10).paths
+    second = folder_to_shards(folder, tmp_path / "two", 10).paths
     assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
 
 
@@ -132,6 +132,37 @@ def test_json_metadata_and_cli(folder, tmp_path, capsys):
         )
         == 0
     )
-    assert "wrote 2 shards" in capsys.readouterr().out
+    assert "wrote 4 images in 2 shards, 1 metadata record used" in capsys.readouterr().out
     assert main(["shard", str(tmp_path / "missing"), "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.strip() == f"emonet-batch: error: not a directory: {tmp_path / 'missing'}"
+
+
+def test_metadata_that_cannot_be_used_is_one_line(folder, tmp_path, capsys):
+    def shard(metadata: str, content: bytes) -> tuple[int, str]:
+        (tmp_path / metadata).write_bytes(content)
+        code = main(["shard", str(folder), "--out", str(tmp_path / "s"), "--metadata", str(tmp_path / metadata)])
+        return code, capsys.readouterr().err.strip()
+
+    for name, content, problem in (
+        ("half.json", b"{not json", "half.json cannot be read as UTF-8 JSON: Expecting property name"),
+        ("list.json", b"[1, 2]", "list.json: every metadata record must be an object, not 1"),
+        ("keyed.json", b'{"a.jpg": 3}', "keyed.json: every metadata record must be an object, not 3"),
+        ("number.json", b"3", "number.json: metadata is a JSON object keyed by file name or a list of objects"),
+        ("latin.csv", b"file,city\na.jpg,M\xfcnchen\n", "latin.csv cannot be read as UTF-8 CSV: 'utf-8' codec"),
+    ):
+        code, err = shard(name, content)
+        assert code == 2 and err.startswith(f"emonet-batch: error: {tmp_path / problem}"), err
+    code, err = shard("typo.csv", b"file,age\na.jpg,31\nz.jpg,40\ny.jpg,50\n")
+    assert code == 0 and err == f"warning: 2 metadata records named no image under {folder} (y.jpg, z.jpg)"
+
+
+def test_a_link_to_a_missing_image_is_refused(folder, tmp_path, capsys):
+    (folder / "fetched.jpg").symlink_to(folder / "a.jpg")
+    (folder / "never-fetched.jpg").symlink_to(tmp_path / "annex" / "missing.jpg")
+    assert main(["shard", str(folder), "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"emonet-batch: error: 1 image under {folder} is a link to nothing (never-fetched.jpg): fetch their files "
+        "or remove the links"
+    )
+    (folder / "never-fetched.jpg").unlink()
+    assert folder_to_shards(folder, tmp_path / "s", 10).images == 5  # a link to an image is that image
