@@ -61,6 +61,8 @@ def load_annotations(source: str, storage: StorageOptions):
             return pd.read_csv(handle, dtype=str, keep_default_na=False)
     except NOT_FOUND:
         raise UsageError(f"annotations not found: {redact_url(source)}") from None
+    except IsADirectoryError:
+        raise UsageError(f"annotations are a directory, not a CSV file: {redact_url(source)}") from None
     except ValueError as exc:  # pandas' parser and empty-file errors, bytes that are not UTF-8 text
         raise UsageError(f"annotations {redact_url(source)} are not a CSV table: {first_line(exc)}") from None
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ModelError, first_line
-from ..model.record import MODEL_JSON, load_model_info, model_id
+from ..model.record import MODEL_JSON, load_model_info, model_id, recorded_files
 from .config import StorageOptions
 from .storage import filesystem, join, redact_url
 
@@ -51,7 +51,8 @@ def local_model(model: str, storage: StorageOptions, cache: str | None = None, e
     fs, root = filesystem(model, storage)
     try:
         record_bytes = fs.cat_file(join(root, MODEL_JSON))
-        identity = model_id(json.loads(record_bytes))
+        record = json.loads(record_bytes)
+        names, identity = list(recorded_files(record)), model_id(record)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"cannot read {MODEL_JSON} of the model {redact_url(model)}: {first_line(exc)}") from None
     if expected_id is not None and identity != expected_id:
@@ -59,7 +60,7 @@ def local_model(model: str, storage: StorageOptions, cache: str | None = None, e
     entry = cache_root / identity
     with FileLock(str(cache_root / f"{identity}.lock")):
         if not _usable(entry):
-            _download(fs, root, record_bytes, cache_root, entry, model)
+            _download(fs, root, names, record_bytes, entry, model)
     return entry
 
 
@@ -94,10 +95,10 @@ def _stats(entry: Path) -> dict[str, list[int]]:
     return {path.name: [(stat := path.stat()).st_size, stat.st_mtime_ns] for path in sorted(entry.iterdir())}
 
 
-def _download(fs, root: str, record_bytes: bytes, cache_root: Path, entry: Path, model: str) -> None:
-    staging = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{entry.name[:12]}-"))
+def _download(fs, root: str, names: list[str], record_bytes: bytes, entry: Path, model: str) -> None:
+    staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name[:12]}-"))
     try:
-        for name in json.loads(record_bytes)["files"]:
+        for name in names:
             fs.get_file(join(root, name), str(staging / name))
         (staging / MODEL_JSON).write_bytes(record_bytes)
         load_model_info(staging)  # a file that does not match its recorded hash never becomes the entry

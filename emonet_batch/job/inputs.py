@@ -93,10 +93,10 @@ def expand_inputs(specs: tuple[str, ...] | list[str], storage: StorageOptions) -
     return list(shards.values())
 
 
-def _expand_one(spec: str, storage: StorageOptions) -> list[tuple[str, bool]]:
-    """(URL, whether it was found by listing) of each shard a spec names."""
+def _expand_one(spec: str, storage: StorageOptions, lists: tuple[str, ...] = ()) -> list[tuple[str, bool]]:
+    """(URL, whether it was found by listing) of each shard a spec names; `lists`: the @lists being read."""
     if spec.startswith("@"):
-        return _read_list(spec[1:], storage)
+        return _read_list(spec[1:], storage, lists)
     urls = []
     try:
         items = list(braceexpand(spec))
@@ -110,17 +110,25 @@ def _expand_one(spec: str, storage: StorageOptions) -> list[tuple[str, bool]]:
     return urls
 
 
-def _read_list(list_url: str, storage: StorageOptions) -> list[tuple[str, bool]]:
+def _read_list(list_url: str, storage: StorageOptions, lists: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """The inputs an @list names, one a line; a list may name other lists, but not itself through them."""
+    location = normalised_location(list_url)
+    if location in lists:
+        raise UsageError(f"the input list {redact_url(list_url)} names itself (through @lines)")
     fs, path = filesystem(list_url, storage)
     try:
         text = fs.cat_file(path).decode("utf-8")
     except NOT_FOUND:
         raise UsageError(f"input list not found: {redact_url(list_url)}") from None
+    except IsADirectoryError:
+        raise UsageError(f"input list is a directory, not a file: {redact_url(list_url)}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"input list is not UTF-8 text: {redact_url(list_url)}") from None
     urls = []
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            urls.extend(_expand_one(line, storage))
+            urls.extend(_expand_one(line, storage, (*lists, location)))
     return urls
 
 

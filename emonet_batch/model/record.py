@@ -89,6 +89,16 @@ def model_id(record: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def recorded_files(record: dict[str, Any]) -> dict[str, str]:
+    """The files a record lists, with their sha256. Each must be a plain name inside the model's directory: a
+    record fetched from a URL says where on each node its files are written."""
+    files = dict(record["files"])
+    for name in files:
+        if not isinstance(name, str) or name in ("", ".", "..", MODEL_JSON) or "/" in name or "\\" in name:
+            raise ValueError(f"the recorded file {name!r} is not a plain file name of the model's directory")
+    return files
+
+
 def tower_id(encoder_hashes: dict[str, str], normalize: bool) -> str:
     """Identifies the embeddings a tower gives: the sha256 of its checkpoint files and whether the embedding is
     L2-normalised. A full model records the id of its tower; a heads-only model the id of the tower whose
@@ -119,6 +129,8 @@ def load_model_info(directory: str | Path, verify: bool = True) -> ModelInfo:
         raise ModelError(f"not an exported model directory (no {MODEL_JSON}): {directory}")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise TypeError(f"a JSON {type(record).__name__}, not an object")
         check_format_version(record, path)
         info = ModelInfo(
             directory=directory,
@@ -130,7 +142,7 @@ def load_model_info(directory: str | Path, verify: bool = True) -> ModelInfo:
             resize_filter=record["resize_filter"] or "",
             precision=record["precision"],
             neutral_means={k: float(v) for k, v in record["neutral_means"].items()},
-            files=dict(record["files"]),
+            files=recorded_files(record),
             record=record,
             kind=record["kind"],
             tower_id=record["tower_id"],

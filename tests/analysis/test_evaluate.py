@@ -114,6 +114,8 @@ def test_cli_evaluate_and_offline_hub(tmp_path, capsys, monkeypatch):
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"emonet-batch: error: --key-pattern {pattern!r} {message}") and err.count("\n") == 1
+    assert main(["evaluate", "--labels", str(tmp_path), "--annotations", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"emonet-batch: error: annotations are a directory, not a CSV file: {tmp_path}\n"
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert main(["evaluate", "--labels", str(tmp_path), "--annotations", "laion/emonet-face-binary"]) == 1
     err = capsys.readouterr().err

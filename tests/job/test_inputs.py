@@ -28,3 +28,28 @@ def test_inputs_that_name_nothing_are_one_line(tmp_path):
         with pytest.raises(UsageError) as raised:
             expand_inputs([spec], StorageOptions())
         assert str(raised.value) == message
+
+
+def test_input_lists_that_cannot_be_read_are_one_line(tmp_path):
+    """A list naming itself (directly or through another), a folder, bytes that are not UTF-8 text."""
+    import pytest
+
+    from emonet_batch.errors import UsageError
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.inputs import expand_inputs
+
+    (tmp_path / "shard-00000.tar").write_bytes(b"")
+    (tmp_path / "a.txt").write_text(f"{tmp_path}/shard-00000.tar\r\n\r\n@{tmp_path}/b.txt\r\n")
+    (tmp_path / "b.txt").write_text(f"# the first list again\n@{tmp_path}/a.txt\n")
+    (tmp_path / "c.txt").write_bytes(b"\xff\xfeshard-00000.tar\n")
+    (tmp_path / "d.txt").mkdir()
+    for name, message in (
+        ("a.txt", f"the input list {tmp_path}/a.txt names itself (through @lines)"),
+        ("c.txt", f"input list is not UTF-8 text: {tmp_path}/c.txt"),
+        ("d.txt", f"input list is a directory, not a file: {tmp_path}/d.txt"),
+    ):
+        with pytest.raises(UsageError) as raised:
+            expand_inputs([f"@{tmp_path}/{name}"], StorageOptions())
+        assert str(raised.value) == message
+    (tmp_path / "b.txt").write_text(f"{tmp_path}/shard-00000.tar\n")  # a list may name another list
+    assert [s.url for s in expand_inputs([f"@{tmp_path}/a.txt"], StorageOptions())] == [f"{tmp_path}/shard-00000.tar"]
