@@ -18,6 +18,7 @@ from braceexpand import UnbalancedBracesError, braceexpand
 
 from ..errors import UsageError
 from .config import StorageOptions
+from .layout import RUN_OUTPUTS
 from .storage import NOT_FOUND, filesystem, redact_url, split_query, without_credentials
 
 #: Shard formats by file name ending.
@@ -81,16 +82,33 @@ def without(shards: list[Shard], left_out: list[Shard]) -> list[Shard]:
     return [shard for shard in shards if shard.shard_id not in ids]
 
 
-def expand_inputs(specs: tuple[str, ...] | list[str], storage: StorageOptions) -> list[Shard]:
-    """Every shard the INPUT arguments name, in the order given, each location once."""
+def expand_inputs(
+    specs: tuple[str, ...] | list[str], storage: StorageOptions, output: str | None = None
+) -> list[Shard]:
+    """Every shard the INPUT arguments name, in the order given, each location once. What a folder or glob finds
+    among the files a run writes into `output` (its label files, stats tables) is the run's own, never an input."""
     shards: dict[str, Shard] = {}
+    outputs_own = 0
     for spec in specs:
         for url, listed in _expand_one(spec, storage):
+            if listed and output and _written_by_runs(url, output):
+                outputs_own += 1
+                continue
             shard = make_shard(url, listed)
             shards.setdefault(shard.shard_id, shard)
     if not shards:
-        raise UsageError("no input shards given")
+        raise UsageError(
+            f"no input shards but the output's own files ({outputs_own} under it)"
+            if outputs_own
+            else "no input shards given"
+        )
     return list(shards.values())
+
+
+def _written_by_runs(url: str, output: str) -> bool:
+    root = normalised_location(output).rstrip("/") + "/"
+    location = normalised_location(url)
+    return location.startswith(root) and location[len(root) :].split("/", 1)[0] in RUN_OUTPUTS
 
 
 def _expand_one(spec: str, storage: StorageOptions, lists: tuple[str, ...] = ()) -> list[tuple[str, bool]]:

@@ -120,7 +120,7 @@ def open_images(
         accept_truncated=labels.accept_truncated,
         meta_fields=labels.meta_fields,
     )
-    shards = expand_inputs(inputs, storage)
+    shards = expand_inputs(inputs, storage, output)
     check_key_column(shards, labels.key_column)
     return source, shards
 

@@ -53,3 +53,29 @@ def test_input_lists_that_cannot_be_read_are_one_line(tmp_path):
         assert str(raised.value) == message
     (tmp_path / "b.txt").write_text(f"{tmp_path}/shard-00000.tar\n")  # a list may name another list
     assert [s.url for s in expand_inputs([f"@{tmp_path}/a.txt"], StorageOptions())] == [f"{tmp_path}/shard-00000.tar"]
+
+
+def test_files_a_folder_lists_under_the_output_are_not_inputs(tmp_path, monkeypatch):
+    """`score data/ --output data/out` (or `--output data`): the second run does not read its own label files
+    back as inputs."""
+    import pytest
+
+    from emonet_batch.errors import UsageError
+    from emonet_batch.job.config import StorageOptions
+    from emonet_batch.job.inputs import expand_inputs
+
+    for name in ("data/shard-00000.tar", "data/out/labels/shard-00000-1.parquet", "data/out2/labels/x.parquet"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for output in ("data/out", f"file://{tmp_path}/data/out/", None):
+        listed = expand_inputs(["data"], StorageOptions(), output)
+        names = [shard.url.removeprefix(f"{tmp_path}/") for shard in listed]
+        own = [] if output else ["data/out/labels/shard-00000-1.parquet"]
+        assert names == sorted(["data/shard-00000.tar", "data/out2/labels/x.parquet", *own])
+    assert len(expand_inputs(["data"], StorageOptions(), "data")) == 3  # shards beside an output are inputs
+    named = "data/out/labels/shard-00000-1.parquet"  # named, it is an input (and refused by the run's checks)
+    assert [s.url for s in expand_inputs([named], StorageOptions(), "data/out")] == [named]
+    with pytest.raises(UsageError) as raised:
+        expand_inputs(["data/out/labels"], StorageOptions(), "data/out")
+    assert str(raised.value) == "no input shards but the output's own files (1 under it)"
