@@ -82,7 +82,9 @@ def load_metadata(path: Path | None) -> dict[str, dict[str, Any]]:
         name = next((record.get(c) for c in ("file", "image", "path") if record.get(c)), None)
         if name is None:
             raise UsageError(f"{path}: every metadata record needs a `file`, `image` or `path` field")
-        out[str(name)] = {k: v for k, v in record.items() if k not in ("file", "image", "path")}
+        fields = {k: v for k, v in record.items() if k not in ("file", "image", "path")}
+        if out.setdefault(str(name), fields) != fields:
+            raise UsageError(f"{path}: two metadata records name {name} with different fields; keep one")
     return out
 
 
@@ -114,15 +116,37 @@ class Packed:
     unmatched: list[str] = field(default_factory=list)
 
 
+def metadata_name(relative: Path, metadata: dict[str, dict[str, Any]]) -> str | None:
+    """The metadata record of an image: the one naming its path under the folder, else its file name."""
+    return next((n for n in (str(relative), relative.name) if n in metadata), None)
+
+
+def check_one_image_each(source: Path, images: list[Path], metadata: dict[str, dict[str, Any]]) -> None:
+    """A record named by file name alone that would go to images in several folders is refused, never given
+    to faces it was not written for."""
+    given: dict[str, list[str]] = {}
+    for path in images:
+        relative = path.relative_to(source)
+        if (name := metadata_name(relative, metadata)) is not None:
+            given.setdefault(name, []).append(str(relative))
+    shared = next(((name, paths) for name, paths in given.items() if len(paths) > 1), None)
+    if shared:
+        name, paths = shared
+        raise UsageError(
+            f"the metadata record {name} names {len(paths)} images ({', '.join(paths[:3])}"
+            f"{', ...' if len(paths) > 3 else ''}): name each by its path under {source}"
+        )
+
+
 def folder_samples(
-    source: Path, metadata: dict[str, dict[str, Any]], packed: Packed
+    source: Path, images: list[Path], metadata: dict[str, dict[str, Any]], packed: Packed
 ) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples for every image under `source`, in sorted path order, counted in `packed`."""
+    """Samples for the images under `source`, in order, counted in `packed`."""
     used: set[str] = set()
-    for path in image_files(source):
+    for path in images:
         relative = path.relative_to(source)
         members = {IMAGE_SUFFIXES[path.suffix.lower()]: path.read_bytes()}
-        name = next((n for n in (str(relative), path.name) if n in metadata), None)
+        name = metadata_name(relative, metadata)
         if name is not None:
             members["json"] = json.dumps(metadata[name], sort_keys=True).encode()
             packed.matched.add(name)
@@ -149,8 +173,9 @@ def folder_to_shards(
 ) -> Packed:
     if not source.is_dir():
         raise UsageError(f"not a directory: {source}")
-    metadata, packed = load_metadata(metadata_file), Packed()
-    packed.paths = write_shards(folder_samples(source, metadata, packed), out_dir, samples_per_shard, prefix)
+    metadata, packed, images = load_metadata(metadata_file), Packed(), image_files(source)
+    check_one_image_each(source, images, metadata)
+    packed.paths = write_shards(folder_samples(source, images, metadata, packed), out_dir, samples_per_shard, prefix)
     if not packed.paths:
         raise UsageError(f"no images (.jpg, .jpeg, .png, .webp) under {source}")
     packed.unmatched = sorted(set(metadata) - packed.matched)

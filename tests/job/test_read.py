@@ -152,7 +152,19 @@ def test_metadata_that_cannot_be_used_is_one_line(folder, tmp_path, capsys):
     ):
         code, err = shard(name, content)
         assert code == 2 and err.startswith(f"emonet-batch: error: {tmp_path / problem}"), err
-    code, err = shard("typo.csv", b"file,age\na.jpg,31\nz.jpg,40\ny.jpg,50\n")
+    code, err = shard("twice.csv", b"file,age\nb.png,31\nb.png,31\nb.png,40\n")  # the same record twice is one
+    assert (
+        code == 2
+        and err
+        == f"emonet-batch: error: {tmp_path}/twice.csv: two metadata records name b.png with different fields; keep one"
+    )
+    code, err = shard("by-name.csv", b"file,age\na.jpg,31\n")  # images/a.jpg and images/sub/a.jpg
+    assert code == 2 and err == (
+        f"emonet-batch: error: the metadata record a.jpg names 2 images (a.jpg, sub/a.jpg): name each by its path "
+        f"under {folder}"
+    )
+    assert not (tmp_path / "s").exists()
+    code, err = shard("typo.csv", b"file,age\nb.png,31\nz.jpg,40\ny.jpg,50\n")
     assert code == 0 and err == f"warning: 2 metadata records named no image under {folder} (y.jpg, z.jpg)"
 
 
