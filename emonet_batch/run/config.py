@@ -257,7 +257,7 @@ def score_config(
     for name, value in options.items():
         grouped[OPTION_GROUPS[name]][name] = value
     if "meta_fields" in grouped["labels"]:
-        grouped["labels"]["meta_fields"] = tuple(grouped["labels"]["meta_fields"])
+        grouped["labels"]["meta_fields"] = tuple(dict.fromkeys(grouped["labels"]["meta_fields"]))  # each once
     parts = {group: GROUPS[group](**grouped[group]) for group in ("labels", "engine", "presentation")}
     storage = replace(storage, **grouped["storage"])
     return ScoreConfig(inputs=tuple(inputs), output=output, model=model, storage=storage, **parts, **grouped["run"])
