@@ -73,6 +73,10 @@ class NightlyConfig:
         return cls(tuple(raw["inputs"]), raw["output_root"], raw["model"], options, storage)
 
 
+#: The keys of a nightly config.
+CONFIG_KEYS = ("inputs", "output_root", "model", "options")
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The config file's mapping, its entries of the right kinds (inputs as a list); a usage error in one line
     otherwise."""
@@ -82,11 +86,21 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except NOT_FOUND:
         raise UsageError(f"nightly config not found: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"nightly config is a directory, not a file: {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: not a mapping of inputs, output_root, model and options")
-    missing = [k for k in ("inputs", "output_root", "model") if not raw.get(k)]
+    unknown = sorted(str(key) for key in set(raw) - set(CONFIG_KEYS))
+    if unknown:  # most likely a flag written beside `options:` instead of under it, which would be ignored
+        raise UsageError(
+            f"{path}: unknown keys {', '.join(unknown)}; a config has {', '.join(CONFIG_KEYS)} (score's flags go "
+            "under options)"
+        )
+    missing = [k for k in CONFIG_KEYS[:3] if not raw.get(k)]
     if missing:
         raise UsageError(f"{path}: missing {', '.join(missing)}")
     inputs = raw["inputs"] if isinstance(raw["inputs"], list) else [raw["inputs"]]

@@ -62,9 +62,14 @@ def test_a_config_is_checked_as_the_command_line_is_and_each_fault_is_one_line(t
         required + "options: {batch_size: 0}\n": "option batch_size: 0 is not in the range x>=1",
         required + "options: {meta_fields: {a: 1}}\n": "option meta_fields: expected a list of names",
         required + "options: {execution_provider: [cuda]}\n": "option execution_provider: expected one value, got list",
+        required + "batch_size: 8\nworkers: 0\n": "unknown keys batch_size, workers; a config has inputs, output_root, "
+        "model, options (score's flags go under options)",
     }
     for text, message in faults.items():
         path.write_text(text)
         with pytest.raises(UsageError) as raised:
             NightlyConfig.from_yaml(path)
         assert str(raised.value).startswith(f"{path}: {message}") and "\n" not in str(raised.value), text
+    path.write_bytes(b"inputs: caf\xe9\n")
+    with pytest.raises(UsageError, match="nightly.yaml: not UTF-8 text$"):
+        NightlyConfig.from_yaml(path)
