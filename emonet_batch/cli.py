@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .errors import EmonetError
-from .run.config import BY_NAME, command_options, from_flags
+from .run.config import BY_NAME, comma_names, command_options, from_flags
 from .run.console import EXIT_INTERRUPTED
 
 #: Options several commands share, defined once so their names and help stay the same everywhere.
@@ -145,7 +145,7 @@ def export(
         synthetic=synthetic,
         head_size=head_size,
         seed=seed,
-        only_heads=tuple(h.strip() for h in only_heads.split(",")) if only_heads else None,
+        only_heads=tuple(comma_names(only_heads)) if only_heads is not None else None,
         precision=precision,
         parity_images=parity_images,
         normalize=normalize,

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import pickle
+import re
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ModelError, first_line
+from ..errors import ModelError, UsageError, first_line
 from ..job.decode import resize_filter_name
 from ..model.taxonomy import DIMENSIONS, EMOTIONS, column_name, head_file_name
 
@@ -81,14 +82,28 @@ def find_head_files(directory: Path, wanted: Iterable[str] | None = None) -> dic
             raise ModelError(f"no head files (model_<emotion>_best.pth) in {directory}")
         return found
     wanted = list(wanted)
+    if not wanted:
+        raise UsageError("--only-heads names no head")
     known = {column_name(label): label for label in _ALL_LABELS}
     unknown = [w for w in wanted if w not in known]
     if unknown:
-        raise ModelError(f"unknown heads: {', '.join(unknown)}")
+        raise UsageError(f"unknown heads: {', '.join(unknown)}; {head_names_hint(unknown, list(known))}")
     missing = [head_file_name(known[w]) for w in wanted if w not in found]
     if missing:
         raise ModelError(f"missing head files in {directory}: {', '.join(missing)}")
     return {w: found[w] for w in wanted}
+
+
+def head_names_hint(unknown: list[str], known: list[str]) -> str:
+    """What the heads are called, and the one a name spelt with other capitals or separators means."""
+    by_spelling = {_spelling(name): name for name in known}
+    meant = [f"{by_spelling[_spelling(name)]} for {name}" for name in unknown if _spelling(name) in by_spelling]
+    names = f"heads are named as their label columns ({', '.join(known[:3])}, ... {len(known)} in all)"
+    return f"did you mean {', '.join(meant)}? {names}" if meant else names
+
+
+def _spelling(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
 
 
 def read_head_state(path: Path) -> dict[str, torch.Tensor]:

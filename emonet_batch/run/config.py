@@ -205,6 +205,11 @@ def option_value(holder: Any, name: str) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def comma_names(text: str) -> list[str]:
+    """The names of an A,B,... flag value, without blanks."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def from_flags(values: dict[str, Any]) -> dict[str, Any]:
     """Values by flag name (as click and a nightly config give them: no_stats, meta_fields as a list or A,B) as
     values by option name."""
@@ -216,7 +221,7 @@ def from_flags(values: dict[str, Any]) -> dict[str, Any]:
         elif option.negated:
             options[option.name] = not value
         elif option.kind == "list" and isinstance(value, str):
-            options[option.name] = [part.strip() for part in value.split(",") if part.strip()]
+            options[option.name] = comma_names(value)
         else:
             options[option.name] = value
     return options

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emonet_batch.errors import ModelError
+from emonet_batch.errors import ModelError, UsageError
 from emonet_batch.export.checkpoint import load_encoder, load_heads, read_resize_filter
 from emonet_batch.export.synthetic import TOWERS, write_encoder, write_heads
 from emonet_batch.taxonomy import HEAD_COLUMNS
@@ -72,8 +72,19 @@ def test_missing_head_names_the_file(small_heads):
     (small_heads / "model_jealousy_&_envy_best.pth").unlink()
     with pytest.raises(ModelError, match=r"model_jealousy_&_envy_best\.pth"):
         load_heads(small_heads, ["anger", "jealousy_envy"])
-    with pytest.raises(ModelError, match="unknown heads: happiness"):
+
+
+def test_heads_asked_by_a_wrong_name_are_a_usage_error_with_a_hint(small_heads):
+    with pytest.raises(UsageError, match="unknown heads: happiness; heads are named as their label columns"):
         load_heads(small_heads, ["happiness"])
+    with pytest.raises(UsageError) as raised:
+        load_heads(small_heads, ["anger", "Valence", "happiness"])
+    assert str(raised.value) == (
+        "unknown heads: Valence, happiness; did you mean valence for Valence? heads are named as their label columns "
+        "(amusement, elation, pleasure_ecstasy, ... 44 in all)"
+    )
+    with pytest.raises(UsageError, match="^--only-heads names no head$"):
+        load_heads(small_heads, [])
 
 
 def test_corrupt_file_names_the_file(small_heads):
