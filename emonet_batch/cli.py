@@ -30,8 +30,9 @@ def registry_option(name: str, command: str = "score", **overrides):
     if option.kind == "flag":
         settings.update(is_flag=True)
     else:
-        settings.update(type=option.click_type(), default="" if option.kind == "list" else default)
-        settings["show_default"] = default not in (None, "", ()) and option.kind != "list"
+        settings.update(type=option.click_type(), show_default=default not in (None, "", ()) and option.kind != "list")
+        if option.kind == "list" or default is not None:  # click 8.5 takes default=None as a value: never required
+            settings["default"] = "" if option.kind == "list" else default
     return click.option(option.flag, **{**settings, **overrides})
 
 
@@ -294,14 +295,15 @@ def nightly(config_file: Path, day: str | None, progress: str) -> int:
 @click.option(
     "--pip", "pip_packages", multiple=True, metavar="REQ", help="Extra pip requirement for the job (repeatable)."
 )
-@click.option("--entrypoint-num-cpus", type=float, help="CPUs reserved for the job's driver.")
-@click.option("--entrypoint-num-gpus", type=float, help="GPUs reserved for the job's driver.")
+@click.option("--entrypoint-num-cpus", type=click.FloatRange(min=0), help="CPUs reserved for the job's driver.")
+@click.option("--entrypoint-num-gpus", type=click.FloatRange(min=0), help="GPUs reserved for the job's driver.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, metavar="-- score|rescore|nightly ARGS...")
 def submit(address, wait, working_dir, pip_packages, entrypoint_num_cpus, entrypoint_num_gpus, command) -> int:
     """Submit `score`, `rescore` or `nightly` as a Ray job; the same arguments while it runs are not submitted twice."""
-    from .ops.submit import SubmitConfig
+    from .ops.submit import SUBMITTABLE, SubmitConfig
     from .ops.submit import submit as submit_job
 
+    check_job_command_line(command, SUBMITTABLE)
     config = SubmitConfig(
         args=tuple(command),
         address=address,
@@ -312,6 +314,19 @@ def submit(address, wait, working_dir, pip_packages, entrypoint_num_cpus, entryp
         entrypoint_num_gpus=entrypoint_num_gpus,
     )
     return submit_job(config)
+
+
+def check_job_command_line(command: tuple[str, ...], submittable: tuple[str, ...]) -> None:
+    """Parse the job's command line here as the cluster will, so that a missing argument or a misspelt flag fails
+    now rather than after the job has started. (Only the parsing: the paths it names are the cluster's.)"""
+    if not command or command[0] not in submittable:
+        return  # submit says which commands it runs
+    job_command = cli.commands[command[0]]
+    try:
+        with job_command.make_context(f"emonet-batch {command[0]}", list(command[1:])):
+            pass
+    except click.UsageError as exc:
+        raise click.UsageError(f"the job's command line: {exc.format_message()}") from None
 
 
 @cli.group()

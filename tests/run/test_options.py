@@ -23,6 +23,24 @@ def test_each_command_has_the_flags_of_its_options_and_no_other():
     assert FLAG_NAMES == {o.flag_name for o in command_options("score") if not o.required}
 
 
+def test_a_required_option_left_out_is_one_line_here_and_before_a_job_is_submitted(capsys):
+    from emonet_batch.cli import main
+
+    for command, args, missing in (
+        ("score", ["x.tar", "--output", "o"], "Missing option '--model'."),
+        ("rescore", ["source", "--model", "m"], "Missing option '--output'."),
+        ("score", ["--output", "o", "--model", "m"], "Missing argument 'INPUT...'."),
+    ):
+        assert main([command, *args]) == 2
+        assert capsys.readouterr().err == f"emonet-batch: error: {missing}\n"
+        # parsed before the cluster (none at this address) is asked
+        assert main(["submit", "--address", "http://127.0.0.1:9", "--", command, *args]) == 2
+        assert capsys.readouterr().err == f"emonet-batch: error: the job's command line: {missing}\n"
+    assert main(["submit", "--", "score", "x.tar", "--output", "o", "--model", "m", "--batch-size", "0"]) == 2
+    assert "the job's command line: Invalid value for '--batch-size'" in capsys.readouterr().err
+    assert main(["submit", "--entrypoint-num-cpus", "-1", "--", "score", "x.tar", "--output", "o", "--model", "m"]) == 2
+
+
 def test_flags_become_a_config_with_each_value_in_its_group():
     options = from_flags(
         {"no_stats": True, "meta_fields": "age, gender", "decode_batch_size": 8, "endpoint_url": "http://s3:9000"}
