@@ -257,7 +257,9 @@ def verify(output: str, endpoint_url: str | None) -> int:
     for shard_id, problem in problems.items():
         click.echo(f"{shard_id}: {problem}")
     if problems:
-        click.echo(f"{len(problems)} shards differ from their commit records; `score --repair` redoes them", err=True)
+        click.echo(
+            f"shards that differ from their commit records: {len(problems)}; `score --repair` redoes them", err=True
+        )
         return 1
     click.echo(f"{redact_url(output)}: every commit record matches its files")
     return 0

@@ -354,6 +354,7 @@ def test_unreadable_and_tampered_records_are_found_and_redone(ray_runtime, tiny_
     assert main(["verify", str(out)]) == 1
     captured = capsys.readouterr()
     assert captured.out == f"{tampered}: labels/{tampered}.parquet differs from its recorded sha256\n"
+    assert captured.err == "shards that differ from their commit records: 1; `score --repair` redoes them\n"
     assert main(["stats", str(out)]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert main([*args, "--repair"]) == 0
