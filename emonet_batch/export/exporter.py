@@ -77,13 +77,25 @@ class ExportResult:
 
 
 def export_model(config: ExportConfig) -> ExportResult:
-    """Resolve checkpoints, export, verify parity, then write model.json (last)."""
+    """Resolve checkpoints, export, verify parity, then write model.json (last). An export that fails (or is
+    interrupted) leaves no model files behind, and removes the --out folder it created: a half-written model would
+    make the next attempt ask for --overwrite."""
     _check_config(config)
-    if config.heads_only:
-        return export_heads_only(config)
+    created = not config.out.exists()
+    _prepare_out(config.out, config.overwrite)
+    try:
+        return export_heads_only(config) if config.heads_only else _export_full(config)
+    except BaseException:
+        if created:
+            shutil.rmtree(config.out, ignore_errors=True)
+        else:
+            _remove_model_files(config.out)
+        raise
+
+
+def _export_full(config: ExportConfig) -> ExportResult:
     seconds: dict[str, float] = {}
     out = config.out
-    _prepare_out(out, config.overwrite)
     encoder, heads, sources, hashes = _load(config, seconds)
     neutral = packaged_neutral_means()
     metadata = _graph_metadata(config, encoder, heads, hashes)
@@ -114,10 +126,7 @@ def export_heads_only(config: ExportConfig) -> ExportResult:
     encoder is read for its identity and width only: the record names the tower whose embeddings the model
     reads (`tower_id`). fp32 only: the heads cost next to nothing. Parity is against the heads in PyTorch on
     the same (random, normalised as the tower's are) embeddings."""
-    if config.precision != "fp32":
-        raise UsageError("--heads-only exports fp32 only: the heads are a few MFLOP an image, nothing to save")
     seconds: dict[str, float] = {}
-    _prepare_out(config.out, config.overwrite)
     encoder, heads, sources, hashes = _load(config, seconds)
     neutral = packaged_neutral_means()
     metadata = {
@@ -198,6 +207,8 @@ def _check_config(config: ExportConfig) -> None:
         raise UsageError("give either --synthetic or --encoder/--heads, not both")
     if not config.synthetic and not (config.encoder and config.heads):
         raise UsageError("export needs --encoder and --heads (paths or hub ids), or --synthetic tiny|full")
+    if config.heads_only and config.precision != "fp32":
+        raise UsageError("--heads-only exports fp32 only: the heads are a few MFLOP an image, nothing to save")
     if config.opset < 17:
         raise UsageError(f"opset {config.opset} is too old: LayerNormalization needs opset 17 or newer")
 
@@ -206,12 +217,16 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     if (out / MODEL_JSON).exists() or (out / MODEL_ONNX).exists():
         if not overwrite:
             raise UsageError(f"{out} already holds a model; pass --overwrite to replace it")
-        for name in (MODEL_JSON, MODEL_ONNX, MODEL_ONNX + ".data", TOWER_ONNX, HEADS_ONNX):
-            (out / name).unlink(missing_ok=True)
+        _remove_model_files(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file in the way, a dangling link, no permission
         raise UsageError(f"cannot create the output directory {out}: {exc.strerror}") from None
+
+
+def _remove_model_files(out: Path) -> None:
+    for name in (MODEL_JSON, MODEL_ONNX, MODEL_ONNX + ".data", TOWER_ONNX, HEADS_ONNX):
+        (out / name).unlink(missing_ok=True)
 
 
 def _checkpoint_dirs(config: ExportConfig) -> tuple[Path, Path, dict[str, str]]:

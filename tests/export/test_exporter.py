@@ -258,6 +258,23 @@ def test_refuses_to_overwrite_and_bad_combinations(tiny_models, tmp_path):
         export_model(ExportConfig(out=tmp_path / "dangling", synthetic="tiny"))
 
 
+def test_a_failed_export_leaves_no_model_behind(tiny_models, tmp_path):
+    """A new --out folder goes with a failed export; in one that was there, only the model files it wrote go."""
+    with pytest.raises(UsageError, match="unknown heads: nope"):
+        export_model(ExportConfig(out=tmp_path / "new" / "m", synthetic="tiny", only_heads=("nope",)))
+    assert not (tmp_path / "new" / "m").exists()
+    kept = tmp_path / "kept"
+    shutil.copytree(tiny_models["small"], kept)
+    with pytest.raises(UsageError, match="--overwrite"):  # refused before anything is written or removed
+        export_model(ExportConfig(out=kept, synthetic="tiny", only_heads=("nope",)))
+    assert load_model_info(kept).model_id == load_model_info(tiny_models["small"]).model_id
+    (kept / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="unknown heads: nope"):
+        export_model(ExportConfig(out=kept, synthetic="tiny", only_heads=("nope",), overwrite=True))
+    assert not (kept / "model.json").exists() and not (kept / "model.onnx").exists()
+    assert (kept / "notes.txt").read_text() == "mine"
+
+
 def test_heads_must_fit_the_encoder_width(tmp_path):
     from emonet_batch.export.synthetic import write_heads
 
