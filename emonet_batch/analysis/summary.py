@@ -106,8 +106,9 @@ def run_summary(result) -> str:
     lines = [
         format_table(("shards", "count", "samples", "labels", "errors"), rows),
         "",
-        f"this run: {figures['images']} images, {figures['errors']} errors, {figures['shards_scored']} shards scored, "
-        f"{figures['shards_skipped']} skipped, {figures['wall_s']:.1f} s, {figures['images_per_s']:.1f} images/s",
+        f"this run: {counted(figures['images'], 'image')}, {counted(figures['errors'], 'error')}, "
+        f"{counted(figures['shards_scored'], 'shard')} read, {figures['shards_skipped']} committed before, "
+        f"{figures['wall_s']:.1f} s, {figures['images_per_s']:.1f} images/s",
     ]
     lines += problems
     if result.warnings:

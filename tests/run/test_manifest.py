@@ -69,6 +69,7 @@ def test_rerun_to_retry_is_said_only_of_shards_a_rerun_can_complete():
     assert "rerun to retry" not in only_cut and "a rerun reads the same bytes" in only_cut
     assert "rerun to retry 1 of them; for the other 1, a rerun reads" in exit_status({"a": stalled, "b": cut}, 0.01)[1]
     figures = {k: 0 for k in ("images", "errors", "shards_scored", "shards_skipped", "wall_s", "images_per_s")}
+    figures.update(images=1, errors=3, shards_scored=1, shards_skipped=5)
     result = SimpleNamespace(
         outcomes={"a": stalled, "b": cut}, figures=figures, warnings=[], report=None, exit_code=1, exit_reason="-"
     )
@@ -78,3 +79,4 @@ def test_rerun_to_retry_is_said_only_of_shards_a_rerun_can_complete():
         lines.index("not complete (a rerun cannot fix these):"),
     )
     assert lines[retry + 1].startswith("  a: failed") and lines[cannot + 1].startswith("  b: incomplete")
+    assert "this run: 1 image, 3 errors, 1 shard read, 5 committed before, 0.0 s, 0.0 images/s" in lines
