@@ -239,9 +239,9 @@ def compute_stats(output_url: str, storage: StorageOptions = StorageOptions()) -
     return write_stats(fs, output, result, head_stats)
 
 
-def not_complete_shards(fs, output: str, first: int) -> list[dict[str, Any]]:
-    """The last run's first `first` shards that did not complete (input order), from the manifest's shard table;
-    the filter reads the status column alone, so a million complete shards cost one column."""
+def not_complete_shards(fs, output: str, first: int | None) -> list[dict[str, Any]]:
+    """The last run's first `first` (None: all) shards that did not complete (input order), from the manifest's
+    shard table; the filter reads the status column alone, so a million complete shards cost one column."""
     try:
         with fs.open(join(output, MANIFEST_SHARDS), "rb") as file:
             parquet = pq.ParquetFile(file)

@@ -14,9 +14,12 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..analysis.stats import not_complete_shards
+from ..analysis.summary import counted
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, StagedShard, discard_attempt
+from ..job.config import EMBEDDINGS
 from ..job.fetch import is_remote, local_model
 from ..job.inputs import Shard, without
 from ..job.layout import reserved_columns
@@ -111,7 +114,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     if not config.overwrite:
         left_out = source.check(todo)
     shards, todo = without(shards, left_out), without(todo, left_out)
-    warnings += left_out_warning(left_out)
+    warnings += left_out_warning(left_out) + not_in_the_source(config, shards)
     wanted = label_options(info, config.labels)
     recorded = check_label_options(fs, output, wanted)  # a run refused for its options starts nothing
     if todo:
@@ -170,6 +173,23 @@ def checkpoint_commits(fs, output: str, committed: dict[str, Any], outcomes: dic
     if not committed and not any(o.status == "complete" and not o.skipped for o in outcomes.values()):
         return []
     return try_checkpoint(fs, output)
+
+
+def not_in_the_source(config: ScoreConfig, shards: list[Shard]) -> list[str]:
+    """A rescore carries the shards its source committed (`shards`): those the source's last run left not complete
+    have no embeddings to rescore, which the operator is told rather than left to notice in the counts."""
+    if config.reads != EMBEDDINGS:
+        return []
+    fs, root = filesystem(config.inputs[0], config.storage)
+    committed = {shard.shard_id for shard in shards}
+    gaps = [gap for gap in not_complete_shards(fs, root, None) if gap["shard"] not in committed]
+    if not gaps:
+        return []
+    named = ", ".join(f"{gap['shard']} {gap['status']}" for gap in gaps[:3]) + (", ..." if len(gaps) > 3 else "")
+    return [
+        f"not in this rescore: {counted(len(gaps), 'shard')} its source's last run left not complete ({named}); "
+        "rescore again once the source has committed them"
+    ]
 
 
 def absent_meta_warnings(fields: tuple[str, ...], scored: list[ShardOutcome]) -> list[str]:

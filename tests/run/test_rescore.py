@@ -97,6 +97,25 @@ def test_rescore_equals_scoring_the_images_and_carries_keys_metadata_and_errors(
     assert rescore(scored, tmp_path / "new", tiny_heads["small"], embedding=True).figures["shards_skipped"] == 3
 
 
+def test_the_shards_a_source_left_not_complete_are_named(scored, tiny_heads, tmp_path):
+    """The source's last run failed a shard (here written into its shard table): it has nothing to rescore."""
+    import pyarrow as pa
+
+    source = tmp_path / "source"
+    shutil.copytree(scored, source)
+    table = pq.read_table(source / "manifest.shards.parquet")
+    failed = {**table.slice(0, 1).to_pylist()[0], "shard": "lost-0a1b2c3d", "status": "failed", "skipped": False}
+    rows = [*table.to_pylist(), {**failed, "samples": 0, "labels": 0, "errors": 0, "reason": "cut short"}]
+    pq.write_table(pa.Table.from_pylist(rows, table.schema), source / "manifest.shards.parquet")
+    result = rescore(source, tmp_path / "new", tiny_heads["small"], embedding=True)
+    assert result.exit_code == 0 and len(result.outcomes) == 3
+    assert result.warnings == [
+        "not in this rescore: 1 shard its source's last run left not complete (lost-0a1b2c3d failed); rescore "
+        "again once the source has committed them"
+    ]
+    assert rescore(scored, tmp_path / "whole", tiny_heads["small"], embedding=True).warnings == []
+
+
 def test_rescore_labels_do_not_depend_on_the_batch_any_head_set_applies_and_changed_files_fail(
     scored, tiny_heads, tmp_path
 ):
