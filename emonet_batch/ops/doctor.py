@@ -14,6 +14,7 @@ import socket
 from dataclasses import dataclass, field, replace
 
 from .. import __version__
+from ..analysis.summary import counted
 from ..errors import EmonetError, UsageError, first_line
 from ..job.accelerator import (
     GPU_DEVICES,
@@ -336,4 +337,5 @@ def verdict(rows: list[Row], options: DoctorOptions) -> str:
     failed = [f"{row.node + ': ' if row.node.strip('*') else ''}{row.check}" for row in rows if row.status == FAIL]
     if not failed:
         return f"doctor: a run on {what} would start"
-    return f"doctor: a run on {what} would not start: {len(failed)} checks fail ({', '.join(failed)})"
+    fail = "fails" if len(failed) == 1 else "fail"
+    return f"doctor: a run on {what} would not start: {counted(len(failed), 'check')} {fail} ({', '.join(failed)})"

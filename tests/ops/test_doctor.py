@@ -45,6 +45,8 @@ def test_this_machine_without_a_gpu_says_so_plainly(capsys):
     out = capsys.readouterr().out
     assert code == 0 and out.rstrip().endswith("doctor: a run on the CPU would start"), out
     assert "session (cpu)                ok      ran the probe graph" in out
+    assert main(["doctor", "--model", "nowhere"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "doctor: a run on the CPU would not start: 1 check fails (model)"
     if not find_gpus().names:  # the machines the tests run on: a CPU and no NVIDIA driver
         assert "GPUs                         -       no GPU (no NVIDIA driver)" in out
         assert main(["doctor", "--execution-provider", "cuda"]) == 1
