@@ -87,11 +87,12 @@ def expand_inputs(
 ) -> list[Shard]:
     """Every shard the INPUT arguments name, in the order given, each location once. What a folder or glob finds
     among the files a run writes into `output` (its label files, stats tables) is the run's own, never an input."""
+    own = normalised_location(output).rstrip("/") + "/" if output else None
     shards: dict[str, Shard] = {}
     outputs_own = 0
     for spec in specs:
         for url, listed in _expand_one(spec, storage):
-            if listed and output and _written_by_runs(url, output):
+            if listed and own and _written_by_runs(url, own):
                 outputs_own += 1
                 continue
             shard = make_shard(url, listed)
@@ -105,8 +106,8 @@ def expand_inputs(
     return list(shards.values())
 
 
-def _written_by_runs(url: str, output: str) -> bool:
-    root = normalised_location(output).rstrip("/") + "/"
+def _written_by_runs(url: str, root: str) -> bool:
+    """Whether `url` is among the files a run writes into the output at `root` (normalised, ending in /)."""
     location = normalised_location(url)
     return location.startswith(root) and location[len(root) :].split("/", 1)[0] in RUN_OUTPUTS
 
