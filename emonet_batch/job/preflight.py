@@ -19,7 +19,7 @@ from ..errors import UsageError, first_line
 from .accelerator import installed_runtimes, runtime_problem
 from .config import RAY_ADDRESS_FORMS, StorageOptions
 from .inputs import Shard
-from .read import image_column_of
+from .read import image_column_of, is_bytes
 from .storage import (
     NOT_FOUND,
     StorageError,
@@ -137,15 +137,17 @@ def nearest_existing(path: str) -> str:
     return path
 
 
-def check_inputs(shards: list[Shard], storage: StorageOptions, key_column: str | None = None) -> list[Shard]:
+def check_inputs(
+    shards: list[Shard], storage: StorageOptions, key_column: str | None = None, meta_fields: tuple[str, ...] = ()
+) -> list[Shard]:
     """The shards left out; the others are checked: every one exists, can be read and starts (a Parquet file: ends)
-    like its format, and a Parquet file holds an image column (and `key_column`). A Parquet file without images that
-    was found by listing a folder or glob is left out (the run warns, `left_out_warning`); any other problem is the
-    error, with how many more there are."""
+    like its format, and a Parquet file holds an image column (and `key_column`, and no `meta_fields` of bytes). A
+    Parquet file without images that was found by listing a folder or glob is left out (the run warns,
+    `left_out_warning`); any other problem is the error, with how many more there are."""
     if not shards:
         return []
     with ThreadPoolExecutor(min(PROBE_THREADS, len(shards))) as pool:
-        problems = list(pool.map(lambda s: input_problem(s, storage, key_column), shards))
+        problems = list(pool.map(lambda s: input_problem(s, storage, key_column, meta_fields), shards))
     leave = [isinstance(p, NoImages) and s.listed for s, p in zip(shards, problems)]
     left_out = [s for s, left in zip(shards, leave) if left]
     refused = [p for p, left in zip(problems, leave) if p and not left]
@@ -177,11 +179,13 @@ def left_out_warning(left_out: list[Shard]) -> list[str]:
     return [f"left out {len(left_out)} Parquet files without an image column (img2dataset's metadata files?): {names}"]
 
 
-def input_problem(shard: Shard, storage: StorageOptions, key_column: str | None = None) -> str | None:
+def input_problem(
+    shard: Shard, storage: StorageOptions, key_column: str | None = None, meta_fields: tuple[str, ...] = ()
+) -> str | None:
     try:
         fs, path = filesystem(shard.url, storage)
         if shard.format == "parquet":
-            return parquet_problem(shard, parquet_schema(fs, path), key_column)
+            return parquet_problem(shard, parquet_schema(fs, path), key_column, meta_fields)
         head = fs.cat_file(path, start=0, end=HEAD_BYTES)
     except NOT_FOUND:
         return f"input not found: {shard.display_url}"
@@ -215,7 +219,9 @@ def parquet_schema(fs, path: str) -> pa.Schema:
     return pq.read_schema(pa.BufferReader(tail[-footer:]))
 
 
-def parquet_problem(shard: Shard, schema: pa.Schema, key_column: str | None) -> str | None:
+def parquet_problem(
+    shard: Shard, schema: pa.Schema, key_column: str | None, meta_fields: tuple[str, ...] = ()
+) -> str | None:
     if image_column_of(schema) is None:
         return NoImages(
             f"{shard.display_url} holds no image column (a struct with a `bytes` field, as Hugging Face `Image` "
@@ -223,4 +229,10 @@ def parquet_problem(shard: Shard, schema: pa.Schema, key_column: str | None) -> 
         )
     if key_column and key_column not in schema.names:
         return f"{shard.display_url} has no key column {key_column!r} (columns: {', '.join(schema.names)})"
+    raw = [name for name in meta_fields if name in schema.names and is_bytes(schema.field(name).type)]
+    if raw:
+        return (
+            f"--meta-fields {', '.join(raw)}: a column of bytes in {shard.display_url}, which no label column "
+            "carries (text, numbers, lists and structs are)"
+        )
     return None

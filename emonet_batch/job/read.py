@@ -251,7 +251,13 @@ class NotAShard(ValueError):
 
 
 def _is_scalar(kind: pa.DataType) -> bool:
-    return not (pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+    return not (pa.types.is_nested(kind) or is_bytes(kind))
+
+
+def is_bytes(kind: pa.DataType) -> bool:
+    """A column of raw bytes, which no label column carries (labels hold text, numbers, and JSON for the rest)."""
+    checks = (pa.types.is_binary, pa.types.is_large_binary, pa.types.is_fixed_size_binary, pa.types.is_binary_view)
+    return any(check(kind) for check in checks)
 
 
 def image_bytes(image: dict[str, Any], beside: Callable[[str], bytes] | None) -> tuple[bytes | None, str]:

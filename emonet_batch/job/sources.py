@@ -82,7 +82,7 @@ class ImageSource:
         return labels
 
     def check(self, shards: list[Shard]) -> list[Shard]:
-        return check_inputs(shards, self.storage, self.key_column)
+        return check_inputs(shards, self.storage, self.key_column, self.meta_fields)
 
     def manifest_fields(self) -> dict[str, Any]:
         return {}

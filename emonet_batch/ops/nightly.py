@@ -145,7 +145,8 @@ def run_nightly(config: NightlyConfig, day: dt.date | None = None, progress: str
     new = new_shards(expand_inputs(config.inputs, config.storage), done)
     # listed files that hold no images (img2dataset's metadata) are never committed: left out here, every night,
     # since the run is given the rest by name
-    left_out = check_inputs(new, config.storage, config.options.get("key_column"))
+    meta_fields = tuple(config.options.get("meta_fields") or ())
+    left_out = check_inputs(new, config.storage, config.options.get("key_column"), meta_fields)
     kept = without(new, left_out)
     if not kept:
         return None

@@ -50,6 +50,23 @@ def test_listed_files_without_images_are_left_out_and_named_ones_refused(tmp_pat
         check_inputs(expand_inputs([str(tmp_path / "in" / "broken.parquet")], StorageOptions()), StorageOptions())
 
 
+def test_a_column_of_bytes_named_in_meta_fields_is_refused(tmp_path):
+    """A label column holds text, numbers or JSON: raw bytes (a mask, an embedding blob) are no metadata."""
+    path = parquet_shard(tmp_path / "faces.parquet", 3)
+    table = pq.read_table(path)
+    table = table.append_column("mask", pa.array([b"\x00\x01"] * 3, pa.binary()))
+    table = table.append_column("digest", pa.array([b"\x00" * 4] * 3, pa.binary(4)))
+    pq.write_table(table, path)
+    shards = expand_inputs([str(path)], StorageOptions())
+    assert check_inputs(shards, StorageOptions(), None, ("age", "emotion")) == []
+    with pytest.raises(UsageError) as raised:
+        check_inputs(shards, StorageOptions(), None, ("age", "mask", "digest"))
+    assert str(raised.value) == (
+        f"--meta-fields mask, digest: a column of bytes in {path}, which no label column carries (text, numbers, "
+        "lists and structs are)"
+    )
+
+
 def test_a_key_column_needs_a_parquet_input(tmp_path):
     (tar,) = good_shards(tmp_path / "in", shards=1, per_shard=2)
     tars = expand_inputs([str(tar)], StorageOptions())
