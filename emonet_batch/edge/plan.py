@@ -70,7 +70,7 @@ def reads_in_actors(info: ModelInfo, engine: EngineOptions) -> bool:
 def session_options(engine: EngineOptions, workers: int) -> SessionOptions:
     if engine.gpus_per_worker > 0:
         return SessionOptions(
-            device=engine.execution_provider,
+            device=engine.execution_provider or "cuda",
             intra_op_threads=1,
             trt_precision=engine.trt_precision,
             max_batch=engine.batch_size,

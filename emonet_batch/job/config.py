@@ -93,7 +93,7 @@ class EngineOptions:
     batch_size: int = 32  # images per inference call
     decode_batch_size: int = 32  # images per decode call, and per block out of a read task
     gpus_per_worker: float = 0.0
-    execution_provider: str = "cuda"  # cuda | tensorrt, for GPU actors
+    execution_provider: str | None = None  # cuda | tensorrt, for GPU actors only; None: cuda
     trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use
     trt_cache: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers

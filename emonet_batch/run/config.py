@@ -153,8 +153,9 @@ OPTIONS = (
            commands=("score",)),
     Option("gpus_per_worker", "engine", "GPUs per inference actor (fractions share a GPU); 0 runs on CPU.", "float",
            low=0, manifest=True, commands=("score",)),
-    Option("execution_provider", "engine", "ONNX Runtime provider of GPU actors (with --gpus-per-worker); tensorrt "
-           "builds engines once into --trt-cache.", "choice", choices=("cuda", "tensorrt"), commands=("score",)),
+    Option("execution_provider", "engine", "ONNX Runtime provider of GPU actors (needs --gpus-per-worker). Default: "
+           "cuda; tensorrt builds engines once into --trt-cache.", "choice", choices=("cuda", "tensorrt"),
+           commands=("score",)),
     Option("trt_precision", "engine", "Reduced precision TensorRT may use: fp16 for an fp16 export, bf16 (Ampere and "
            "newer) for an fp32 export.", "choice", choices=("fp16", "bf16", "fp32"), commands=("score",)),
     Option("trt_cache", "engine", "TensorRT engine and timing cache on each node. Default: "

@@ -221,6 +221,11 @@ def check_config(config: ScoreConfig) -> None:
         raise UsageError("--workers must be at least 1")
     if engine.gpus_per_worker < 0:
         raise UsageError("--gpus-per-worker cannot be negative")
+    if engine.execution_provider and engine.gpus_per_worker <= 0:  # else the run would go to the CPU unasked
+        raise UsageError(
+            f"--execution-provider {engine.execution_provider} is for GPU actors: give --gpus-per-worker too "
+            "(1: a GPU each)"
+        )
     if not 0 <= config.max_error_rate <= 1:
         raise UsageError("--max-error-rate must be between 0 and 1")
 

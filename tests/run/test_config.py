@@ -25,3 +25,14 @@ def test_every_option_name_is_defined_once():
 
     names = [f.name for kind in (LabelOptions, EngineOptions, Presentation) for f in fields(kind)]
     assert len(names) == len(set(names)) and set(names) <= set(OPTION_GROUPS)
+
+
+def test_an_execution_provider_without_gpu_actors_is_refused():
+    """Without --gpus-per-worker the actors run on the CPU: a provider given alone would be ignored."""
+    from emonet_batch.run.score import check_config
+
+    check_config(score_config(["x.tar"], "out", "m", execution_provider="tensorrt", gpus_per_worker=1))
+    check_config(score_config(["x.tar"], "out", "m"))
+    with pytest.raises(UsageError) as raised:
+        check_config(score_config(["x.tar"], "out", "m", execution_provider="cuda"))
+    assert str(raised.value) == "--execution-provider cuda is for GPU actors: give --gpus-per-worker too (1: a GPU each)"
