@@ -72,7 +72,7 @@ def session_options(engine: EngineOptions, workers: int) -> SessionOptions:
         return SessionOptions(
             device=engine.execution_provider or "cuda",
             intra_op_threads=1,
-            trt_precision=engine.trt_precision,
+            trt_precision=engine.trt_precision or "fp16",
             max_batch=engine.batch_size,
             trt_cache_dir=engine.trt_cache,
         )

@@ -94,7 +94,7 @@ class EngineOptions:
     decode_batch_size: int = 32  # images per decode call, and per block out of a read task
     gpus_per_worker: float = 0.0
     execution_provider: str | None = None  # cuda | tensorrt, for GPU actors only; None: cuda
-    trt_precision: str = "fp16"  # fp16 | bf16 | fp32: the reduced precision TensorRT may use
+    trt_precision: str | None = None  # fp16 | bf16 | fp32: the reduced precision TensorRT may use; None: fp16
     trt_cache: str | None = None  # TensorRT engine cache (default ~/.cache/emonet-batch/tensorrt on each node)
     threads_per_worker: int | None = None  # ORT intra-op threads; None: the CPUs Ray sees / workers
     wait_for_resources: float = 300.0  # seconds to wait for an autoscaler to add the nodes the actors need

@@ -156,8 +156,9 @@ OPTIONS = (
     Option("execution_provider", "engine", "ONNX Runtime provider of GPU actors (needs --gpus-per-worker). Default: "
            "cuda; tensorrt builds engines once into --trt-cache.", "choice", choices=("cuda", "tensorrt"),
            commands=("score",)),
-    Option("trt_precision", "engine", "Reduced precision TensorRT may use: fp16 for an fp16 export, bf16 (Ampere and "
-           "newer) for an fp32 export.", "choice", choices=("fp16", "bf16", "fp32"), commands=("score",)),
+    Option("trt_precision", "engine", "Reduced precision TensorRT may use (needs --execution-provider tensorrt): "
+           "fp16 (the default) for an fp16 export, bf16 (Ampere and newer) for an fp32 export.", "choice",
+           choices=("fp16", "bf16", "fp32"), commands=("score",)),
     Option("trt_cache", "engine", "TensorRT engine and timing cache on each node. Default: "
            "~/.cache/emonet-batch/tensorrt.", "text", metavar="DIR", commands=("score",)),
     Option("allow_inaccurate_model", "run", "Score with a reduced-precision model whose recorded error against fp32 "

@@ -226,6 +226,8 @@ def check_config(config: ScoreConfig) -> None:
             f"--execution-provider {engine.execution_provider} is for GPU actors: give --gpus-per-worker too "
             "(1: a GPU each)"
         )
+    if engine.trt_precision and engine.execution_provider != "tensorrt":
+        raise UsageError(f"--trt-precision {engine.trt_precision} is for --execution-provider tensorrt")
     if not 0 <= config.max_error_rate <= 1:
         raise UsageError("--max-error-rate must be between 0 and 1")
 

@@ -35,4 +35,10 @@ def test_an_execution_provider_without_gpu_actors_is_refused():
     check_config(score_config(["x.tar"], "out", "m"))
     with pytest.raises(UsageError) as raised:
         check_config(score_config(["x.tar"], "out", "m", execution_provider="cuda"))
-    assert str(raised.value) == "--execution-provider cuda is for GPU actors: give --gpus-per-worker too (1: a GPU each)"
+    assert str(raised.value) == (
+        "--execution-provider cuda is for GPU actors: give --gpus-per-worker too (1: a GPU each)"
+    )
+    gpu = {"gpus_per_worker": 1, "trt_precision": "bf16"}
+    check_config(score_config(["x.tar"], "o", "m", execution_provider="tensorrt", **gpu))
+    with pytest.raises(UsageError, match="^--trt-precision bf16 is for --execution-provider tensorrt$"):
+        check_config(score_config(["x.tar"], "o", "m", execution_provider="cuda", **gpu))
