@@ -226,6 +226,8 @@ def check_config(config: ScoreConfig) -> None:
             f"--execution-provider {engine.execution_provider} is for GPU actors: give --gpus-per-worker too "
             "(1: a GPU each)"
         )
+    if engine.threads_per_worker is not None and engine.gpus_per_worker > 0:
+        raise UsageError("--threads-per-worker is for CPU actors; a GPU actor runs its graph on one thread")
     if engine.trt_precision and engine.execution_provider != "tensorrt":
         raise UsageError(f"--trt-precision {engine.trt_precision} is for --execution-provider tensorrt")
     if not 0 <= config.max_error_rate <= 1:

@@ -42,3 +42,5 @@ def test_an_execution_provider_without_gpu_actors_is_refused():
     check_config(score_config(["x.tar"], "o", "m", execution_provider="tensorrt", **gpu))
     with pytest.raises(UsageError, match="^--trt-precision bf16 is for --execution-provider tensorrt$"):
         check_config(score_config(["x.tar"], "o", "m", execution_provider="cuda", **gpu))
+    with pytest.raises(UsageError, match="^--threads-per-worker is for CPU actors"):
+        check_config(score_config(["x.tar"], "o", "m", gpus_per_worker=1, threads_per_worker=4))
