@@ -50,7 +50,7 @@ def local_model(model: str, storage: StorageOptions, cache: str | None = None, e
                 return cache_root / expected_id
     fs, root = filesystem(model, storage)
     try:
-        record_bytes = fs.cat_file(join(root, MODEL_JSON))
+        record_bytes = _record_bytes(fs, root, model)
         record = json.loads(record_bytes)
         names, identity = list(recorded_files(record)), model_id(record)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -62,6 +62,13 @@ def local_model(model: str, storage: StorageOptions, cache: str | None = None, e
         if not _usable(entry):
             _download(fs, root, names, record_bytes, entry, model)
     return entry
+
+
+def _record_bytes(fs, root: str, model: str) -> bytes:
+    try:
+        return fs.cat_file(join(root, MODEL_JSON))
+    except FileNotFoundError:
+        raise ModelError(f"no exported model at {redact_url(model)} (it holds no {MODEL_JSON})") from None
 
 
 def _usable(entry: Path) -> bool:

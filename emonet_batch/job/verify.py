@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from ..errors import UsageError
 from .commitlog import Records, read_records
 from .layout import MODEL_ID_METADATA, label_file
-from .storage import NOT_FOUND, join, redact_url
+from .storage import NOT_FOUND, is_local, join, redact_url
 
 
 def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
@@ -26,12 +26,13 @@ def committed_shards(fs, output: str) -> dict[str, dict[str, Any]]:
     nothing was committed yet."""
     commits = read_records(fs, output).records
     if not commits:
-        raise nothing_committed(output)
+        raise nothing_committed(fs, output)
     return commits
 
 
-def nothing_committed(output: str) -> UsageError:
-    return UsageError(f"no committed shards under {redact_url(output)} (run `emonet-batch score` first)")
+def nothing_committed(fs, output: str) -> UsageError:
+    shown = redact_url(output if is_local(fs) else fs.unstrip_protocol(output))  # s3://bucket/..., not bucket/...
+    return UsageError(f"no committed shards under {shown} (run `emonet-batch score` first)")
 
 
 class CommittedFileError(ValueError):
@@ -63,7 +64,7 @@ def verify_output(fs, output: str) -> dict[str, str]:
     or one no run has committed to: there is nothing to verify)."""
     found = read_records(fs, output, full=True)
     if not found.records and not found.unreadable:
-        raise nothing_committed(output)
+        raise nothing_committed(fs, output)
     return damaged_shards(fs, output, found)
 
 

@@ -221,6 +221,11 @@ def test_object_storage_problems_fail_before_anything_starts(s3, tiny_models, tm
     started = time.perf_counter()
     assert main([*args, "--output", "s3://results/early"]) == 2
     assert capsys.readouterr().err == "emonet-batch: error: input not found: s3://corpus/faces/missing.tar\n"
+    assert main(["verify", "s3://results/nothing", "--endpoint-url", endpoint]) == 2
+    assert "no committed shards under s3://results/nothing (run" in capsys.readouterr().err
+    assert main([*args[:2], "--model", "s3://corpus/none", *args[4:], "--output", "s3://results/early"]) == 1
+    no_model = "no exported model at s3://corpus/none (it holds no model.json)"
+    assert capsys.readouterr().err == f"emonet-batch: error: {no_model}\n"
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
