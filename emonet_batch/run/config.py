@@ -249,14 +249,14 @@ OPTION_GROUPS = {option.name: option.group for option in OPTIONS if not option.r
 
 
 def score_config(
-    inputs: tuple[str, ...] | list[str],
+    inputs: str | tuple[str, ...] | list[str],
     output: str,
     model: str,
     storage: StorageOptions = StorageOptions(),
     **options: Any,
 ) -> ScoreConfig:
     """A ScoreConfig from flat option names (those of OPTION_GROUPS); an unknown name is a usage error. Storage
-    options given by name override those of `storage`."""
+    options given by name override those of `storage`. One input may be given as a string."""
     unknown = sorted(set(options) - set(OPTION_GROUPS))
     if unknown:
         raise UsageError(f"unknown options {', '.join(unknown)}; known: {', '.join(sorted(OPTION_GROUPS))}")
@@ -267,7 +267,8 @@ def score_config(
         grouped["labels"]["meta_fields"] = tuple(dict.fromkeys(grouped["labels"]["meta_fields"]))  # each once
     parts = {group: GROUPS[group](**grouped[group]) for group in ("labels", "engine", "presentation")}
     storage = replace(storage, **grouped["storage"])
-    return ScoreConfig(inputs=tuple(inputs), output=output, model=model, storage=storage, **parts, **grouped["run"])
+    inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)  # tuple("data/") would be its letters
+    return ScoreConfig(inputs=inputs, output=output, model=model, storage=storage, **parts, **grouped["run"])
 
 
 def rescore_config(

@@ -11,6 +11,7 @@ def test_flat_option_names_land_in_their_groups():
     config = score_config(["x.tar"], "out", "m", batch_size=8, meta_fields=["age"], progress="off", overwrite=True)
     assert config.engine.batch_size == 8 and config.labels.meta_fields == ("age",)
     assert config.presentation.progress == "off" and config.overwrite
+    assert score_config("data/", "out", "m").inputs == ("data/",)  # one input as a string, not its letters
     repeated = score_config(["x.tar"], "out", "m", meta_fields=["age", "gender", "age"])
     assert repeated.labels.meta_fields == ("age", "gender")  # one column, one warning, whatever the repeats
     with pytest.raises(UsageError, match="unknown options batchsize"):
