@@ -256,7 +256,7 @@ def score_config(
     **options: Any,
 ) -> ScoreConfig:
     """A ScoreConfig from flat option names (those of OPTION_GROUPS); an unknown name is a usage error. Storage
-    options given by name override those of `storage`. One input may be given as a string."""
+    options given by name override those of `storage`. One input may be given as a string, and meta_fields as "a,b"."""
     unknown = sorted(set(options) - set(OPTION_GROUPS))
     if unknown:
         raise UsageError(f"unknown options {', '.join(unknown)}; known: {', '.join(sorted(OPTION_GROUPS))}")
@@ -264,7 +264,9 @@ def score_config(
     for name, value in options.items():
         grouped[OPTION_GROUPS[name]][name] = value
     if "meta_fields" in grouped["labels"]:
-        grouped["labels"]["meta_fields"] = tuple(dict.fromkeys(grouped["labels"]["meta_fields"]))  # each once
+        fields = grouped["labels"]["meta_fields"]
+        fields = comma_names(fields) if isinstance(fields, str) else fields  # "a,b" as on the command line
+        grouped["labels"]["meta_fields"] = tuple(dict.fromkeys(fields))  # each once
     parts = {group: GROUPS[group](**grouped[group]) for group in ("labels", "engine", "presentation")}
     storage = replace(storage, **grouped["storage"])
     inputs = (inputs,) if isinstance(inputs, str) else tuple(inputs)  # tuple("data/") would be its letters

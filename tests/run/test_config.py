@@ -14,6 +14,7 @@ def test_flat_option_names_land_in_their_groups():
     assert score_config("data/", "out", "m").inputs == ("data/",)  # one input as a string, not its letters
     repeated = score_config(["x.tar"], "out", "m", meta_fields=["age", "gender", "age"])
     assert repeated.labels.meta_fields == ("age", "gender")  # one column, one warning, whatever the repeats
+    assert score_config("x.tar", "out", "m", meta_fields="age, gender").labels.meta_fields == ("age", "gender")
     with pytest.raises(UsageError, match="unknown options batchsize"):
         score_config(["x.tar"], "out", "m", batchsize=8)
 
