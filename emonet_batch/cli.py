@@ -439,12 +439,13 @@ def evaluate(labels, annotations, kind, key_pattern, bootstrap, endpoint_url) ->
     "--metadata", type=click.Path(path_type=Path), help="CSV or JSON of per-image metadata, keyed by file name."
 )
 @click.option("--prefix", default="shard", show_default=True, help="Shard file name prefix.")
-def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefix: str) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace the <prefix>-NNNNN.tar shards already in --out.")
+def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefix: str, overwrite: bool) -> None:
     """Pack an image folder (plus optional metadata) into WebDataset shards."""
     from .analysis.summary import counted
     from .devtools.shards import folder_to_shards
 
-    packed = folder_to_shards(source, out, shard_size, metadata, prefix)
+    packed = folder_to_shards(source, out, shard_size, metadata, prefix, overwrite)
     names = packed.paths[0].name + (f" .. {packed.paths[-1].name}" if len(packed.paths) > 1 else "")
     with_metadata = f", {counted(len(packed.matched), 'metadata record')} used" if metadata else ""
     click.echo(

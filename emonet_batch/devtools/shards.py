@@ -7,6 +7,7 @@ fixed mtimes and owners so the same input gives byte-identical shards.
 from __future__ import annotations
 
 import csv
+import glob
 import itertools
 import json
 import re
@@ -168,13 +169,32 @@ def image_files(source: Path) -> list[Path]:
     return images
 
 
+def clear_earlier_shards(out_dir: Path, prefix: str, overwrite: bool) -> None:
+    """Shards of an earlier packing left beside new ones (more of them, from a smaller --shard-size) would be scored
+    too, their images twice: refused, or with `overwrite` removed first."""
+    earlier = sorted(out_dir.glob(f"{glob.escape(prefix)}-[0-9][0-9][0-9][0-9][0-9].tar"))
+    if earlier and not overwrite:
+        raise UsageError(
+            f"{out_dir} already holds {counted(len(earlier), 'shard')} ({earlier[0].name}"
+            f"{f' .. {earlier[-1].name}' if len(earlier) > 1 else ''}); pass --overwrite to replace them"
+        )
+    for path in earlier:
+        path.unlink()
+
+
 def folder_to_shards(
-    source: Path, out_dir: Path, samples_per_shard: int, metadata_file: Path | None = None, prefix: str = "shard"
+    source: Path,
+    out_dir: Path,
+    samples_per_shard: int,
+    metadata_file: Path | None = None,
+    prefix: str = "shard",
+    overwrite: bool = False,
 ) -> Packed:
     if not source.is_dir():
         raise UsageError(f"not a directory: {source}")
     metadata, packed, images = load_metadata(metadata_file), Packed(), image_files(source)
     check_one_image_each(source, images, metadata)
+    clear_earlier_shards(out_dir, prefix, overwrite)
     packed.paths = write_shards(folder_samples(source, images, metadata, packed), out_dir, samples_per_shard, prefix)
     if not packed.paths:
         raise UsageError(f"no images (.jpg, .jpeg, .png, .webp) under {source}")

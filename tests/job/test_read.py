@@ -168,6 +168,20 @@ def test_metadata_that_cannot_be_used_is_one_line(folder, tmp_path, capsys):
     assert code == 0 and err == f"warning: 2 metadata records named no image under {folder} (y.jpg, z.jpg)"
 
 
+def test_shards_of_an_earlier_packing_are_never_left_beside_new_ones(folder, tmp_path, capsys):
+    """Packed again with larger shards, the folder's images would be in the old shards too and scored twice."""
+    out = tmp_path / "s"
+    assert len(folder_to_shards(folder, out, 1).paths) == 4
+    (out / "other-00000.tar").write_bytes(b"")  # another prefix is not ours
+    assert main(["shard", str(folder), "--out", str(out), "--shard-size", "3"]) == 2
+    assert capsys.readouterr().err == (
+        f"emonet-batch: error: {out} already holds 4 shards (shard-00000.tar .. shard-00003.tar); pass --overwrite to "
+        "replace them\n"
+    )
+    assert main(["shard", str(folder), "--out", str(out), "--shard-size", "3", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["other-00000.tar", "shard-00000.tar", "shard-00001.tar"]
+
+
 def test_a_link_to_a_missing_image_is_refused(folder, tmp_path, capsys):
     (folder / "fetched.jpg").symlink_to(folder / "a.jpg")
     (folder / "never-fetched.jpg").symlink_to(tmp_path / "annex" / "missing.jpg")
