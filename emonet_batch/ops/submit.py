@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ def submit(config: SubmitConfig, out=sys.stdout) -> int:
             f"submit runs one of: {', '.join(SUBMITTABLE)} (after `--`), "
             "e.g. emonet-batch submit -- score IN --output OUT --model M"
         )
+    if config.working_dir and "://" not in config.working_dir and not os.path.exists(config.working_dir):
+        where = "a local folder or .zip is uploaded from here"
+        raise UsageError(f"--working-dir {config.working_dir} is not here ({where})")
     jobs = client(config.address)
     base = base_submission_id(config.args)
     existing = {job.submission_id: job for job in jobs.list_jobs() if (job.submission_id or "").startswith(base)}

@@ -39,6 +39,9 @@ def test_a_required_option_left_out_is_one_line_here_and_before_a_job_is_submitt
     assert main(["submit", "--", "score", "x.tar", "--output", "o", "--model", "m", "--batch-size", "0"]) == 2
     assert "the job's command line: Invalid value for '--batch-size'" in capsys.readouterr().err
     assert main(["submit", "--entrypoint-num-cpus", "-1", "--", "score", "x.tar", "--output", "o", "--model", "m"]) == 2
+    capsys.readouterr()
+    assert main(["submit", "--working-dir", "nowhere", "--", "score", "x.tar", "--output", "o", "--model", "m"]) == 2
+    assert "--working-dir nowhere is not here (a local folder or .zip is uploaded from here)" in capsys.readouterr().err
 
 
 def test_flags_become_a_config_with_each_value_in_its_group():
