@@ -15,8 +15,10 @@ from ..job.commitlog import log_change, read_records
 from ..job.config import LabelOptions
 from ..job.inputs import Shard, normalised_location
 from ..job.layout import (
+    COMMITS,
     LABEL_OPTIONS,
     LABELS,
+    MANIFEST,
     RUN_OUTPUTS,
     commit_file,
     error_file,
@@ -63,6 +65,26 @@ def skipped_outcome(shard: Shard, record: dict[str, Any]) -> ShardOutcome:
         skipped=True,
         error_types=record.get("error_types", {}),
     )
+
+
+def check_ours(fs, output: str, display: str) -> None:
+    """Refuse an output folder that holds a `labels/` (or another name a run writes) that no run of this tool
+    wrote, as a dataset's own folder may (YOLO keeps `labels/`): a run would mix its files with them, and
+    --overwrite would remove them. One listing of the output's top level."""
+    try:
+        names = {path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(output, detail=False)}
+    except NOT_FOUND:
+        return
+    finally:
+        fs.invalidate_cache(output)  # a listing kept would answer later existence checks from this moment
+    if names & {LABEL_OPTIONS, COMMITS, MANIFEST}:
+        return  # an output of this tool
+    foreign = sorted(names & set(RUN_OUTPUTS))
+    if foreign:
+        raise UsageError(
+            f"{display} holds {', '.join(foreign)} that no emonet-batch run wrote (it has no "
+            f"{LABEL_OPTIONS}): give the labels another --output"
+        )
 
 
 def clear_output(fs, output: str) -> None:

@@ -44,6 +44,7 @@ from .manifest import (
 from .progress import Counters, Progress
 from .resume import (
     check_label_options,
+    check_ours,
     claim_label_options,
     clear_output,
     label_options,
@@ -103,6 +104,7 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
     progress.phase(f"checking the output and {len(shards)} inputs", logged=False)
     fs, output = filesystem(config.output, config.storage)
     check_output(fs, output, redact_url(config.output))
+    check_ours(fs, output, redact_url(config.output))
     left_out = []
     if config.overwrite:
         left_out = source.check(shards)  # before anything is removed: a run that cannot start changes nothing

@@ -109,3 +109,23 @@ def test_two_runs_claiming_an_empty_output_at_once_get_one_set_of_options(model,
     (loser,) = refused
     (winner,) = set(wanted) - {loser}
     assert json.loads((tmp_path / "_label_options.json").read_text()) == wanted[winner]
+
+
+def test_a_folder_no_run_wrote_labels_into_is_refused(tmp_path):
+    """A dataset's own `labels/` (YOLO's) is neither mixed with label files nor removed by --overwrite."""
+    from emonet_batch.run.resume import check_ours
+
+    fs, _ = filesystem(str(tmp_path), StorageOptions())
+    check_ours(fs, str(tmp_path / "new"), "new")  # not there yet
+    (tmp_path / "shard-00000.tar").write_bytes(b"")
+    check_ours(fs, str(tmp_path), "data")  # shards beside an output are fine
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "img1.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(UsageError) as raised:
+        check_ours(fs, str(tmp_path), "data")
+    assert str(raised.value) == (
+        "data holds labels that no emonet-batch run wrote (it has no _label_options.json): give the labels another "
+        "--output"
+    )
+    (tmp_path / "_label_options.json").write_text("{}")
+    check_ours(fs, str(tmp_path), "data")  # an output of this tool

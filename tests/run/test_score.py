@@ -128,6 +128,11 @@ def test_another_model_is_refused_unless_overwrite(ray_runtime, tiny_models, tmp
         score(tmp_path, tiny_models["large"], [tmp_path / "in"])
     result = score(tmp_path, tiny_models["large"], [tmp_path / "in"], overwrite=True)
     assert result.figures["shards_scored"] == 1 and result.manifest["model"]["head_size"] == "large"
+    (tmp_path / "in" / "labels").mkdir()  # a dataset's own labels, beside its shards
+    (tmp_path / "in" / "labels" / "img1.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(UsageError, match="holds labels that no emonet-batch run wrote"):
+        score(tmp_path, tiny_models["large"], [tmp_path / "in"], out="in", overwrite=True)
+    assert (tmp_path / "in" / "labels" / "img1.txt").exists()
 
 
 def test_bad_input_is_accounted_for_exactly(ray_runtime, tiny_models, tmp_path):
