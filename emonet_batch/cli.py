@@ -174,14 +174,20 @@ def export(
 
 
 @cli.command()
-@click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the ONNX files.")
-def info(model_dir: Path, no_verify: bool) -> None:
-    """Print the recorded metadata of an exported model."""
+@click.argument("model", metavar="MODEL_DIR|URL")
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the ONNX files (a local model's).")
+@model_cache_option
+@endpoint_url_option
+def info(model: str, no_verify: bool, model_cache: str | None, endpoint_url: str | None) -> None:
+    """Print the recorded metadata of an exported model; one at a URL is fetched into --model-cache (and verified)
+    as a run fetches it."""
     from .analysis.summary import model_info_table
+    from .job.config import StorageOptions
+    from .job.fetch import is_remote, local_model
     from .model.record import load_model_info
 
-    click.echo(model_info_table(load_model_info(model_dir, verify=not no_verify)))
+    directory = local_model(model, StorageOptions(endpoint_url=endpoint_url), model_cache)
+    click.echo(model_info_table(load_model_info(directory, verify=not (no_verify or is_remote(model)))))
 
 
 def run_and_summarise(make_config, **flags) -> int:

@@ -291,6 +291,15 @@ def test_cli_export_and_info(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "model id (graph files + label facts)" in table and "44 (small)" in table and "max_abs_score_diff" in table
+    import fsspec  # a model at a URL is fetched into the cache, as a run fetches it
+
+    store = fsspec.filesystem("memory")
+    for path in tmp_path.iterdir():
+        if path.is_file():
+            store.pipe_file(f"/info-test/m/{path.name}", path.read_bytes())
+    assert main(["info", "memory://info-test/m", "--model-cache", str(tmp_path / "cache")]) == 0
+    fetched = capsys.readouterr().out
+    assert "44 (small)" in fetched and load_model_info(tmp_path).model_id in fetched
 
 
 def test_cli_export_offline_hub_ids_fail_in_one_line(tmp_path, capsys, monkeypatch):
