@@ -38,6 +38,8 @@ from .rows import (
 from .storage import Deadline, filesystem, join, split_query
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+#: The members whose bytes a sample uses; the others (captions, videos, arrays) are named, never held in memory.
+USED_EXTENSIONS = (*IMAGE_EXTENSIONS, "json")
 
 
 # --- tar shards (WebDataset convention) --------------------------------------------------------
@@ -70,6 +72,9 @@ def tar_members(stream: BinaryIO, size: int | None = None) -> Iterator[tuple[str
                 key, members, not_files = member_key, {}, []
             if not member.isfile():
                 not_files.append(not_a_file(member))
+                continue
+            if extension.rpartition(".")[2] not in USED_EXTENSIONS:
+                members[extension] = b""  # the stream still passes over its bytes, so truncation is still noticed
                 continue
             data = archive.extractfile(member).read()
             if len(data) != member.size:

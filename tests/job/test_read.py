@@ -52,6 +52,31 @@ def test_shards_written_by_webdataset_clients_read_as_webdataset_groups_them(tmp
     assert rows[-1]["status"] == "complete" and rows[-1]["count"] == 4
 
 
+def test_members_a_sample_does_not_use_are_never_held_in_memory(tmp_path):
+    """A corpus that keeps videos or arrays beside its frames: only images and json are read into memory, and a
+    shard cut inside a skipped member is still found truncated."""
+    import tracemalloc
+
+    jpeg = encode(face_image(1, size=48), "JPEG")
+    path = tmp_path / "video.tar"
+    with tarfile.open(path, "w") as archive:
+        for name, data in (("a.jpg", jpeg), ("a.mp4", bytes(40 << 20)), ("a.json", b'{"n": 1}'), ("b.mp4", b"v")):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    tracemalloc.start()
+    with open(path, "rb") as stream:
+        rows = list(tar_rows(stream, "video", path.stat().st_size))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 << 20, peak  # the 40 MB member passed by, never held
+    kinds = [(r["kind"], r.get("error_type")) for r in rows]
+    assert kinds == [("sample", None), ("error", "missing_image"), ("end", None)]
+    assert rows[0]["meta"] == '{"n": 1}' and "has: mp4" in rows[1]["message"] and rows[-1]["status"] == "complete"
+    cut = path.read_bytes()[: 20 << 20]  # inside the skipped member
+    assert list(tar_rows(io.BytesIO(cut), "video", len(cut)))[-1]["status"] == "failed"
+
+
 def test_links_in_a_tar_are_error_rows_and_folders_are_no_samples(tmp_path):
     # what `tar -c` of a folder writes: folder entries, and links where the folder has them
     path = tmp_path / "linked.tar"
