@@ -224,7 +224,9 @@ def parquet_rows(
             if f.name not in (column, key_column)
             and (_is_scalar(f.type) or (pa.types.is_nested(f.type) and f.name in meta_fields))
         ]
-        for batch in parquet.iter_batches(batch_size=256):
+        # only the columns a row uses are read: a second image column or a blob nobody asked for is never fetched
+        used = [column, *([key_column] if key_column else []), *meta_columns]
+        for batch in parquet.iter_batches(batch_size=256, columns=used):
             for record in batch.to_pylist():
                 image = record[column] or {}
                 key = _parquet_key(record, key_column, image.get("path"), seq)

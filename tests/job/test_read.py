@@ -134,6 +134,35 @@ def test_nested_parquet_columns_are_metadata_when_named(tmp_path):
     assert metadata(("tags", "box")) == {"age": 31, "tags": ["smile", "outdoor"], "box": {"x": 1, "y": 2}}
 
 
+def test_parquet_columns_no_row_uses_are_never_read(tmp_path):
+    """A dataset with a second image column (a mask, the original): only the image the job scores is fetched."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    image = {"bytes": encode(face_image(1, size=48), "JPEG"), "path": "a.jpg"}
+    mask = {"bytes": bytes(4 << 20), "path": "a-mask.png"}
+    table = pa.table({"image": pa.array([image], kind), "mask": pa.array([mask], kind), "age": [31]})
+    pq.write_table(table, tmp_path / "a.parquet", compression="none")
+
+    class Counted(io.BytesIO):
+        read_bytes = 0
+
+        def read(self, size=-1):
+            data = super().read(size)
+            Counted.read_bytes += len(data)
+            return data
+
+        def readinto(self, buffer):
+            count = super().readinto(buffer)
+            Counted.read_bytes += count
+            return count
+
+    rows = list(parquet_rows(Counted((tmp_path / "a.parquet").read_bytes()), "a"))
+    assert [r["kind"] for r in rows] == ["sample", "end"] and json.loads(rows[0]["meta"]) == {"age": 31}
+    assert Counted.read_bytes < 1 << 20, Counted.read_bytes  # the 4 MB mask column stayed in the file
+
+
 def test_shards_are_deterministic(folder, tmp_path):
     first = folder_to_shards(folder, tmp_path / "one", 10).paths
     second = folder_to_shards(folder, tmp_path / "two", 10).paths
