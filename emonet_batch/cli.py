@@ -448,7 +448,7 @@ def evaluate(labels, annotations, kind, key_pattern, bootstrap, endpoint_url) ->
 @click.option("--overwrite", is_flag=True, help="Replace the <prefix>-NNNNN.tar shards already in --out.")
 def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefix: str, overwrite: bool) -> None:
     """Pack an image folder (plus optional metadata) into WebDataset shards."""
-    from .analysis.summary import counted
+    from .analysis.summary import counted, listed
     from .devtools.shards import folder_to_shards
 
     packed = folder_to_shards(source, out, shard_size, metadata, prefix, overwrite)
@@ -461,7 +461,7 @@ def shard(source: Path, out: Path, shard_size: int, metadata: Path | None, prefi
     if packed.unmatched:
         click.echo(
             f"warning: {counted(len(packed.unmatched), 'metadata record')} named no image under {source} "
-            f"({', '.join(packed.unmatched[:3])}{', ...' if len(packed.unmatched) > 3 else ''})",
+            f"({listed(packed.unmatched)})",
             err=True,
         )
 

@@ -33,6 +33,11 @@ def counted(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
+def listed(items: Sequence[str], shown: int = 3) -> str:
+    """`a, b, c, ...`: the first `shown` of `items`, and an ellipsis when there are more."""
+    return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")
+
+
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
 

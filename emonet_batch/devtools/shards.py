@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..analysis.summary import counted
+from ..analysis.summary import counted, listed
 from ..errors import UsageError, first_line
 
 IMAGE_SUFFIXES = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".webp": "webp"}
@@ -134,8 +134,8 @@ def check_one_image_each(source: Path, images: list[Path], metadata: dict[str, d
     if shared:
         name, paths = shared
         raise UsageError(
-            f"the metadata record {name} names {len(paths)} images ({', '.join(paths[:3])}"
-            f"{', ...' if len(paths) > 3 else ''}): name each by its path under {source}"
+            f"the metadata record {name} names {len(paths)} images ({listed(paths)}): name each by its path under "
+            f"{source}"
         )
 
 
@@ -163,8 +163,7 @@ def image_files(source: Path) -> list[Path]:
     if broken:
         raise UsageError(
             f"{counted(len(broken), 'image')} under {source} {'is a link' if len(broken) == 1 else 'are links'} to "
-            f"nothing ({', '.join(broken[:3])}"
-            f"{', ...' if len(broken) > 3 else ''}): fetch their files or remove the links"
+            f"nothing ({listed(broken)}): fetch their files or remove the links"
         )
     return images
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
+from ..analysis.summary import listed
 from ..errors import first_line
 from ..job.commit import ShardOutcome
 from ..job.inputs import Shard
@@ -56,7 +57,7 @@ def exit_status(outcomes: dict[str, ShardOutcome], max_error_rate: float) -> tup
     with the error rows by type."""
     unfinished = [o for o in outcomes.values() if o.status != "complete"]
     if unfinished:
-        named = ", ".join(f"{o.shard} {o.status}" for o in unfinished[:3]) + (", ..." if len(unfinished) > 3 else "")
+        named = listed([f"{o.shard} {o.status}" for o in unfinished])
         return (
             EXIT_FAILED,
             f"{len(unfinished)} of {len(outcomes)} shards not complete ({named}); {rerun_hint(unfinished)}",

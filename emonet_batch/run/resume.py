@@ -67,31 +67,33 @@ def skipped_outcome(shard: Shard, record: dict[str, Any]) -> ShardOutcome:
     )
 
 
-def check_ours(fs, output: str, display: str) -> None:
-    """Refuse an output folder that holds a `labels/` (or another name a run writes) that no run of this tool
-    wrote, as a dataset's own folder may (YOLO keeps `labels/`): a run would mix its files with them, and
-    --overwrite would remove them. One listing of the output's top level."""
+def check_ours(fs, output: str, display: str) -> set[str]:
+    """The names at the output's top level (one listing); refused when they hold a `labels/` (or another name a run
+    writes) that no run of this tool wrote, as a dataset's own folder may (YOLO keeps `labels/`): a run would mix
+    its files with them, and --overwrite would remove them."""
     try:
         names = {path.rstrip("/").rsplit("/", 1)[-1] for path in fs.ls(output, detail=False)}
     except NOT_FOUND:
-        return
+        return set()
     finally:
         fs.invalidate_cache(output)  # a listing kept would answer later existence checks from this moment
     if names & {LABEL_OPTIONS, COMMITS, MANIFEST}:
-        return  # an output of this tool
+        return names  # an output of this tool
     foreign = sorted(names & set(RUN_OUTPUTS))
     if foreign:
         raise UsageError(
             f"{display} holds {', '.join(foreign)} that no emonet-batch run wrote (it has no "
             f"{LABEL_OPTIONS}): give the labels another --output"
         )
+    return names
 
 
-def clear_output(fs, output: str) -> None:
-    """--overwrite: remove what a run writes (and only that), so the output starts afresh."""
+def clear_output(fs, output: str, present: set[str]) -> None:
+    """--overwrite: remove what a run writes (and only that) of the output's top-level names `present`
+    (check_ours), so the output starts afresh."""
     for name in RUN_OUTPUTS:
-        path = join(output, name)
-        if fs.exists(path):
+        if name in present:
+            path = join(output, name)
             fs.rm(path, recursive=fs.isdir(path))
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..analysis.stats import not_complete_shards
-from ..analysis.summary import counted
+from ..analysis.summary import counted, listed
 from ..errors import EmonetError, PipelineError, UsageError
 from ..job.collect import ShardCollector
 from ..job.commit import ShardOutcome, StagedShard, discard_attempt
@@ -103,12 +103,13 @@ def score_with_progress(config: ScoreConfig, require_provider: bool, counters: C
         raise UsageError(f"--meta-fields would overwrite output columns: {', '.join(clash)}")
     progress.phase(f"checking the output and {len(shards)} inputs", logged=False)
     fs, output = filesystem(config.output, config.storage)
-    check_output(fs, output, redact_url(config.output))
-    check_ours(fs, output, redact_url(config.output))
+    display = redact_url(config.output)
+    check_output(fs, output, display)
+    present = check_ours(fs, output, display)
     left_out = []
     if config.overwrite:
         left_out = source.check(shards)  # before anything is removed: a run that cannot start changes nothing
-        clear_output(fs, output)
+        clear_output(fs, output, present)
     repaired = repair(fs, output) if config.repair else []
     committed, warnings = load_commits(fs, output)
     warnings = decode_note + repaired + warnings
@@ -187,7 +188,7 @@ def not_in_the_source(config: ScoreConfig, shards: list[Shard]) -> list[str]:
     gaps = [gap for gap in not_complete_shards(fs, root, None) if gap["shard"] not in committed]
     if not gaps:
         return []
-    named = ", ".join(f"{gap['shard']} {gap['status']}" for gap in gaps[:3]) + (", ..." if len(gaps) > 3 else "")
+    named = listed([f"{gap['shard']} {gap['status']}" for gap in gaps])
     return [
         f"not in this rescore: {counted(len(gaps), 'shard')} its source's last run left not complete ({named}); "
         "rescore again once the source has committed them"
